@@ -1,0 +1,94 @@
+"""What an edge client does with a task, independent of how the task arrived.
+
+The gRPC runtime (``lada.client.runtime``) and the in-process transport both
+call these two methods with protobuf messages, so the same code runs in the
+demo, the tests and the experiment harness.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from lada.common.config import LadaConfig
+from lada.common.data import Sample, is_correct
+from lada.common.learner import Learner, Pair
+from lada.common.models import resolve_model
+from lada.common.proto.lada.v1 import allocation_pb2, messages_pb2
+from lada.common.scenario import scenario_splits
+from lada.common.textlm import load_model
+
+
+def client_data(cfg: LadaConfig, name: str) -> tuple[list[Sample], list[Sample]]:
+    """This client's private train/test split (generated locally, never sent)."""
+    if name not in cfg.data.client_domains:
+        raise ValueError(f"client {name!r} not in data.client_domains {sorted(cfg.data.client_domains)}")
+    splits = scenario_splits(cfg.data, cfg.run.seed)
+    return splits.client_train[name], splits.client_test[name]
+
+
+class ClientApp:
+    """An SLM with LoRA adapters, its private data, and the two task handlers."""
+
+    def __init__(self, cfg: LadaConfig, name: str, model_path: str | None = None) -> None:
+        self.cfg, self.name = cfg, name
+        torch.set_num_threads(cfg.run.threads)
+        self.model_name = cfg.models.clients.get(name, "")
+        path = model_path or resolve_model(self.model_name, cfg.models, seed=cfg.run.seed)
+        model, tok = load_model(path)
+        self.learner = Learner(model, tok, cfg.train, cfg.distill, cfg.lora,
+                               seed=cfg.run.seed * 1000 + sum(map(ord, name)))
+        self.train_set, self.test_set = client_data(cfg, name)
+        self.domain = cfg.data.client_domains[name]
+
+    # ------------------------------------------------------------------ PROBE
+    def probe(self, task: messages_pb2.Task, candidates: messages_pb2.PathBatch
+              ) -> tuple[allocation_pb2.LearnabilityReport, messages_pb2.PathBatch]:
+        """Learnability statistics of this SLM on the sender's paths, and its own paths."""
+        paths = list(candidates.paths)
+        qs = [p.question for p in paths]
+        nll = self.learner.nll(qs, [p.text for p in paths])
+        own = self.learner.paths(qs)
+        ce = self.learner.answer_nll(qs, [p.answer for p in paths])
+        tok = self.learner.tok
+        report = allocation_pb2.LearnabilityReport(client_id=self.name, task_id=task.task_id, round=task.round)
+        own_batch = messages_pb2.PathBatch()
+        n_right = 0
+        for p, n, o, c in zip(paths, nll, own, ce):
+            ok = is_correct(o, p.answer)
+            n_right += ok
+            report.stats.append(messages_pb2.SampleStats(
+                sample_id=p.sample_id, nll=float(n), sender_len=len(tok(p.text)["input_ids"]),
+                own_len=len(tok(o)["input_ids"]), own_correct=ok, sender_correct=p.correct, answer_ce=float(c),
+            ))
+            own_batch.paths.append(messages_pb2.ReasoningPath(
+                sample_id=p.sample_id, question=p.question, text=o, correct=ok, answer=p.answer))
+        report.public_accuracy = n_right / max(len(paths), 1)
+        if task.evaluate:
+            report.has_test_accuracy = True
+            report.test_accuracy = self.test_accuracy()
+        return report, own_batch
+
+    # ------------------------------------------------------------------ TRAIN
+    def train(self, task: messages_pb2.Task, samples: Sequence[allocation_pb2.AllocatedSample]
+              ) -> allocation_pb2.RewardReport:
+        """Local SFT + contrastive distillation on the allocated pairs; report NLL before/after."""
+        t0 = time.perf_counter()
+        pairs = [Pair(s.sample_id, s.question, s.positive, s.negative) for s in samples]
+        rep = self.learner.learn_round(self.train_set, pairs)
+        out = allocation_pb2.RewardReport(
+            client_id=self.name, task_id=task.task_id, round=task.round, steps=rep.steps,
+            loss_sft=rep.losses.get("sft", 0.0), loss_cd=rep.losses.get("cd", 0.0),
+        )
+        for sid, b, a in zip(rep.sample_ids, rep.nll_before, rep.nll_after):
+            out.samples.append(allocation_pb2.SampleReward(sample_id=sid, nll_before=float(b), nll_after=float(a)))
+        out.test_accuracy = self.test_accuracy()
+        out.train_seconds = time.perf_counter() - t0
+        return out
+
+    def test_accuracy(self) -> float:
+        acc, _, _ = self.learner.evaluate(self.test_set)
+        return float(np.float32(acc))

@@ -1,0 +1,202 @@
+"""One typed config for a LaDa run.
+
+Every knob of the method lives here with its default and one line of help
+(``Field(description=...)``). The same object drives the YAML file, the CLI
+flags (``--section.knob value``, generated from these fields) and environment
+variables (``LADA_SECTION__KNOB=value``), and is what the dashboard shows.
+Precedence: defaults < YAML < environment < flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+DEFAULT_CLIENT_DOMAINS = {"client-1": "arith", "client-2": "shop", "client-3": "clock"}
+DEFAULT_CLIENT_MODELS = {
+    "client-1": "embedded:slm-gpt2",
+    "client-2": "embedded:slm-llama",
+    "client-3": "embedded:slm-gpt2",
+}
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class RunConfig(Section):
+    name: str = Field("demo", description="run name shown in the database and dashboard")
+    seed: int = Field(0, description="seed for data, model init, allocation and training")
+    rounds: int = Field(3, ge=1, description="number of federated rounds R")
+    method: str = Field(
+        "lada",
+        description="allocation method: lada, random, lowest_nll, highest_nll, fedmkt, all_public, local_only",
+    )
+    budget: int = Field(100, ge=1, description="B: public samples allocated to each client per round")
+    server_budget: int = Field(50, ge=0, description="SLM paths the LLM learns from per client per round")
+    bidirectional: bool = Field(True, description="also distil SLM -> LLM (False: one direction only)")
+    threads: int = Field(1, ge=1, description="torch threads per process")
+
+
+class DataConfig(Section):
+    client_domains: dict[str, str] = Field(
+        default_factory=lambda: dict(DEFAULT_CLIENT_DOMAINS), description="client name -> its local domain"
+    )
+    n_train: int = Field(1000, ge=1, description="private training samples per client")
+    n_test: int = Field(500, ge=1, description="private test samples per client")
+    n_public: int = Field(1000, ge=1, description="public samples (question + answer label, all domains)")
+    n_server_test: int = Field(500, ge=1, description="held-out mix the LLM's accuracy is measured on")
+    n_server_train: int = Field(1000, ge=0, description="server-side private mix the LLM keeps fine-tuning on")
+    min_steps: int = Field(1, ge=1, description="difficulty: fewest reasoning steps per sample")
+    max_steps: int = Field(3, ge=1, description="difficulty: most reasoning steps per sample")
+    gsm8k_public: str | None = Field(None, description="optional GSM8K-format JSONL used as the public set")
+
+
+class ModelsConfig(Section):
+    llm: str = Field("embedded:llm", description="LLM: 'embedded:NAME', a local folder or a hub name")
+    clients: dict[str, str] = Field(
+        default_factory=lambda: dict(DEFAULT_CLIENT_MODELS), description="client name -> SLM (same forms)"
+    )
+    cache_dir: str = Field(".lada/models", description="where embedded models are built and cached")
+    build_steps_llm: int = Field(1500, ge=0, description="pre-training steps of the embedded LLM")
+    build_steps_slm: int = Field(300, ge=0, description="pre-training steps of each embedded SLM")
+    n_pretrain: int = Field(20000, ge=1, description="size of the general pre-training slice")
+
+
+class LoraConfig(Section):
+    r: int = Field(8, ge=1, description="LoRA rank")
+    alpha: int = Field(16, ge=1, description="LoRA scaling numerator")
+    dropout: float = Field(0.0, ge=0, le=1, description="LoRA dropout")
+    target_modules: list[str] | None = Field(None, description="modules to adapt; None = all linear layers")
+
+
+class TrainConfig(Section):
+    lr: float = Field(2e-3, gt=0, description="learning rate of the LoRA adapters")
+    batch_size: int = Field(32, ge=1, description="training batch size")
+    local_steps: int = Field(30, ge=0, description="SFT steps on local data per round")
+    cd_epochs: int = Field(2, ge=0, description="passes over the allocated pairs per round")
+    max_len: int = Field(128, ge=16, description="max tokens of prompt + path")
+    max_new_tokens: int = Field(64, ge=4, description="max tokens a model writes for one path")
+    gen_batch_size: int = Field(250, ge=1, description="batch size for generation and scoring")
+
+
+class DistillConfig(Section):
+    alpha: float = Field(1.0, ge=0, description="weight of the contrastive loss (0 = SFT on paths instead)")
+    beta: float = Field(0.5, gt=0, description="DPO temperature of the contrastive loss")
+    length_norm: bool = Field(True, description="length-normalise sequence log-probabilities")
+    sft_positive: float = Field(0.5, ge=0, description="weight of extra SFT on the sender's correct path")
+
+
+class FilterConfig(Section):
+    lam: float = Field(1.0, ge=0, description="lambda: weight of the exploration net (0 = no exploration)")
+    hidden: int = Field(64, ge=4, description="hidden width of both filter nets")
+    epochs: int = Field(10, ge=1, description="epochs of retraining on the whole reward history per round")
+    lr: float = Field(1e-3, gt=0, description="filter learning rate")
+    select: Literal["topk", "threshold"] = Field("topk", description="top-B, or all scoring above threshold")
+    threshold: float = Field(0.5, description="score threshold when select=threshold (capped at B)")
+    cold_start: Literal["kmeans", "random"] = Field("kmeans", description="round-1 allocation without history")
+    reward_mode: Literal["batch", "per_sample"] = Field(
+        "per_sample", description="one shared batch reward (paper) or one reward per sample"
+    )
+    reward_scale: float = Field(5.0, gt=0, description="squash: r = sigmoid(scale * relative NLL drop)")
+    embedding: Literal["llm", "none"] = Field("llm", description="sample embedding part of the context")
+    embed_dim: int = Field(32, ge=1, description="embedding dims kept (random projection of LLM states)")
+    exploration_input: Literal["grad", "hidden"] = Field("grad", description="f2 input: f1 gradient or hidden")
+
+
+class ServerConfig(Section):
+    address: str = Field("127.0.0.1:50051", description="gRPC address the server listens on / clients dial")
+    db: str | None = Field(None, description="SQLAlchemy URL; default sqlite under data_dir")
+    data_dir: str = Field(".lada", description="folder for the database, caches and outputs")
+    join_token: str = Field("lada-dev-token", description="shared token a client enrols with")
+    round_timeout: float = Field(600.0, gt=0, description="seconds a phase waits for clients")
+    min_clients: int = Field(1, ge=1, description="fewest reporting clients for a round to count")
+    wait_clients: int = Field(3, ge=1, description="clients to wait for before round 1 starts")
+    max_message_mb: int = Field(64, ge=1, description="gRPC max message size (both ends)")
+    chunk_kb: int = Field(256, ge=1, description="chunk size of streamed transfers")
+
+
+class LadaConfig(Section):
+    run: RunConfig = Field(default_factory=RunConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    models: ModelsConfig = Field(default_factory=ModelsConfig)
+    lora: LoraConfig = Field(default_factory=LoraConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    distill: DistillConfig = Field(default_factory=DistillConfig)
+    filter: FilterConfig = Field(default_factory=FilterConfig)
+    server: ServerConfig = Field(default_factory=ServerConfig)
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def load(
+        cls, path: str | Path | None = None, overrides: dict[str, Any] | None = None, env: bool = True
+    ) -> LadaConfig:
+        data: dict[str, Any] = {}
+        if path:
+            with open(path, encoding="utf-8") as fh:
+                data = yaml.safe_load(fh) or {}
+        if env:
+            for key, val in os.environ.items():
+                if key.startswith("LADA_") and "__" in key:
+                    sec, _, knob = key[5:].lower().partition("__")
+                    _set(data, f"{sec}.{knob}", _parse(val))
+        for dotted, val in (overrides or {}).items():
+            _set(data, dotted, val)
+        return cls.model_validate(data)
+
+    def dump_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+    @property
+    def db_url(self) -> str:
+        if self.server.db:
+            return self.server.db
+        return f"sqlite:///{Path(self.server.data_dir).resolve() / 'lada.db'}"
+
+
+def _parse(val: str) -> Any:
+    """Env/flag values are YAML scalars or JSON: '3', 'true', '{a: b}'."""
+    try:
+        return yaml.safe_load(val)
+    except yaml.YAMLError:
+        return val
+
+
+def _set(data: dict[str, Any], dotted: str, val: Any) -> None:
+    parts = dotted.split(".")
+    for p in parts[:-1]:
+        data = data.setdefault(p, {})
+    data[parts[-1]] = val
+
+
+def knobs() -> list[tuple[str, str, Any]]:
+    """(dotted name, help, default) for every leaf knob, in declaration order."""
+    out = []
+    base = LadaConfig()
+    for sec_name, sec_field in LadaConfig.model_fields.items():
+        sec = getattr(base, sec_name)
+        for name, f in type(sec).model_fields.items():
+            out.append((f"{sec_name}.{name}", f.description or "", getattr(sec, name)))
+    return out
+
+
+def add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """One ``--section.knob`` flag per config field, generated, never listed by hand."""
+    parser.add_argument("--config", help="YAML config file (defaults: the embedded scenario)")
+    grp = parser.add_argument_group("config knobs (also LADA_SECTION__KNOB env vars)")
+    for dotted, help_, default in knobs():
+        shown = json.dumps(default) if not isinstance(default, str) else default
+        grp.add_argument(f"--{dotted}", dest=f"knob:{dotted}", metavar="V", help=f"{help_} [{shown}]")
+
+
+def config_from_args(args: argparse.Namespace) -> LadaConfig:
+    overrides = {
+        k.split(":", 1)[1]: _parse(v) for k, v in vars(args).items() if k.startswith("knob:") and v is not None
+    }
+    return LadaConfig.load(getattr(args, "config", None), overrides)

@@ -1,0 +1,244 @@
+"""Procedural multi-domain reasoning corpus with exactly checkable answers.
+
+Every sample is a question, a step-by-step solution (one arithmetic step per
+sentence) and a final integer answer. Domains stand for the clients' local
+distributions; ``steps`` is the difficulty knob. Generation is deterministic
+for a seed, so a run's data is a pure function of its config and nothing has
+to be downloaded or shipped.
+
+Text is word-level with spaces around numbers and punctuation, which keeps
+sequences short for the tiny embedded models; real tokenizers handle it too.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+ANSWER_RE = re.compile(r"####\s*(-?\d+)")
+NAMES = ["Ann", "Tom", "Sue", "Ben", "Mia", "Leo", "Eva", "Sam"]
+ITEMS = ["pens", "cups", "books", "hats", "eggs", "pies"]
+FRUITS = ["apples", "pears", "plums", "nuts"]
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One reasoning problem. ``solution`` holds only the steps; the full
+    reasoning path a model writes is ``solution + ' #### ' + answer``."""
+
+    id: str
+    domain: str
+    question: str
+    solution: str
+    answer: str
+    difficulty: int
+
+    @property
+    def path(self) -> str:
+        return format_path(self.solution, self.answer)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def format_path(solution: str, answer: str) -> str:
+    return f"{solution} #### {answer}".strip()
+
+
+def prompt_of(question: str) -> str:
+    """The prompt every model sees; the reasoning path follows it."""
+    return f"Q : {question} A :"
+
+
+def extract_answer(text: str) -> str | None:
+    """The final answer of a reasoning path, or None if it has none."""
+    m = ANSWER_RE.search(text)
+    return m.group(1) if m else None
+
+
+def is_correct(text: str, answer: str) -> bool:
+    """Exact check of a path's final answer against the label."""
+    got = extract_answer(text)
+    return got is not None and got == str(answer).strip()
+
+
+# --------------------------------------------------------------------------- domains
+def _arith(rng: random.Random, steps: int) -> tuple[str, list[str], int]:
+    value = rng.randint(1, 9)
+    terms, lines = [str(value)], []
+    for _ in range(steps):
+        b = rng.randint(1, 9)
+        op = "-" if (value - b >= 0 and rng.random() < 0.5) else "+"
+        new = value + b if op == "+" else value - b
+        lines.append(f"{value} {op} {b} = {new} .")
+        terms += [op, str(b)]
+        value = new
+    return f"What is {' '.join(terms)} ?", lines, value
+
+
+def _shop(rng: random.Random, steps: int) -> tuple[str, list[str], int]:
+    n_items = max(1, (steps + 1) // 2)
+    who = rng.choice(NAMES)
+    items = rng.sample(ITEMS, n_items)
+    parts, lines, subtotals = [], [], []
+    for item in items:
+        q, p = rng.randint(1, 5), rng.randint(1, 9)
+        parts.append(f"{q} {item} at {p} dollars each")
+        lines.append(f"{q} * {p} = {q * p} .")
+        subtotals.append(q * p)
+    total = subtotals[0]
+    for s in subtotals[1:]:
+        lines.append(f"{total} + {s} = {total + s} .")
+        total += s
+    question = f"{who} buys {' and '.join(parts)} . How many dollars does {who} pay ?"
+    return question, lines, total
+
+
+def _clock(rng: random.Random, steps: int) -> tuple[str, list[str], int]:
+    n_moves = max(1, (steps + 1) // 2)
+    start = rng.randint(1, 12)
+    moves = [rng.randint(1, 9) for _ in range(n_moves)]
+    lines, t = [], start
+    for h in moves:
+        lines.append(f"{t} + {h} = {t + h} .")
+        t += h
+        if t > 12:
+            lines.append(f"{t} - 12 = {t - 12} .")
+            t -= 12
+    later = " and then ".join(f"{h} hours later" for h in moves)
+    return f"It is {start} o'clock . What time is it {later} ?", lines, t
+
+
+def _count(rng: random.Random, steps: int) -> tuple[str, list[str], int]:
+    who = rng.sample(NAMES, min(len(NAMES), steps + 1))
+    fruit = rng.choice(FRUITS)
+    value = rng.randint(2, 9)
+    sentences, lines = [f"{who[0]} has {value} {fruit} ."], []
+    for prev, cur in zip(who, who[1:]):
+        d = rng.randint(1, 5)
+        if value - d >= 0 and rng.random() < 0.5:
+            sentences.append(f"{cur} has {d} {fruit} fewer than {prev} .")
+            lines.append(f"{value} - {d} = {value - d} .")
+            value -= d
+        else:
+            sentences.append(f"{cur} has {d} {fruit} more than {prev} .")
+            lines.append(f"{value} + {d} = {value + d} .")
+            value += d
+    return f"{' '.join(sentences)} How many {fruit} does {who[-1]} have ?", lines, value
+
+
+DOMAINS: dict[str, Callable[[random.Random, int], tuple[str, list[str], int]]] = {
+    "arith": _arith,
+    "shop": _shop,
+    "clock": _clock,
+    "count": _count,
+}
+
+
+def make_sample(domain: str, rng: random.Random, steps: int, sid: str) -> Sample:
+    if domain not in DOMAINS:
+        raise ValueError(f"unknown domain {domain!r}; known: {sorted(DOMAINS)}")
+    question, lines, answer = DOMAINS[domain](rng, steps)
+    return Sample(sid, domain, question, " ".join(lines), str(answer), steps)
+
+
+def generate(
+    domains: Iterable[str],
+    n: int,
+    seed: int,
+    prefix: str,
+    min_steps: int = 1,
+    max_steps: int = 3,
+    exclude: set[str] | None = None,
+) -> list[Sample]:
+    """``n`` samples cycling over ``domains``, deterministic for ``seed``.
+
+    Questions in ``exclude`` are skipped (best effort) so that evaluation sets
+    do not repeat training questions.
+    """
+    doms = list(domains)
+    rng = random.Random(f"{seed}:{prefix}")
+    exclude = exclude or set()
+    out: list[Sample] = []
+    tries = 0
+    while len(out) < n:
+        dom = doms[len(out) % len(doms)]
+        steps = rng.randint(min_steps, max_steps)
+        s = make_sample(dom, rng, steps, f"{prefix}-{len(out):05d}")
+        tries += 1
+        if s.question in exclude and tries < 50 * n:
+            continue
+        out.append(s)
+    return out
+
+
+@dataclass
+class Splits:
+    """All data of a scenario. Client train/test sets are private to a client;
+    the public set (with labels) is shared; ``server_test`` is the LLM's own
+    held-out mix; ``pretrain`` is the general slice used to build the models."""
+
+    client_train: dict[str, list[Sample]]
+    client_test: dict[str, list[Sample]]
+    public: list[Sample]
+    server_test: list[Sample]
+
+
+def build_splits(
+    client_domains: dict[str, str],
+    n_train: int,
+    n_test: int,
+    n_public: int,
+    n_server_test: int,
+    seed: int,
+    min_steps: int = 1,
+    max_steps: int = 3,
+    public_domains: list[str] | None = None,
+) -> Splits:
+    """The paper's split: each client its own domain, a public mix of all."""
+    pub_doms = public_domains or sorted(DOMAINS)
+    kw = dict(seed=seed, min_steps=min_steps, max_steps=max_steps)
+    train = {c: generate([d], n_train, prefix=f"{c}-train", **kw) for c, d in client_domains.items()}
+    seen = {s.question for v in train.values() for s in v}
+    public = generate(pub_doms, n_public, prefix="public", exclude=seen, **kw)
+    seen |= {s.question for s in public}
+    test = {
+        c: generate([d], n_test, prefix=f"{c}-test", exclude=seen, **kw) for c, d in client_domains.items()
+    }
+    server_test = generate(pub_doms, n_server_test, prefix="server-test", exclude=seen, **kw)
+    return Splits(train, test, public, server_test)
+
+
+def pretrain_slice(n: int, seed: int, min_steps: int = 1, max_steps: int = 3) -> list[Sample]:
+    """The general slice the embedded models are pre-trained on (own seed stream)."""
+    return generate(sorted(DOMAINS), n, seed=seed, prefix="pretrain", min_steps=min_steps, max_steps=max_steps)
+
+
+def load_gsm8k_jsonl(path: str | Path, domain: str = "gsm8k", limit: int | None = None) -> list[Sample]:
+    """Load any GSM8K-format JSONL file (``question``, ``answer`` ending in ``#### N``)."""
+    out: list[Sample] = []
+    with open(path, encoding="utf-8") as fh:
+        for i, line in enumerate(fh):
+            if not line.strip():
+                continue
+            row = json.loads(line)
+            text = str(row["answer"])
+            ans = extract_answer(text.replace(",", ""))
+            if ans is None:
+                raise ValueError(f"{path}:{i + 1}: answer has no '#### N' final answer")
+            steps = text.split("####")[0].strip().replace("\n", " ")
+            out.append(Sample(f"{domain}-{i:05d}", domain, str(row["question"]), steps, ans,
+                              steps.count(".") or 1))
+            if limit and len(out) >= limit:
+                break
+    return out
+
+
+def corpus_text(samples: Iterable[Sample]) -> Iterable[str]:
+    """Every string a tokenizer should cover."""
+    for s in samples:
+        yield prompt_of(s.question) + " " + s.path

@@ -1,0 +1,191 @@
+"""A causal LM with LoRA adapters that learns one LaDa round.
+
+The same class serves both directions: a client's SLM learning from the LLM's
+paths, and the server's LLM learning from the SLMs' paths ("roles swapped").
+It knows nothing of transport or storage.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from peft import LoraConfig as PeftLoraConfig
+from peft import get_peft_model
+from safetensors.torch import load_file, save_file
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from .config import DistillConfig, LoraConfig, TrainConfig
+from .data import Sample, is_correct
+from .losses import contrastive_distillation_loss, sequence_logprob, sft_loss
+from .textlm import encode_pairs, evaluate, forward_logits, generate_paths, path_logprobs, path_nll
+
+
+@dataclass
+class Pair:
+    """One allocated sample: the sender's correct path y⁺ and the receiver's own path y⁻."""
+
+    sample_id: str
+    question: str
+    positive: str
+    negative: str
+
+
+@dataclass
+class LearnReport:
+    sample_ids: list[str]
+    nll_before: np.ndarray
+    nll_after: np.ndarray
+    steps: int
+    seconds: float
+    losses: dict[str, float] = field(default_factory=dict)
+
+
+def _linear_targets(model: torch.nn.Module) -> list[str]:
+    """Every linear/conv1d projection except the output head (GPT-2 uses Conv1D)."""
+    names = set()
+    for name, mod in model.named_modules():
+        kind = type(mod).__name__
+        if kind in ("Linear", "Conv1D") and not name.endswith("lm_head"):
+            names.add(name.split(".")[-1])
+    return sorted(names)
+
+
+class Learner:
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tok: PreTrainedTokenizerBase,
+        train: TrainConfig,
+        distill: DistillConfig,
+        lora: LoraConfig,
+        seed: int = 0,
+    ) -> None:
+        self.tok = tok
+        self.train_cfg, self.distill_cfg = train, distill
+        torch.manual_seed(seed)
+        peft_cfg = PeftLoraConfig(
+            r=lora.r,
+            lora_alpha=lora.alpha,
+            lora_dropout=lora.dropout,
+            target_modules=lora.target_modules or _linear_targets(model),
+            task_type="CAUSAL_LM",
+            fan_in_fan_out=type(model).__name__.startswith("GPT2"),
+        )
+        self.model = get_peft_model(model, peft_cfg)
+        self.model.eval()
+        self.rng = random.Random(seed)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        self.opt = torch.optim.AdamW(params, lr=train.lr, weight_decay=0.0)
+
+    # ------------------------------------------------------------------ inference
+    def paths(self, questions: Sequence[str]) -> list[str]:
+        c = self.train_cfg
+        return generate_paths(self.model, self.tok, questions, c.max_new_tokens, c.gen_batch_size)
+
+    def nll(self, questions: Sequence[str], paths: Sequence[str]) -> np.ndarray:
+        c = self.train_cfg
+        return path_nll(self.model, self.tok, questions, paths, c.max_len, c.gen_batch_size)
+
+    def evaluate(self, samples: Sequence[Sample]) -> tuple[float, list[str], list[bool]]:
+        c = self.train_cfg
+        return evaluate(self.model, self.tok, samples, c.max_new_tokens, c.gen_batch_size)
+
+    def answer_nll(self, questions: Sequence[str], answers: Sequence[str]) -> np.ndarray:
+        """Cross-entropy of the bare final answer ('#### N'), FedMKT's selection signal."""
+        return self.nll(questions, [f"#### {a}" for a in answers])
+
+    # ------------------------------------------------------------------ learning
+    def _seq_logp(self, questions: Sequence[str], paths: Sequence[str]) -> torch.Tensor:
+        b = encode_pairs(self.tok, questions, paths, self.train_cfg.max_len)
+        logits = forward_logits(self.model, b)
+        return sequence_logprob(logits, b.labels, self.distill_cfg.length_norm)
+
+    def _ref_logp(self, questions: Sequence[str], paths: Sequence[str]) -> np.ndarray:
+        s, n = path_logprobs(self.model, self.tok, questions, paths, self.train_cfg.max_len,
+                             self.train_cfg.gen_batch_size)
+        return s / np.maximum(n, 1) if self.distill_cfg.length_norm else s
+
+    def learn_round(self, local: Sequence[Sample], pairs: Sequence[Pair]) -> LearnReport:
+        """L = L_SFT(local) + α·L_CD(pairs) + w⁺·L_SFT(y⁺), reference = self at round start.
+
+        Returns the per-sample NLL of y⁺ before and after, from which the
+        caller computes the reward (learning gain) for its filter.
+        """
+        t0 = time.perf_counter()
+        c, d = self.train_cfg, self.distill_cfg
+        qs = [p.question for p in pairs]
+        pos = [p.positive for p in pairs]
+        neg = [p.negative for p in pairs]
+        nll_before = self.nll(qs, pos) if pairs else np.zeros(0)
+        ref_pos = self._ref_logp(qs, pos) if pairs else np.zeros(0)
+        ref_neg = self._ref_logp(qs, neg) if pairs else np.zeros(0)
+
+        cd_steps = c.cd_epochs * math.ceil(len(pairs) / c.batch_size) if pairs else 0
+        n_steps = max(c.local_steps if local else 0, cd_steps)
+        order: list[int] = []
+        totals = {"sft": 0.0, "cd": 0.0, "pos": 0.0}
+        self.model.train()
+        for step in range(n_steps):
+            loss = torch.zeros(())
+            if local:
+                batch = [local[self.rng.randrange(len(local))] for _ in range(c.batch_size)]
+                b = encode_pairs(self.tok, [s.question for s in batch], [s.path for s in batch], c.max_len)
+                l_sft = sft_loss(forward_logits(self.model, b), b.labels)
+                loss = loss + l_sft
+                totals["sft"] += l_sft.item()
+            if step < cd_steps:
+                if not order:
+                    order = list(range(len(pairs)))
+                    self.rng.shuffle(order)
+                idx, order = order[: c.batch_size], order[c.batch_size :]
+                bq = [qs[i] for i in idx]
+                lp_pos = self._seq_logp(bq, [pos[i] for i in idx])
+                if d.alpha > 0:
+                    lp_neg = self._seq_logp(bq, [neg[i] for i in idx])
+                    l_cd = contrastive_distillation_loss(
+                        lp_pos, lp_neg,
+                        torch.as_tensor(ref_pos[idx], dtype=lp_pos.dtype),
+                        torch.as_tensor(ref_neg[idx], dtype=lp_pos.dtype),
+                        d.beta,
+                    )
+                    loss = loss + d.alpha * l_cd
+                    totals["cd"] += l_cd.item()
+                w_pos = d.sft_positive if d.alpha > 0 else max(d.sft_positive, 1.0)
+                if w_pos > 0:
+                    l_pos = -lp_pos.mean()  # SFT on the sender's path (per token when length-normalised)
+                    loss = loss + w_pos * l_pos
+                    totals["pos"] += l_pos.item()
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], 1.0)
+            self.opt.step()
+        self.model.eval()
+        nll_after = self.nll(qs, pos) if pairs else np.zeros(0)
+        losses = {k: v / max(n_steps, 1) for k, v in totals.items()}
+        return LearnReport([p.sample_id for p in pairs], nll_before, nll_after, n_steps,
+                           time.perf_counter() - t0, losses)
+
+    # ------------------------------------------------------------------ adapters
+    def adapter_state(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().cpu().contiguous() for k, v in self.model.named_parameters() if v.requires_grad}
+
+    def save_adapter(self, path: str) -> None:
+        save_file(self.adapter_state(), path)
+
+    def load_adapter(self, path: str) -> None:
+        state = load_file(path)
+        params = dict(self.model.named_parameters())
+        with torch.no_grad():
+            for k, v in state.items():
+                if k in params:
+                    params[k].copy_(v)
+
+
+def correctness(paths: Sequence[str], answers: Sequence[str]) -> list[bool]:
+    return [is_correct(p, a) for p, a in zip(paths, answers)]

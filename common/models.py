@@ -1,0 +1,375 @@
+"""Embedded models: tiny causal LMs built locally, then loaded like hub models.
+
+``embedded:NAME`` stands for a model this module builds from scratch with
+``transformers`` (random init, seeded), pre-trains briefly on the general slice
+of the procedural corpus (:func:`lada.common.data.pretrain_slice`) and saves
+with ``save_pretrained`` into ``<cache_dir>/<name>-<hash>/``. Every other part
+of LaDa then loads it with :func:`lada.common.textlm.load_model`, exactly like
+a hub model, so an embedded name and a hub name are interchangeable.
+
+Two different tokenizers, both built locally with ``tokenizers`` and
+round-tripping corpus text exactly (``decode(encode(t)) == t``), with numbers
+split into single digits:
+
+* ``wordpiece`` (LLM and the Llama SLM): whole words from the corpus, digits as
+  ``0``..``9`` plus continuation pieces ``@@0``..``@@9`` (``17`` -> ``1 @@7``),
+  printable ASCII characters as a fallback for unseen words. (The usual ``##``
+  continuation prefix cannot be used: the corpus's answer marker ``####``
+  would decode as a continuation piece.)
+* ``bpe`` (GPT-2 SLM): SentencePiece-style BPE learnt with ``BpeTrainer`` on
+  the corpus after a ``Metaspace`` + single-``Digits`` pre-tokenizer, so a
+  number is ``▁`` followed by its digits. Different ids, different splits:
+  models can only collaborate through text, which is what LaDa exchanges.
+
+The build is cached by a hash of everything that determines the weights, is
+guarded by an ``fcntl`` lock (several processes starting at once build once)
+and is written into a temporary folder renamed into place atomically, so a
+killed build never leaves a half-written cache.
+
+The caller owns torch's thread settings (``torch.set_num_threads``); nothing
+here changes them.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import math
+import os
+import random
+import shutil
+import string
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import (
+    GPT2Config,
+    GPT2LMHeadModel,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedModel,
+    PreTrainedTokenizerFast,
+)
+
+from .config import ModelsConfig
+from .data import Sample, corpus_text, pretrain_slice
+from .losses import sft_loss
+from .textlm import encode_pairs
+
+PREFIX = "embedded:"
+BUILD_VERSION = 1  # bump when the build procedure changes, so old caches are not reused
+TOKENIZER_SAMPLES = 4000  # corpus samples the tokenizers are built from (all domains, 1-3 steps)
+SPECIAL = {"pad": "<pad>", "bos": "<s>", "eos": "</s>", "unk": "<unk>"}
+CONT = "@@"  # WordPiece continuation prefix (not '##': it would eat the answer marker '####')
+
+
+# --------------------------------------------------------------------------- specs
+@dataclass(frozen=True)
+class EmbeddedSpec:
+    """Everything that determines an embedded model except the build steps and
+    the pre-training slice size, which come from :class:`ModelsConfig`."""
+
+    name: str
+    family: Literal["llama", "gpt2"]
+    tokenizer: Literal["wordpiece", "bpe"]
+    role: Literal["llm", "slm"]  # which ModelsConfig step knob applies
+    hidden: int
+    layers: int
+    heads: int
+    intermediate: int  # MLP width (llama: SwiGLU width; gpt2: n_inner)
+    lr: float = 3e-3
+    batch_size: int = 64
+    warmup: float = 0.05  # fraction of steps with linear warm-up
+    min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio
+    weight_decay: float = 0.01
+    max_len: int = 128  # prompt + path tokens (pad per batch to the longest)
+    loss_on_prompt: bool = False  # False: loss on the reasoning path only
+    extra: dict = field(default_factory=dict)
+
+
+EMBEDDED: dict[str, EmbeddedSpec] = {
+    "llm": EmbeddedSpec("llm", "llama", "wordpiece", "llm", hidden=192, layers=4, heads=6, intermediate=512),
+    "slm-llama": EmbeddedSpec(
+        "slm-llama", "llama", "wordpiece", "slm", hidden=64, layers=2, heads=2, intermediate=128
+    ),
+    "slm-gpt2": EmbeddedSpec("slm-gpt2", "gpt2", "bpe", "slm", hidden=64, layers=2, heads=2, intermediate=256),
+}
+
+
+def is_embedded(name: str) -> bool:
+    return name.startswith(PREFIX)
+
+
+def steps_for(spec: EmbeddedSpec, cfg: ModelsConfig) -> int:
+    return cfg.build_steps_llm if spec.role == "llm" else cfg.build_steps_slm
+
+
+def build_params(spec: EmbeddedSpec, cfg: ModelsConfig, seed: int) -> dict:
+    """The inputs that determine the built weights (hashed into the cache folder name)."""
+    return {
+        "version": BUILD_VERSION,
+        "spec": asdict(spec),
+        "steps": steps_for(spec, cfg),
+        "n_pretrain": cfg.n_pretrain,
+        "seed": seed,
+        "tokenizer_samples": TOKENIZER_SAMPLES,
+    }
+
+
+def model_dir(name: str, cfg: ModelsConfig, seed: int = 0) -> Path:
+    """``<cache_dir>/<name>-<hash of build params>`` for an embedded name (with or without prefix)."""
+    short = name[len(PREFIX) :] if is_embedded(name) else name
+    if short not in EMBEDDED:
+        raise KeyError(f"unknown embedded model {short!r}; known: {sorted(EMBEDDED)}")
+    params = build_params(EMBEDDED[short], cfg, seed)
+    digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:12]
+    return Path(cfg.cache_dir) / f"{short}-{digest}"
+
+
+# --------------------------------------------------------------------------- tokenizers
+def _corpus(seed: int) -> list[str]:
+    # a stream of its own (seed offset) so the vocabulary does not depend on the pre-training slice size
+    return list(corpus_text(pretrain_slice(TOKENIZER_SAMPLES, seed=seed + 7919)))
+
+
+def _fast(tk: Tokenizer, bos: str, eos: str, pad: str, unk: str) -> PreTrainedTokenizerFast:
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tk,
+        bos_token=bos,
+        eos_token=eos,
+        pad_token=pad,
+        unk_token=unk,
+        clean_up_tokenization_spaces=False,
+        model_max_length=1024,
+    )
+
+
+def wordpiece_tokenizer(texts: Iterable[str]) -> PreTrainedTokenizerFast:
+    """Whole words + single digits with continuation digit pieces + ASCII fallback."""
+    counts = Counter(w for t in texts for w in t.split() if not any(c.isdigit() for c in w))
+    words = sorted(counts, key=lambda w: (-counts[w], w))
+    vocab: list[str] = [SPECIAL["pad"], SPECIAL["bos"], SPECIAL["eos"], SPECIAL["unk"]]
+    vocab += [str(d) for d in range(10)] + [f"{CONT}{d}" for d in range(10)] + words
+    for c in string.printable:
+        if not c.isspace():
+            vocab += [c, CONT + c]
+    vocab = list(dict.fromkeys(vocab))  # dedupe, keep order
+    tk = Tokenizer(
+        models.WordPiece({w: i for i, w in enumerate(vocab)}, unk_token=SPECIAL["unk"],
+                         continuing_subword_prefix=CONT)
+    )
+    tk.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tk.decoder = decoders.WordPiece(prefix=CONT, cleanup=False)
+    return _fast(tk, SPECIAL["bos"], SPECIAL["eos"], SPECIAL["pad"], SPECIAL["unk"])
+
+
+def bpe_tokenizer(texts: Iterable[str], vocab_size: int = 320) -> PreTrainedTokenizerFast:
+    """SentencePiece-style BPE (Metaspace), digits always single, GPT-2-like specials."""
+    eot, unk = "<|endoftext|>", "<|unk|>"
+    tk = Tokenizer(models.BPE(unk_token=unk))
+    tk.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always"),
+         pre_tokenizers.Digits(individual_digits=True)]
+    )
+    tk.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
+    alphabet = [c for c in string.printable if not c.isspace()] + ["▁"]
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=[eot, unk], initial_alphabet=alphabet, show_progress=False
+    )
+    tk.train_from_iterator(list(texts), trainer)
+    return _fast(tk, eot, eot, eot, unk)
+
+
+def build_tokenizer(kind: str, seed: int = 0) -> PreTrainedTokenizerFast:
+    texts = _corpus(seed)
+    if kind == "wordpiece":
+        return wordpiece_tokenizer(texts)
+    if kind == "bpe":
+        return bpe_tokenizer(texts)
+    raise ValueError(f"unknown tokenizer kind {kind!r}")
+
+
+# --------------------------------------------------------------------------- models
+def make_model(spec: EmbeddedSpec, tok: PreTrainedTokenizerFast, max_positions: int = 256) -> PreTrainedModel:
+    common = dict(
+        vocab_size=len(tok),
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        tie_word_embeddings=True,
+    )
+    if spec.family == "llama":
+        cfg = LlamaConfig(
+            hidden_size=spec.hidden,
+            num_hidden_layers=spec.layers,
+            num_attention_heads=spec.heads,
+            num_key_value_heads=spec.heads,
+            intermediate_size=spec.intermediate,
+            max_position_embeddings=max_positions,
+            initializer_range=0.02,
+            **common,
+            **spec.extra,
+        )
+        return LlamaForCausalLM(cfg)
+    if spec.family == "gpt2":
+        cfg = GPT2Config(
+            n_embd=spec.hidden,
+            n_layer=spec.layers,
+            n_head=spec.heads,
+            n_inner=spec.intermediate,
+            n_positions=max_positions,
+            resid_pdrop=0.0,
+            embd_pdrop=0.0,
+            attn_pdrop=0.0,
+            **common,
+            **spec.extra,
+        )
+        return GPT2LMHeadModel(cfg)
+    raise ValueError(f"unknown family {spec.family!r}")
+
+
+def n_params(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def _lr_at(step: int, total: int, spec: EmbeddedSpec) -> float:
+    warm = max(1, int(spec.warmup * total))
+    if step < warm:
+        return spec.lr * (step + 1) / warm
+    t = (step - warm) / max(1, total - warm)
+    return spec.lr * (spec.min_lr_ratio + (1 - spec.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t)))
+
+
+def pretrain(
+    model: PreTrainedModel,
+    tok: PreTrainedTokenizerFast,
+    spec: EmbeddedSpec,
+    samples: Sequence[Sample],
+    steps: int,
+    seed: int,
+    progress: bool = True,
+    label: str = "",
+) -> dict:
+    """Plain AdamW loop on prompt + path (loss on the path, or on everything)."""
+    gen = torch.Generator().manual_seed(seed)
+    rng = random.Random(seed)
+    model.train()
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": spec.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=spec.lr,
+        betas=(0.9, 0.98),
+    )
+    del gen
+    order: list[int] = []
+    t0 = time.perf_counter()
+    losses: list[float] = []
+    for step in range(steps):
+        if len(order) < spec.batch_size:
+            perm = list(range(len(samples)))
+            rng.shuffle(perm)
+            order += perm
+        idx, order = order[: spec.batch_size], order[spec.batch_size :]
+        batch = [samples[i] for i in idx]
+        b = encode_pairs(tok, [s.question for s in batch], [s.path for s in batch], spec.max_len)
+        labels = b.labels
+        if spec.loss_on_prompt:
+            labels = torch.where(b.attention_mask.bool(), b.input_ids, labels)
+        for g in opt.param_groups:
+            g["lr"] = _lr_at(step, steps, spec)
+        logits = model(input_ids=b.input_ids, attention_mask=b.attention_mask).logits
+        loss = sft_loss(logits, labels)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        losses.append(loss.item())
+        if progress and (step + 1) % max(1, steps // 10) == 0 and os.environ.get("LADA_BUILD_VERBOSE"):
+            tail = losses[-max(1, steps // 10) :]
+            print(f"  [{label}] step {step + 1}/{steps} loss {sum(tail) / len(tail):.3f}", file=sys.stderr)
+    model.eval()
+    secs = time.perf_counter() - t0
+    tail = losses[-max(1, min(20, len(losses))) :] if losses else [float("nan")]
+    return {"steps": steps, "seconds": secs, "steps_per_s": steps / secs if secs else 0.0,
+            "final_loss": sum(tail) / len(tail)}
+
+
+# --------------------------------------------------------------------------- build + cache
+def _build_into(spec: EmbeddedSpec, cfg: ModelsConfig, seed: int, out: Path, progress: bool) -> dict:
+    torch.manual_seed(seed)
+    tok = build_tokenizer(spec.tokenizer, seed)
+    model = make_model(spec, tok)
+    samples = pretrain_slice(cfg.n_pretrain, seed=seed)
+    stats = pretrain(model, tok, spec, samples, steps_for(spec, cfg), seed, progress, spec.name)
+    stats["params"] = n_params(model)
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    meta = {"build": build_params(spec, cfg, seed), "stats": stats}
+    (out / "lada_build.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
+    return stats
+
+
+def _complete(path: Path) -> bool:
+    return (path / "lada_build.json").is_file()
+
+
+def resolve_model(name: str, models_cfg: ModelsConfig, seed: int = 0, progress: bool = True) -> str:
+    """A loadable model reference: ``embedded:NAME`` -> its local folder (built
+    first if the cache lacks it); anything else (local path, hub name) unchanged."""
+    if not is_embedded(name):
+        return name
+    spec = EMBEDDED.get(name[len(PREFIX) :])
+    if spec is None:
+        raise KeyError(f"unknown embedded model {name!r}; known: {sorted(PREFIX + k for k in EMBEDDED)}")
+    target = model_dir(name, models_cfg, seed)
+    if _complete(target):
+        return str(target)
+    cache = target.parent
+    cache.mkdir(parents=True, exist_ok=True)
+    with open(cache / f".{target.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be building it: wait, then reuse
+        try:
+            if _complete(target):
+                return str(target)
+            if target.exists():  # not ours to trust: a foreign or damaged folder
+                shutil.rmtree(target)
+            tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=cache))
+            try:
+                stats = _build_into(spec, models_cfg, seed, tmp, progress)
+                os.replace(tmp, target)
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+            if progress:
+                print(
+                    f"built {PREFIX}{spec.name}: {stats['params'] / 1e6:.2f}M params, "
+                    f"{stats['steps']} steps in {stats['seconds']:.1f}s ({stats['steps_per_s']:.1f} steps/s), "
+                    f"final loss {stats['final_loss']:.3f} -> {target}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    return str(target)
+
+
+def build_embedded_models(
+    models_cfg: ModelsConfig, seed: int = 0, names: Iterable[str] | None = None, progress: bool = True
+) -> dict[str, str]:
+    """Build (or reuse) the embedded models; ``names`` defaults to all of :data:`EMBEDDED`.
+    Returns ``{name: folder}``."""
+    out: dict[str, str] = {}
+    for n in names if names is not None else list(EMBEDDED):
+        short = n[len(PREFIX) :] if is_embedded(n) else n
+        out[short] = resolve_model(PREFIX + short, models_cfg, seed=seed, progress=progress)
+    return out

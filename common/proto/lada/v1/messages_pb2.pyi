@@ -1,0 +1,85 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class TaskKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    TASK_KIND_UNSPECIFIED: _ClassVar[TaskKind]
+    TASK_KIND_PROBE: _ClassVar[TaskKind]
+    TASK_KIND_TRAIN: _ClassVar[TaskKind]
+    TASK_KIND_WAIT: _ClassVar[TaskKind]
+    TASK_KIND_STOP: _ClassVar[TaskKind]
+TASK_KIND_UNSPECIFIED: TaskKind
+TASK_KIND_PROBE: TaskKind
+TASK_KIND_TRAIN: TaskKind
+TASK_KIND_WAIT: TaskKind
+TASK_KIND_STOP: TaskKind
+
+class ReasoningPath(_message.Message):
+    __slots__ = ("sample_id", "question", "text", "correct", "answer")
+    SAMPLE_ID_FIELD_NUMBER: _ClassVar[int]
+    QUESTION_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    CORRECT_FIELD_NUMBER: _ClassVar[int]
+    ANSWER_FIELD_NUMBER: _ClassVar[int]
+    sample_id: str
+    question: str
+    text: str
+    correct: bool
+    answer: str
+    def __init__(self, sample_id: _Optional[str] = ..., question: _Optional[str] = ..., text: _Optional[str] = ..., correct: _Optional[bool] = ..., answer: _Optional[str] = ...) -> None: ...
+
+class PathBatch(_message.Message):
+    __slots__ = ("paths",)
+    PATHS_FIELD_NUMBER: _ClassVar[int]
+    paths: _containers.RepeatedCompositeFieldContainer[ReasoningPath]
+    def __init__(self, paths: _Optional[_Iterable[_Union[ReasoningPath, _Mapping]]] = ...) -> None: ...
+
+class SampleStats(_message.Message):
+    __slots__ = ("sample_id", "nll", "sender_len", "own_len", "own_correct", "sender_correct", "answer_ce")
+    SAMPLE_ID_FIELD_NUMBER: _ClassVar[int]
+    NLL_FIELD_NUMBER: _ClassVar[int]
+    SENDER_LEN_FIELD_NUMBER: _ClassVar[int]
+    OWN_LEN_FIELD_NUMBER: _ClassVar[int]
+    OWN_CORRECT_FIELD_NUMBER: _ClassVar[int]
+    SENDER_CORRECT_FIELD_NUMBER: _ClassVar[int]
+    ANSWER_CE_FIELD_NUMBER: _ClassVar[int]
+    sample_id: str
+    nll: float
+    sender_len: int
+    own_len: int
+    own_correct: bool
+    sender_correct: bool
+    answer_ce: float
+    def __init__(self, sample_id: _Optional[str] = ..., nll: _Optional[float] = ..., sender_len: _Optional[int] = ..., own_len: _Optional[int] = ..., own_correct: _Optional[bool] = ..., sender_correct: _Optional[bool] = ..., answer_ce: _Optional[float] = ...) -> None: ...
+
+class Task(_message.Message):
+    __slots__ = ("task_id", "round", "kind", "blob_id", "evaluate", "run_name", "blob_size")
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    BLOB_ID_FIELD_NUMBER: _ClassVar[int]
+    EVALUATE_FIELD_NUMBER: _ClassVar[int]
+    RUN_NAME_FIELD_NUMBER: _ClassVar[int]
+    BLOB_SIZE_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    round: int
+    kind: TaskKind
+    blob_id: str
+    evaluate: bool
+    run_name: str
+    blob_size: int
+    def __init__(self, task_id: _Optional[str] = ..., round: _Optional[int] = ..., kind: _Optional[_Union[TaskKind, str]] = ..., blob_id: _Optional[str] = ..., evaluate: _Optional[bool] = ..., run_name: _Optional[str] = ..., blob_size: _Optional[int] = ...) -> None: ...
+
+class Ack(_message.Message):
+    __slots__ = ("ok", "message")
+    OK_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    ok: bool
+    message: str
+    def __init__(self, ok: _Optional[bool] = ..., message: _Optional[str] = ...) -> None: ...

@@ -1,0 +1,31 @@
+"""The data of a run, as a pure function of its config (server and clients agree)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from .config import DataConfig
+from .data import Sample, Splits, build_splits, generate, load_gsm8k_jsonl
+
+
+@lru_cache(maxsize=8)
+def _splits(d_json: str, seed: int) -> Splits:
+    d = DataConfig.model_validate_json(d_json)
+    sp = build_splits(d.client_domains, d.n_train, d.n_test, d.n_public, d.n_server_test, seed=seed,
+                      min_steps=d.min_steps, max_steps=d.max_steps)
+    if d.gsm8k_public:
+        sp.public = load_gsm8k_jsonl(d.gsm8k_public, limit=d.n_public)
+    return sp
+
+
+def scenario_splits(d: DataConfig, seed: int) -> Splits:
+    return _splits(d.model_dump_json(), seed)
+
+
+def server_train_set(d: DataConfig, seed: int) -> list[Sample]:
+    """The server's own private mix the LLM keeps fine-tuning on (its 'local data')."""
+    if d.n_server_train == 0:
+        return []
+    doms = sorted({*d.client_domains.values()} | {s.domain for s in scenario_splits(d, seed).public})
+    return generate(doms, d.n_server_train, seed=seed, prefix="server-train",
+                    min_steps=d.min_steps, max_steps=d.max_steps)

@@ -1,0 +1,165 @@
+"""Text in, text out for any Hugging Face causal LM.
+
+Paths travel between models as *text*, so every model only ever needs its own
+tokenizer: these helpers tokenise prompt + path, score paths, and write paths
+greedily. They are the only place that knows about padding sides and label
+masks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers.utils import logging as hf_logging
+
+from .data import Sample, is_correct, prompt_of
+from .losses import IGNORE, token_logprobs
+
+
+def load_model(path: str, device: str = "cpu") -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load a model exactly as a hub model is loaded (a local folder or a hub name)."""
+    hf_logging.disable_progress_bar()
+    tok = AutoTokenizer.from_pretrained(path)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    model.to(device)
+    model.eval()
+    return model, tok
+
+
+def _ids(tok: PreTrainedTokenizerBase, text: str) -> list[int]:
+    return tok(text, add_special_tokens=False)["input_ids"]
+
+
+def _prompt_ids(tok: PreTrainedTokenizerBase, question: str) -> list[int]:
+    ids = _ids(tok, prompt_of(question))
+    if tok.bos_token_id is not None:
+        ids = [tok.bos_token_id] + ids
+    return ids
+
+
+@dataclass
+class Batch:
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    labels: torch.Tensor
+
+    def to(self, device: str | torch.device) -> Batch:
+        return Batch(self.input_ids.to(device), self.attention_mask.to(device), self.labels.to(device))
+
+
+def encode_pairs(
+    tok: PreTrainedTokenizerBase, questions: Sequence[str], paths: Sequence[str], max_len: int
+) -> Batch:
+    """Right-padded prompt + path + EOS; labels mask everything but the path."""
+    rows, labels = [], []
+    for q, p in zip(questions, paths, strict=True):
+        pr = _prompt_ids(tok, q)
+        comp = _ids(tok, " " + p) + [tok.eos_token_id]
+        ids = (pr + comp)[:max_len]
+        lab = ([IGNORE] * len(pr) + comp)[:max_len]
+        rows.append(ids)
+        labels.append(lab)
+    width = max(len(r) for r in rows)
+    pad = tok.pad_token_id
+    input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    lab_t = torch.full((len(rows), width), IGNORE, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, (r, lab) in enumerate(zip(rows, labels)):
+        input_ids[i, : len(r)] = torch.tensor(r)
+        lab_t[i, : len(lab)] = torch.tensor(lab)
+        mask[i, : len(r)] = 1
+    return Batch(input_ids, mask, lab_t)
+
+
+def forward_logits(model: PreTrainedModel, batch: Batch) -> torch.Tensor:
+    return model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+
+
+@torch.inference_mode()
+def path_logprobs(
+    model: PreTrainedModel,
+    tok: PreTrainedTokenizerBase,
+    questions: Sequence[str],
+    paths: Sequence[str],
+    max_len: int,
+    batch_size: int = 128,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Sum of token log-probs of each path and its token count (numpy, [n] each)."""
+    device = next(model.parameters()).device
+    sums, counts = [], []
+    for i in range(0, len(questions), batch_size):
+        b = encode_pairs(tok, questions[i : i + batch_size], paths[i : i + batch_size], max_len).to(device)
+        picked, mask = token_logprobs(forward_logits(model, b), b.labels)
+        sums.append(picked.sum(-1).cpu().numpy())
+        counts.append(mask.sum(-1).cpu().numpy())
+    if not sums:
+        return np.zeros(0), np.zeros(0)
+    return np.concatenate(sums).astype(np.float64), np.concatenate(counts).astype(np.int64)
+
+
+def path_nll(
+    model: PreTrainedModel,
+    tok: PreTrainedTokenizerBase,
+    questions: Sequence[str],
+    paths: Sequence[str],
+    max_len: int,
+    batch_size: int = 128,
+) -> np.ndarray:
+    """Mean per-token NLL of each path under the model: the learnability statistic."""
+    s, n = path_logprobs(model, tok, questions, paths, max_len, batch_size)
+    return -s / np.maximum(n, 1)
+
+
+@torch.inference_mode()
+def generate_paths(
+    model: PreTrainedModel,
+    tok: PreTrainedTokenizerBase,
+    questions: Sequence[str],
+    max_new_tokens: int = 64,
+    batch_size: int = 128,
+) -> list[str]:
+    """Greedy reasoning paths (chain of thought + '#### answer')."""
+    device = next(model.parameters()).device
+    out: list[str] = []
+    pad = tok.pad_token_id
+    for i in range(0, len(questions), batch_size):
+        prompts = [_prompt_ids(tok, q) for q in questions[i : i + batch_size]]
+        width = max(len(p) for p in prompts)
+        ids = torch.full((len(prompts), width), pad, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for j, p in enumerate(prompts):  # left padding: every row ends where generation starts
+            ids[j, width - len(p) :] = torch.tensor(p)
+            mask[j, width - len(p) :] = 1
+        gen = model.generate(
+            input_ids=ids.to(device),
+            attention_mask=mask.to(device),
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            pad_token_id=pad,
+            eos_token_id=tok.eos_token_id,
+        )
+        for row in gen[:, width:].tolist():
+            if tok.eos_token_id in row:
+                row = row[: row.index(tok.eos_token_id)]
+            out.append(tok.decode(row, skip_special_tokens=True).strip())
+    return out
+
+
+def evaluate(
+    model: PreTrainedModel,
+    tok: PreTrainedTokenizerBase,
+    samples: Sequence[Sample],
+    max_new_tokens: int = 64,
+    batch_size: int = 128,
+) -> tuple[float, list[str], list[bool]]:
+    """Exact-match accuracy of greedy paths, with the paths and per-sample correctness."""
+    paths = generate_paths(model, tok, [s.question for s in samples], max_new_tokens, batch_size)
+    correct = [is_correct(p, s.answer) for p, s in zip(paths, samples)]
+    acc = float(np.mean(correct)) if correct else 0.0
+    return acc, paths, correct

@@ -1,0 +1,190 @@
+"""``lada``: demo, server, client, dashboard, experiment, models build, bench."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from lada.common.config import LadaConfig, add_config_flags, config_from_args
+
+
+def _server(cfg: LadaConfig, args: argparse.Namespace) -> int:
+    import torch
+
+    from lada.server.auth import Credentials, load_secret
+    from lada.server.federation import Federation
+    from lada.server.grpc_server import GrpcGrid, start_server
+    from lada.server.storage import Store
+    from lada.server.tls import server_credentials
+
+    torch.set_num_threads(cfg.run.threads)
+    Path(cfg.server.data_dir).mkdir(parents=True, exist_ok=True)
+    store = Store(cfg.db_url)
+    creds = Credentials(load_secret(cfg.server.data_dir), cfg.server.join_token)
+    grid = GrpcGrid(creds, max_blob=cfg.server.max_message_mb * 1024 * 1024 * 4,
+                    chunk_size=cfg.server.chunk_kb * 1024, timeout=cfg.server.round_timeout)
+    fed = Federation(cfg, grid, store)  # loads the LLM before accepting clients
+    server, port = start_server(grid, cfg.server.address, cfg.data.client_domains, cfg.server.max_message_mb,
+                                tls=server_credentials(args.tls_cert, args.tls_key, args.tls_client_ca))
+    print(f"[lada] server listening on {cfg.server.address} (port {port}); database {cfg.db_url}",
+          file=sys.stderr, flush=True)
+
+    def on_event(kind: str, subject: str, message: str) -> None:
+        store.event(fed.run_id or None, kind, subject, message)
+
+    grid.on_event = on_event
+    try:
+        fed.run()
+        print(fed.summary_table(), flush=True)
+        time.sleep(args.linger)  # let clients pull their STOP task
+    finally:
+        server.stop(grace=2)
+    return 0
+
+
+def _client(cfg: LadaConfig, args: argparse.Namespace) -> int:
+    from lada.client.app import ClientApp
+    from lada.client.runtime import Connection, configure_logging, run_client
+    from lada.server.tls import channel_credentials
+
+    configure_logging(logging.INFO if not args.quiet else logging.WARNING)
+    app = ClientApp(cfg, args.name)
+    conn = Connection(cfg.server.address, args.name, cfg.server.join_token, app.model_name, app.domain,
+                      cfg.server.max_message_mb, cfg.server.chunk_kb,
+                      tls=channel_credentials(args.tls_ca, args.tls_cert, args.tls_key))
+    n = run_client(conn, app)
+    logging.getLogger("lada.client").info("%s: %d tasks done, leaving", args.name, n)
+    return 0
+
+
+def _models_build(cfg: LadaConfig, args: argparse.Namespace) -> int:
+    import torch
+
+    from lada.common.models import resolve_model
+
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    names = sorted({cfg.models.llm, *cfg.models.clients.values()})
+    for name in names:
+        path = resolve_model(name, cfg.models, seed=cfg.run.seed)
+        print(f"{name:<22} -> {path}", flush=True)
+    return 0
+
+
+def _demo(cfg: LadaConfig, args: argparse.Namespace) -> int:
+    """Build models, then a server and one process per client on localhost."""
+    t_start = time.perf_counter()
+    data_dir = Path(cfg.server.data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    if not cfg.server.db:
+        db = data_dir / "lada.db"
+        cfg = LadaConfig.load(overrides={**_flat(cfg), "server.db": f"sqlite:///{db.resolve()}"}, env=False)
+    cfg.server.wait_clients = len(cfg.data.client_domains)
+    cfg_path = data_dir / "demo-config.yaml"
+    cfg_path.write_text(cfg.dump_yaml())
+    print(f"[demo] config written to {cfg_path}", flush=True)
+    t0 = time.perf_counter()
+    _models_build(cfg, args)
+    t_build = time.perf_counter() - t0
+    print(f"[demo] models ready in {t_build:.1f}s", flush=True)
+    py = sys.executable
+    base = [py, "-m", "lada.cli"]
+    procs: list[subprocess.Popen] = []
+    dash = None
+    try:
+        if not args.no_dashboard:
+            dash = subprocess.Popen([*base, "dashboard", "--db", cfg.db_url, "--port", str(args.dashboard_port)],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            print(f"[demo] dashboard: http://127.0.0.1:{args.dashboard_port}/", flush=True)
+        server = subprocess.Popen([*base, "server", "--config", str(cfg_path)])
+        procs.append(server)
+        for name in cfg.data.client_domains:
+            procs.append(subprocess.Popen([*base, "client", "--config", str(cfg_path), "--name", name, "--quiet"]))
+        rc = server.wait()
+        for p in procs[1:]:
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.terminate()
+        print(f"[demo] finished in {time.perf_counter() - t_start:.1f}s (model build {t_build:.1f}s); "
+              f"results in {cfg.db_url}", flush=True)
+        if dash is not None and args.keep_dashboard:
+            print("[demo] dashboard still running; Ctrl-C to stop", flush=True)
+            dash.wait()
+        return rc
+    finally:
+        for p in procs + ([dash] if dash else []):
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+
+
+def _dashboard(cfg: LadaConfig, args: argparse.Namespace) -> int:
+    from lada.server.dashboard.app import serve
+
+    serve(args.db or cfg.db_url, host=args.host, port=args.port, token=args.token)
+    return 0
+
+
+def _flat(cfg: LadaConfig) -> dict:
+    out = {}
+    for sec, vals in cfg.model_dump(mode="json").items():
+        for k, v in vals.items():
+            out[f"{sec}.{k}"] = v
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="lada", description="Federated reasoning distillation (LaDa)")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    d = sub.add_parser("demo", help="everything locally on the embedded default: models, server, 3 clients")
+    add_config_flags(d)
+    d.add_argument("--dashboard-port", type=int, default=8765)
+    d.add_argument("--no-dashboard", action="store_true")
+    d.add_argument("--keep-dashboard", action="store_true", help="keep serving the dashboard after the run")
+    d.set_defaults(fn=_demo)
+
+    s = sub.add_parser("server", help="the LaDa server: coordinator, allocation, LLM host (gRPC)")
+    add_config_flags(s)
+    s.add_argument("--tls-cert"), s.add_argument("--tls-key")
+    s.add_argument("--tls-client-ca", help="require client certificates signed by this CA (mutual TLS)")
+    s.add_argument("--linger", type=float, default=3.0, help="seconds to stay up after the run")
+    s.set_defaults(fn=_server)
+
+    c = sub.add_parser("client", help="an edge client: dials the server, learns on its private data")
+    add_config_flags(c)
+    c.add_argument("--name", required=True, help="this client's name (a key of data.client_domains)")
+    c.add_argument("--tls-ca", help="CA that signed the server certificate (enables TLS)")
+    c.add_argument("--tls-cert"), c.add_argument("--tls-key")
+    c.add_argument("--quiet", action="store_true")
+    c.set_defaults(fn=_client)
+
+    db = sub.add_parser("dashboard", help="web dashboard over a run database")
+    add_config_flags(db)
+    db.add_argument("--db", help="SQLAlchemy URL of the run database")
+    db.add_argument("--host", default="127.0.0.1")
+    db.add_argument("--port", type=int, default=8765)
+    db.add_argument("--token", default=os.environ.get("LADA_DASHBOARD_TOKEN"), help="require this bearer token")
+    db.set_defaults(fn=_dashboard)
+
+    m = sub.add_parser("models", help="embedded model management")
+    msub = m.add_subparsers(dest="models_cmd", required=True)
+    mb = msub.add_parser("build", help="build (or reuse) the embedded models in the cache")
+    add_config_flags(mb)
+    mb.set_defaults(fn=_models_build)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    cfg = config_from_args(args)
+    sys.exit(args.fn(cfg, args))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,109 @@
+"""JSON API under /api. Thin: every read is a function of ``lada.server.queries``."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
+from sqlalchemy.orm import Session
+
+from lada.server import queries as q
+from lada.server.dashboard import deps
+
+router = APIRouter(prefix="/api", tags=["api"])
+DB = Annotated[Session, Depends(deps.session)]
+RunId = Annotated[int, Path(description="run id")]
+NOT_FOUND = {404: {"description": "unknown run (or sample)"}}
+
+
+def _need_run(s: Session, run_id: int) -> None:
+    if not q.schema_ready(s) or not q.run_exists(s, run_id):
+        raise HTTPException(404, f"run {run_id} not found")
+
+
+@router.get("/runs", response_model=list[q.RunSummary], summary="All runs, newest first")
+def runs(s: DB) -> list[q.RunSummary]:
+    return q.list_runs(s)
+
+
+@router.get("/runs/{run_id}", response_model=q.RunDetail, responses=NOT_FOUND, summary="A run with its config")
+def run(s: DB, run_id: RunId) -> q.RunDetail:
+    _need_run(s, run_id)
+    return q.run_detail(s, run_id)
+
+
+@router.get("/runs/{run_id}/clients", response_model=list[q.ClientInfo], responses=NOT_FOUND)
+def clients(s: DB, run_id: RunId) -> list[q.ClientInfo]:
+    _need_run(s, run_id)
+    return q.clients(s, run_id)
+
+
+@router.get("/runs/{run_id}/rounds", response_model=list[q.RoundInfo], responses=NOT_FOUND)
+def rounds(s: DB, run_id: RunId) -> list[q.RoundInfo]:
+    _need_run(s, run_id)
+    return q.rounds(s, run_id)
+
+
+@router.get("/runs/{run_id}/metrics", response_model=list[q.MetricPoint], responses=NOT_FOUND)
+def metrics(
+    s: DB,
+    run_id: RunId,
+    name: Annotated[str | None, Query(description="only this metric, e.g. accuracy")] = None,
+    subject: Annotated[str | None, Query(description="only this subject: a client name or 'llm'")] = None,
+) -> list[q.MetricPoint]:
+    _need_run(s, run_id)
+    return q.metrics(s, run_id, name=name, subject=subject)
+
+
+@router.get("/runs/{run_id}/charts", response_model=q.ChartData, responses=NOT_FOUND,
+            summary="Series for the run page's charts")
+def charts(
+    s: DB,
+    request: Request,
+    run_id: RunId,
+    budget_mb: Annotated[float | None, Query(description="communication budget in MB (overrides the app's)")] = None,
+) -> q.ChartData:
+    _need_run(s, run_id)
+    return q.charts(s, run_id, deps.budget(request, budget_mb))
+
+
+@router.get("/runs/{run_id}/allocations", response_model=q.AllocationGrid, responses=NOT_FOUND,
+            summary="Allocation heat map: public samples x (client, round), with the filter's scores")
+def allocations(
+    s: DB,
+    run_id: RunId,
+    direction: Annotated[
+        Literal["down", "up"], Query(description="down: LLM paths to the SLMs; up: SLM paths to the LLM")
+    ] = "down",
+) -> q.AllocationGrid:
+    _need_run(s, run_id)
+    return q.allocation_grid(s, run_id, direction)
+
+
+@router.get("/runs/{run_id}/samples/{sample_id:path}", response_model=q.SampleDetail, responses=NOT_FOUND,
+            summary="A public sample: question, paths, allocations, scores and rewards")
+def sample(s: DB, run_id: RunId, sample_id: str) -> q.SampleDetail:
+    _need_run(s, run_id)
+    detail = q.sample_detail(s, run_id, sample_id)
+    if detail is None:
+        raise HTTPException(404, f"sample {sample_id!r} not found in run {run_id}")
+    return detail
+
+
+@router.get("/runs/{run_id}/events", response_model=list[q.EventInfo], responses=NOT_FOUND)
+def events(
+    s: DB,
+    run_id: RunId,
+    after_id: Annotated[int, Query(ge=0, description="only events with a larger id (live tail)")] = 0,
+    limit: Annotated[int, Query(ge=1, le=5000)] = 200,
+    kind: Annotated[str | None, Query(description="only this kind: join, drop, error, ...")] = None,
+) -> list[q.EventInfo]:
+    _need_run(s, run_id)
+    return q.events(s, run_id, after_id=after_id, limit=limit, kind=kind)
+
+
+@router.get("/runs/{run_id}/live", response_model=q.LiveState, responses=NOT_FOUND,
+            summary="Cheap snapshot for polling: status and a version per part of the page")
+def live(s: DB, run_id: RunId) -> q.LiveState:
+    _need_run(s, run_id)
+    return q.live_state(s, run_id)

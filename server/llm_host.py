@@ -1,0 +1,70 @@
+"""The server's LLM: writes reasoning paths (teach), embeds samples, scores the
+SLMs' paths, and learns from the ones its filters pick (SLM -> LLM)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from lada.common.config import LadaConfig
+from lada.common.data import Sample, is_correct
+from lada.common.learner import Learner, LearnReport, Pair
+from lada.common.models import resolve_model
+from lada.common.textlm import encode_pairs, load_model
+
+
+class LLMHost:
+    def __init__(self, cfg: LadaConfig, model_path: str | None = None) -> None:
+        self.cfg = cfg
+        path = model_path or resolve_model(cfg.models.llm, cfg.models, seed=cfg.run.seed)
+        model, tok = load_model(path)
+        self.learner = Learner(model, tok, cfg.train, cfg.distill, cfg.lora, seed=cfg.run.seed)
+        self.version = 0  # bumps whenever the LLM learns, invalidating the teach cache
+        self._teach_cache: tuple[int, list[str]] | None = None
+        self._proj: torch.Tensor | None = None
+
+    def teach(self, public: Sequence[Sample]) -> tuple[list[str], list[bool]]:
+        """The LLM's path for every public sample, cached until the LLM changes."""
+        if self._teach_cache is None or self._teach_cache[0] != self.version:
+            self._teach_cache = (self.version, self.learner.paths([s.question for s in public]))
+        paths = self._teach_cache[1]
+        return paths, [is_correct(p, s.answer) for p, s in zip(paths, public)]
+
+    @torch.inference_mode()
+    def embed(self, samples: Sequence[Sample]) -> np.ndarray:
+        """Mean-pooled last hidden state of each question, randomly projected to
+        ``filter.embed_dim`` dims (a fixed seeded projection keeps contexts small)."""
+        dim = self.cfg.filter.embed_dim
+        tok, model = self.learner.tok, self.learner.model
+        out = []
+        for i in range(0, len(samples), self.cfg.train.gen_batch_size):
+            chunk = samples[i : i + self.cfg.train.gen_batch_size]
+            b = encode_pairs(tok, [s.question for s in chunk], [""] * len(chunk), self.cfg.train.max_len)
+            hs = model(input_ids=b.input_ids, attention_mask=b.attention_mask,
+                       output_hidden_states=True).hidden_states[-1]
+            m = b.attention_mask.unsqueeze(-1).float()
+            out.append((hs * m).sum(1) / m.sum(1).clamp_min(1))
+        h = torch.cat(out) if out else torch.zeros(0, 1)
+        if self._proj is None:
+            g = torch.Generator().manual_seed(self.cfg.run.seed)
+            self._proj = torch.randn(h.shape[1], dim, generator=g) / h.shape[1] ** 0.5
+        return (h @ self._proj).numpy().astype(np.float32)
+
+    def nll(self, questions: Sequence[str], paths: Sequence[str]) -> np.ndarray:
+        return self.learner.nll(questions, paths)
+
+    def answer_ce(self, samples: Sequence[Sample]) -> np.ndarray:
+        return self.learner.answer_nll([s.question for s in samples], [s.answer for s in samples])
+
+    def path_lengths(self, paths: Sequence[str]) -> np.ndarray:
+        return np.array([len(self.learner.tok(p)["input_ids"]) for p in paths], dtype=np.float32)
+
+    def learn(self, local: Sequence[Sample], pairs: Sequence[Pair]) -> LearnReport:
+        rep = self.learner.learn_round(local, pairs)
+        self.version += 1
+        return rep
+
+    def evaluate(self, samples: Sequence[Sample]) -> float:
+        return self.learner.evaluate(samples)[0]
