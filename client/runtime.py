@@ -16,7 +16,6 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import grpc
-
 from lada.common import chunks
 from lada.common.proto.lada.v1 import (
     allocation_pb2,
@@ -148,13 +147,14 @@ def run_client(conn: Connection, app: Any, poll_s: float = 10.0, stop: threading
                 cand = messages_pb2.PathBatch.FromString(conn.download(task.blob_id))
                 report, own = app.probe(task, cand)
                 report.own_paths_blob = conn.upload(own.SerializeToString())
-                conn.call(lambda: conn.alloc.ReportLearnability(report, metadata=conn.md, timeout=conn.call_timeout))
+                conn.call(lambda r=report: conn.alloc.ReportLearnability(r, metadata=conn.md,
+                                                                         timeout=conn.call_timeout))
             elif task.kind == messages_pb2.TASK_KIND_TRAIN:
-                samples = conn.call(lambda: list(conn.alloc.GetAllocation(
-                    allocation_pb2.AllocationRequest(client_id=conn.name, round=task.round), metadata=conn.md,
-                    timeout=conn.call_timeout)))
+                req = allocation_pb2.AllocationRequest(client_id=conn.name, round=task.round)
+                samples = conn.call(lambda r=req: list(conn.alloc.GetAllocation(r, metadata=conn.md,
+                                                                                timeout=conn.call_timeout)))
                 result = app.train(task, samples)
-                conn.call(lambda: conn.alloc.ReportReward(result, metadata=conn.md, timeout=conn.call_timeout))
+                conn.call(lambda r=result: conn.alloc.ReportReward(r, metadata=conn.md, timeout=conn.call_timeout))
             done += 1
             log.info("%s: round %d %s done in %.1fs", conn.name, task.round,
                      messages_pb2.TaskKind.Name(task.kind), time.perf_counter() - t0)

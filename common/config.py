@@ -179,7 +179,7 @@ def knobs() -> list[tuple[str, str, Any]]:
     """(dotted name, help, default) for every leaf knob, in declaration order."""
     out = []
     base = LadaConfig()
-    for sec_name, sec_field in LadaConfig.model_fields.items():
+    for sec_name in LadaConfig.model_fields:
         sec = getattr(base, sec_name)
         for name, f in type(sec).model_fields.items():
             out.append((f"{sec_name}.{name}", f.description or "", getattr(sec, name)))

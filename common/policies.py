@@ -80,7 +80,11 @@ class AllocationContext:
 @dataclass
 class Allocation:
     """Chosen indices (into the context arrays), their scores in the same order, and
-    the policy's score of every candidate (for the dashboard heat map)."""
+    the policy's score of every candidate (for the dashboard heat map).
+
+    Baseline scores are normalised to [0, 1]; LaDa's are the raw filter scores
+    ``f1 + λ·f2`` (in [-λ, 1+λ], comparable to the threshold), and 1/0 (chosen or
+    not) in a cold-start round, when nothing has been learned yet."""
 
     indices: list[int]
     scores: list[float]

@@ -11,7 +11,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-
 from lada.common.config import LadaConfig
 from lada.common.filters import squash_reward
 from lada.common.policies import Allocation, AllocationContext, AllocationPolicy, make_policy

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
-
 from lada.common.config import LadaConfig
 from lada.common.data import Sample
 from lada.common.learner import Pair

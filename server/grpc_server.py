@@ -15,7 +15,6 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-
 from lada.common import chunks
 from lada.common.proto.lada.v1 import (
     allocation_pb2,

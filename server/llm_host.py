@@ -7,7 +7,6 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-
 from lada.common.config import LadaConfig
 from lada.common.data import Sample, is_correct
 from lada.common.learner import Learner, LearnReport, Pair

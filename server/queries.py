@@ -23,10 +23,6 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
-from sqlalchemy import func, inspect, select
-from sqlalchemy.orm import Session
-
 from lada.server.storage import (
     Allocation,
     Client,
@@ -38,6 +34,9 @@ from lada.server.storage import (
     Round,
     Run,
 )
+from pydantic import BaseModel, Field
+from sqlalchemy import func, inspect, select
+from sqlalchemy.orm import Session
 
 LLM = "llm"
 BATCH = "*"

@@ -26,6 +26,9 @@ from lada.server.storage import Client, Event, Round, RoundRecord, Run, Store
 
 XSS_QUESTION = "<script>window.__xss=1</script> What is 2 + 2 ?"
 XSS_EVENT = '<img src=x onerror="window.__xss=2"> client sent a malformed chunk'
+XSS_PATH = "<b>2 + 2</b> = 4 ."
+XSS_INDEX = 4
+XSS_SAMPLE_ID = f"public-{XSS_INDEX:05d}"
 DOMAINS = ["arith", "shop", "clock", "count"]
 PHASES = ["teach", "probe", "allocate", "learn_client", "learn_server", "record"]
 
@@ -62,9 +65,10 @@ def _public_set(n: int, seed: int) -> list[_Sample]:
             q = f"Tom has {a} apples and gets {b} more , then eats {c} . How many are left ?"
             steps, ans = f"{a} + {b} = {a + b} . {a + b} - {c} = {a + b - c} .", a + b - c
         out.append(_Sample(f"public-{i:05d}", dom, q, str(ans), steps))
-    # one untrusted payload, early in the id order so it is on the heat map's first page
-    x = out[7]
-    out[7] = _Sample(x.id, x.domain, XSS_QUESTION, "4", "2 + 2 = 4 .")
+    # untrusted payloads in a question and its paths (an 'arith' sample, client-1's domain)
+    if n > XSS_INDEX:
+        x = out[XSS_INDEX]
+        out[XSS_INDEX] = _Sample(x.id, x.domain, XSS_QUESTION, "4", XSS_PATH)
     return out
 
 
@@ -161,7 +165,7 @@ def fill_demo_run(
         if r > last:
             break
         rec = RoundRecord()
-        for c in clients:
+        for k, c in enumerate(clients):
             scores = [
                 min(
                     1.0,
@@ -175,8 +179,8 @@ def fill_demo_run(
                 )
                 for i, s in enumerate(samples)
             ]
-            if r == 1 and c == clients[0]:
-                scores[7] = 0.99  # the XSS sample is allocated, so the heat map shows it
+            if r == 1 and c == clients[0] and n_public > XSS_INDEX:
+                scores[XSS_INDEX] = 0.99  # the XSS sample is allocated, so the heat map shows it
             order = sorted(range(len(samples)), key=lambda i: -scores[i])[:budget]
             rewards = []
             for rank, i in enumerate(order):
@@ -201,8 +205,8 @@ def fill_demo_run(
                 (r, c, "accuracy", acc[c]),
                 (r, c, "public_accuracy", acc[c] - 0.03),
                 (r, c, "reward", sum(rewards) / len(rewards)),
-                (r, c, "bytes_down", budget * (420 + rng.randint(0, 60)) + 6_000),
-                (r, c, "bytes_up", 1000 * 36 + len(own) * 180 + 4_000),
+                (r, c, "bytes_down", budget * (900 + 350 * k + rng.randint(0, 80)) + 40_000),
+                (r, c, "bytes_up", n_public * 48 + len(own) * (150 + 60 * k) + 12_000),
                 (r, c, "n_allocated", budget),
             ]
             if paths:

@@ -5,10 +5,9 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
-from sqlalchemy.orm import Session
-
 from lada.server import queries as q
 from lada.server.dashboard import deps
+from sqlalchemy.orm import Session
 
 router = APIRouter(prefix="/api", tags=["api"])
 DB = Annotated[Session, Depends(deps.session)]

@@ -8,12 +8,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse, PlainTextResponse
+from lada.server import queries as q
+from lada.server.dashboard import deps
 from pydantic import BaseModel
 from sqlalchemy import text
 from sqlalchemy.orm import Session
-
-from lada.server import queries as q
-from lada.server.dashboard import deps
 
 router = APIRouter(tags=["ops"])
 DB = Annotated[Session, Depends(deps.session)]

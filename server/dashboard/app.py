@@ -1,0 +1,145 @@
+"""The LaDa dashboard: a read-only FastAPI app over the run database the server writes.
+
+``create_app(db_url)`` builds the app; ``serve(db_url, host, port)`` runs it with
+uvicorn (``lada dashboard --db URL`` calls it; ``python -m
+lada.server.dashboard.app --db URL`` works too).
+
+* HTML pages: ``/`` (runs), ``/runs/{id}`` (one run, live);
+* JSON API under ``/api`` (see ``lada.server.dashboard.api``), OpenAPI document
+  at ``/openapi.json`` (no docs UI: it would need a CDN);
+* ``/metrics`` (Prometheus text format) and ``/healthz``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from lada.server.dashboard import api, ops, pages
+from lada.server.dashboard.deps import Settings
+from lada.server.dashboard.security import SecurityHeaders, TokenAuth
+from lada.server.storage import make_engine
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import sessionmaker
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.gzip import GZipMiddleware
+
+STATIC_DIR = Path(__file__).parent / "static"
+
+
+def _is_api(request: Request) -> bool:
+    p = request.url.path
+    return p.startswith("/api") or p in ("/metrics", "/healthz", "/openapi.json")
+
+
+def create_app(
+    db_url: str,
+    token: str | None = None,
+    comm_budget_mb: float | None = None,
+    poll_ms: int = 2000,
+) -> FastAPI:
+    """The dashboard app over ``db_url`` (read only).
+
+    ``token``: when set, every page and API except ``/healthz`` (and static
+    assets) needs ``Authorization: Bearer <token>`` or ``?token=<token>``.
+    ``comm_budget_mb``: the communication budget drawn on the bytes chart (a
+    page or API call may override it with ``?budget_mb=``).
+    ``poll_ms``: how often open pages poll for changes while a run is live.
+    """
+    engine = make_engine(db_url)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        engine.dispose()
+
+    app = FastAPI(
+        lifespan=lifespan,
+        title="LaDa dashboard",
+        version="1",
+        summary="Read-only view of LaDa runs: rounds, clients, allocations, rewards, metrics, events.",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url="/openapi.json",
+    )
+    app.state.settings = Settings(db_url=db_url, token=token or None, comm_budget_mb=comm_budget_mb,
+                                  poll_ms=int(poll_ms))
+    app.state.engine = engine
+    app.state.sessionmaker = sessionmaker(engine, autoflush=False, expire_on_commit=False)
+
+    app.include_router(api.router)
+    app.include_router(ops.router)
+    app.include_router(pages.router)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    # outermost last: security headers on everything, then auth, then compression
+    app.add_middleware(GZipMiddleware, minimum_size=2048)
+    app.add_middleware(TokenAuth, token=token or None)
+    app.add_middleware(SecurityHeaders)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Any:
+        if _is_api(request) or exc.status_code != 404:
+            return JSONResponse({"detail": exc.detail}, exc.status_code, headers=getattr(exc, "headers", None))
+        return pages.not_found(request, str(exc.detail) if exc.detail != "Not Found" else "No such page.")
+
+    @app.exception_handler(OperationalError)
+    async def db_error(request: Request, exc: OperationalError) -> Any:
+        msg = "database unavailable or not initialised yet"
+        if _is_api(request):
+            return JSONResponse({"detail": msg}, 503)
+        return HTMLResponse(f"<!doctype html><title>LaDa dashboard</title><p>{msg}</p>", 503)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version, summary=app.summary, routes=app.routes)
+            if token:
+                schema.setdefault("components", {})["securitySchemes"] = {
+                    "bearer": {"type": "http", "scheme": "bearer"}
+                }
+                schema["security"] = [{"bearer": []}]
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+    return app
+
+
+def serve(
+    db_url: str,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    token: str | None = None,
+    comm_budget_mb: float | None = None,
+    log_level: str = "info",
+) -> None:
+    """Serve the dashboard with uvicorn until interrupted."""
+    import uvicorn
+
+    app = create_app(db_url, token=token, comm_budget_mb=comm_budget_mb)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, proxy_headers=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m lada.server.dashboard.app", description=__doc__.splitlines()[0])
+    p.add_argument("--db", required=True, help="SQLAlchemy URL of the run database, e.g. sqlite:///.lada/lada.db")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--token", default=os.environ.get("LADA_DASHBOARD_TOKEN"),
+                   help="require this bearer token (default: $LADA_DASHBOARD_TOKEN; unset = open)")
+    p.add_argument("--comm-budget-mb", type=float, default=None, help="communication budget drawn on the chart")
+    a = p.parse_args(argv)
+    serve(a.db, a.host, a.port, token=a.token, comm_budget_mb=a.comm_budget_mb)
+
+
+if __name__ == "__main__":
+    main()
