@@ -25,7 +25,7 @@ def client_data(cfg: LadaConfig, name: str) -> tuple[list[Sample], list[Sample]]
     """This client's private train/test split (generated locally, never sent)."""
     if name not in cfg.data.client_domains:
         raise ValueError(f"client {name!r} not in data.client_domains {sorted(cfg.data.client_domains)}")
-    splits = scenario_splits(cfg.data, cfg.run.seed)
+    splits = scenario_splits(cfg.data)
     return splits.client_train[name], splits.client_test[name]
 
 
@@ -36,7 +36,7 @@ class ClientApp:
         self.cfg, self.name = cfg, name
         torch.set_num_threads(cfg.run.threads)
         self.model_name = cfg.models.clients.get(name, "")
-        path = model_path or resolve_model(self.model_name, cfg.models, seed=cfg.run.seed)
+        path = model_path or resolve_model(self.model_name, cfg.models, seed=cfg.data.seed)
         model, tok = load_model(path)
         self.learner = Learner(model, tok, cfg.train, cfg.distill, cfg.lora,
                                seed=cfg.run.seed * 1000 + sum(map(ord, name)))

@@ -32,7 +32,7 @@ class Section(BaseModel):
 
 class RunConfig(Section):
     name: str = Field("demo", description="run name shown in the database and dashboard")
-    seed: int = Field(0, description="seed for data, model init, allocation and training")
+    seed: int = Field(0, description="run seed: LoRA init, batch order, allocation (data.seed fixes the scenario)")
     rounds: int = Field(3, ge=1, description="number of federated rounds R")
     method: str = Field(
         "lada",
@@ -45,6 +45,7 @@ class RunConfig(Section):
 
 
 class DataConfig(Section):
+    seed: int = Field(0, description="scenario seed: the data and the embedded models' pre-training")
     client_domains: dict[str, str] = Field(
         default_factory=lambda: dict(DEFAULT_CLIENT_DOMAINS), description="client name -> its local domain"
     )

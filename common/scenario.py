@@ -9,23 +9,23 @@ from .data import Sample, Splits, build_splits, generate, load_gsm8k_jsonl
 
 
 @lru_cache(maxsize=8)
-def _splits(d_json: str, seed: int) -> Splits:
+def _splits(d_json: str) -> Splits:
     d = DataConfig.model_validate_json(d_json)
-    sp = build_splits(d.client_domains, d.n_train, d.n_test, d.n_public, d.n_server_test, seed=seed,
+    sp = build_splits(d.client_domains, d.n_train, d.n_test, d.n_public, d.n_server_test, seed=d.seed,
                       min_steps=d.min_steps, max_steps=d.max_steps)
     if d.gsm8k_public:
         sp.public = load_gsm8k_jsonl(d.gsm8k_public, limit=d.n_public)
     return sp
 
 
-def scenario_splits(d: DataConfig, seed: int) -> Splits:
-    return _splits(d.model_dump_json(), seed)
+def scenario_splits(d: DataConfig) -> Splits:
+    return _splits(d.model_dump_json())
 
 
-def server_train_set(d: DataConfig, seed: int) -> list[Sample]:
+def server_train_set(d: DataConfig) -> list[Sample]:
     """The server's own private mix the LLM keeps fine-tuning on (its 'local data')."""
     if d.n_server_train == 0:
         return []
-    doms = sorted({*d.client_domains.values()} | {s.domain for s in scenario_splits(d, seed).public})
-    return generate(doms, d.n_server_train, seed=seed, prefix="server-train",
+    doms = sorted({*d.client_domains.values()} | {s.domain for s in scenario_splits(d).public})
+    return generate(doms, d.n_server_train, seed=d.seed, prefix="server-train",
                     min_steps=d.min_steps, max_steps=d.max_steps)

@@ -71,7 +71,7 @@ def _models_build(cfg: LadaConfig, args: argparse.Namespace) -> int:
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     names = sorted({cfg.models.llm, *cfg.models.clients.values()})
     for name in names:
-        path = resolve_model(name, cfg.models, seed=cfg.run.seed)
+        path = resolve_model(name, cfg.models, seed=cfg.data.seed)
         print(f"{name:<22} -> {path}", flush=True)
     return 0
 
@@ -130,6 +130,15 @@ def _dashboard(cfg: LadaConfig, args: argparse.Namespace) -> int:
     return 0
 
 
+def _experiment(cfg: LadaConfig, args: argparse.Namespace) -> int:
+    from lada.server.experiment import METHODS, run_matrix
+
+    methods = list(METHODS) if args.methods == "all" else args.methods.split(",")
+    seeds = [int(s) for s in args.seeds.split(",")]
+    run_matrix(cfg, methods, seeds, Path(args.out), workers=args.workers)
+    return 0
+
+
 def _flat(cfg: LadaConfig) -> dict:
     out = {}
     for sec, vals in cfg.model_dump(mode="json").items():
@@ -171,6 +180,14 @@ def build_parser() -> argparse.ArgumentParser:
     db.add_argument("--port", type=int, default=8765)
     db.add_argument("--token", default=os.environ.get("LADA_DASHBOARD_TOKEN"), help="require this bearer token")
     db.set_defaults(fn=_dashboard)
+
+    e = sub.add_parser("experiment", help="method x seed matrix -> metrics CSV, markdown table, plots")
+    add_config_flags(e)
+    e.add_argument("--methods", default="all", help="comma-separated (see lada.server.experiment.METHODS) or all")
+    e.add_argument("--seeds", default="0,1,2")
+    e.add_argument("--out", default="results/experiment")
+    e.add_argument("--workers", type=int, default=2, help="runs in parallel (one CPU thread each)")
+    e.set_defaults(fn=_experiment)
 
     m = sub.add_parser("models", help="embedded model management")
     msub = m.add_subparsers(dest="models_cmd", required=True)

@@ -59,6 +59,7 @@ class RoundSummary:
     clients: dict[str, dict[str, float]] = field(default_factory=dict)
     llm: dict[str, float] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    allocated: dict[str, list[str]] = field(default_factory=dict)  # client -> sample ids it was given
 
 
 class Federation:
@@ -68,10 +69,10 @@ class Federation:
         self.log = log or (lambda s: print(s, file=sys.stderr, flush=True))
         self.llm = llm or LLMHost(cfg)
         self.alloc = AllocationService(cfg)
-        splits = scenario_splits(cfg.data, cfg.run.seed)
+        splits = scenario_splits(cfg.data)
         self.public: list[Sample] = splits.public
         self.server_test = splits.server_test
-        self.server_train = server_train_set(cfg.data, cfg.run.seed)
+        self.server_train = server_train_set(cfg.data)
         self.by_id = {s.id: s for s in self.public}
         self.run_id = 0
         self.history: list[RoundSummary] = []
@@ -161,6 +162,7 @@ class Federation:
             )
             a = self.alloc.allocate(name, LLM, embedding, view, cfg.run.budget, t)
             allocations[name] = []
+            summary.allocated[name] = [self.public[i].id for i in a.indices]
             for rank, (i, score) in enumerate(zip(a.indices, a.scores)):
                 s = self.public[i]
                 allocations[name].append(allocation_pb2.AllocatedSample(

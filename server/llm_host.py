@@ -17,7 +17,7 @@ from lada.common.textlm import encode_pairs, load_model
 class LLMHost:
     def __init__(self, cfg: LadaConfig, model_path: str | None = None) -> None:
         self.cfg = cfg
-        path = model_path or resolve_model(cfg.models.llm, cfg.models, seed=cfg.run.seed)
+        path = model_path or resolve_model(cfg.models.llm, cfg.models, seed=cfg.data.seed)
         model, tok = load_model(path)
         self.learner = Learner(model, tok, cfg.train, cfg.distill, cfg.lora, seed=cfg.run.seed)
         self.version = 0  # bumps whenever the LLM learns, invalidating the teach cache
@@ -47,7 +47,7 @@ class LLMHost:
             out.append((hs * m).sum(1) / m.sum(1).clamp_min(1))
         h = torch.cat(out) if out else torch.zeros(0, 1)
         if self._proj is None:
-            g = torch.Generator().manual_seed(self.cfg.run.seed)
+            g = torch.Generator().manual_seed(self.cfg.data.seed)
             self._proj = torch.randn(h.shape[1], dim, generator=g) / h.shape[1] ** 0.5
         return (h @ self._proj).numpy().astype(np.float32)
 
