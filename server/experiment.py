@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from lada.common.config import LadaConfig
 
 LLM = "llm"
@@ -55,7 +54,6 @@ def _flat(cfg: LadaConfig) -> dict[str, Any]:
 def run_cell(base: dict[str, Any], method: str, seed: int) -> list[dict[str, Any]]:
     """One (method, seed) run; returns one row per round per subject."""
     import torch
-
     from lada.client.app import ClientApp
 
     from .federation import Federation

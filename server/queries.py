@@ -42,6 +42,7 @@ LLM = "llm"
 BATCH = "*"
 MB = 1_000_000.0
 TERMINAL_STATUSES = ("finished", "failed")
+SCORE_DIGITS = 4
 Direction = Literal["down", "up"]
 
 
@@ -125,7 +126,10 @@ class GridRow(BaseModel):
 
 
 class AllocationGrid(BaseModel):
-    """Public samples x (client, round), in columns: cell i is (row[i], col[i]) with score[i], rank[i]."""
+    """Public samples x (client, round), in columns: cell i is (row[i], col[i]) with score[i], rank[i].
+
+    Scores are rounded to 4 decimals (they colour a heat map; ``SampleDetail`` has them exact).
+    """
 
     direction: Direction
     rows: list[GridRow]
@@ -469,7 +473,7 @@ def allocation_grid(session: Session, run_id: int, direction: Direction = "down"
     for idx, receiver, sender, sid, score, rank in allocs:
         rows_i.append(row_of[(sender if direction == "up" else receiver, idx)])
         cols_i.append(col_of[sid])
-        scores.append(score)
+        scores.append(round(score, SCORE_DIGITS))
         ranks.append(rank)
     return AllocationGrid(
         direction=direction,

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from lada.server.storage import Client, Event, Round, RoundRecord, Run, Store
+from lada.server.storage import Client, Event, PublicSample, Round, RoundRecord, Run, Store
 
 XSS_QUESTION = "<script>window.__xss=1</script> What is 2 + 2 ?"
 XSS_EVENT = '<img src=x onerror="window.__xss=2"> client sent a malformed chunk'
@@ -284,3 +284,33 @@ DB_BUILDERS: dict[str, Callable[[Path], str]] = {
     "demo": demo_db,
     "two_runs": two_runs_db,
 }
+
+
+def advance_live_run(url: str, run_id: int, finish: bool = True) -> int:
+    """Commit the round a live run is in (as the server would) and optionally finish the run.
+
+    Returns the committed round's index. Used to check that open pages update without reloading.
+    """
+    store = Store(url, create=False)
+    with store.session() as s:
+        run = s.get(Run, run_id)
+        idx = run.current_round
+        clients = [c.name for c in s.query(Client).filter(Client.run_id == run_id).order_by(Client.name)]
+        samples = [x[0] for x in s.query(PublicSample.sample_id).filter(PublicSample.run_id == run_id)
+                   .order_by(PublicSample.sample_id).limit(20)]
+    rec = RoundRecord()
+    for k, c in enumerate(clients):
+        for rank, sid in enumerate(samples):
+            rec.allocations.append((c, "llm", sid, 0.9 - 0.01 * rank, rank))
+        rec.rewards.append((c, "llm", "*", 0.9))
+        rec.metrics += [(idx, c, "accuracy", 0.9 - 0.01 * k), (idx, c, "reward", 0.9),
+                        (idx, c, "bytes_down", 150_000), (idx, c, "bytes_up", 90_000)]
+    rec.metrics.append((idx, "llm", "accuracy", 0.93))
+    rec.timings = dict(zip(PHASES, [10.0, 5.0, 0.5, 20.0, 10.0, 0.2], strict=True))
+    store.commit_round(run_id, idx, rec)
+    store.event(run_id, "round_end", "server", f"round {idx} committed (live update)")
+    if finish:
+        store.event(run_id, "run_end", "server", "run finished (live update)")
+        store.finish_run(run_id)
+    store.engine.dispose()
+    return idx

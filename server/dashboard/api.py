@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
 from lada.server import queries as q
 from lada.server.dashboard import deps
 from sqlalchemy.orm import Session
@@ -74,9 +74,10 @@ def allocations(
     direction: Annotated[
         Literal["down", "up"], Query(description="down: LLM paths to the SLMs; up: SLM paths to the LLM")
     ] = "down",
-) -> q.AllocationGrid:
+) -> Response:
     _need_run(s, run_id)
-    return q.allocation_grid(s, run_id, direction)
+    # the biggest payload (one cell per allocation): serialised once by pydantic, not re-validated
+    return Response(q.allocation_grid(s, run_id, direction).model_dump_json(), media_type="application/json")
 
 
 @router.get("/runs/{run_id}/samples/{sample_id:path}", response_model=q.SampleDetail, responses=NOT_FOUND,

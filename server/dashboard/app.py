@@ -81,7 +81,7 @@ def create_app(
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     # outermost last: security headers on everything, then auth, then compression
-    app.add_middleware(GZipMiddleware, minimum_size=2048)
+    app.add_middleware(GZipMiddleware, minimum_size=2048, compresslevel=5)
     app.add_middleware(TokenAuth, token=token or None)
     app.add_middleware(SecurityHeaders)
 

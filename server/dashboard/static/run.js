@@ -136,11 +136,6 @@
     const cols = visibleColumns();
     const pageSize = Math.max(20, Math.min(250, Math.floor(plotW / 5)));
     const pages = Math.max(1, Math.ceil(cols.length / pageSize));
-    if (hm.selected && hm.pendingJump) {
-      const at = cols.indexOf(hm.selected.col);
-      if (at >= 0) hm.page = Math.floor(at / pageSize);
-      hm.pendingJump = false;
-    }
     hm.page = Math.min(Math.max(0, hm.page), pages - 1);
     const pageCols = cols.slice(hm.page * pageSize, (hm.page + 1) * pageSize);
     $("hm-page").textContent = cols.length
