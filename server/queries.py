@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -52,6 +53,26 @@ def _utc(ts: dt.datetime | None) -> dt.datetime | None:
     return ts.replace(tzinfo=dt.timezone.utc) if ts.tzinfo is None else ts.astimezone(dt.timezone.utc)
 
 
+SECRET_KEY_RE = re.compile(
+    r"(^|[_.-])(token|secret|password|passwd|credentials?|api_?key|private_key)$", re.IGNORECASE
+)
+URL_PASSWORD_RE = re.compile(r"(://[^:/@\s]+:)[^@/\s]+@")
+REDACTED = "***"
+
+
+def redact(value: Any, key: str = "") -> Any:
+    """The config as the dashboard may show it: secrets (join token, passwords in DB URLs) masked."""
+    if isinstance(value, dict):
+        return {k: redact(v, str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact(v, key) for v in value]
+    if key and SECRET_KEY_RE.search(key) and value not in (None, "", False):
+        return REDACTED
+    if isinstance(value, str):
+        return URL_PASSWORD_RE.sub(rf"\1{REDACTED}@", value)
+    return value
+
+
 def _digest(*parts: Any) -> str:
     return hashlib.blake2b(repr(parts).encode(), digest_size=6).hexdigest()
 
@@ -73,7 +94,9 @@ class RunSummary(BaseModel):
 
 
 class RunDetail(RunSummary):
-    config: dict[str, Any] = Field(description="the full run config (sections run, data, models, ...)")
+    config: dict[str, Any] = Field(
+        description="the run config (sections run, data, models, ...), secrets such as the join token masked"
+    )
 
 
 class ClientInfo(BaseModel):
@@ -275,7 +298,7 @@ def run_detail(session: Session, run_id: int) -> RunDetail | None:
     if run is None:
         return None
     summary = _summaries(session, [run])[0]
-    config = run.config if isinstance(run.config, dict) else {}
+    config = redact(run.config) if isinstance(run.config, dict) else {}
     return RunDetail(**summary.model_dump(), config=config)
 
 

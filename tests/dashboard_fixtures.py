@@ -10,14 +10,17 @@ as text.
 
 ``DB_BUILDERS`` maps a name to a function ``(tmp_dir) -> db_url``; the API tests
 run against every entry, so a database recorded from a real run can be added
-here and the same tests check it.
+here and the same tests check it (or named by ``$LADA_DASHBOARD_TEST_DB``, which
+adds a copy of that SQLite file as the entry ``env``).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import math
+import os
 import random
+import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +30,7 @@ from lada.server.storage import Client, Event, PublicSample, Round, RoundRecord,
 XSS_QUESTION = "<script>window.__xss=1</script> What is 2 + 2 ?"
 XSS_EVENT = '<img src=x onerror="window.__xss=2"> client sent a malformed chunk'
 XSS_PATH = "<b>2 + 2</b> = 4 ."
+JOIN_TOKEN = "join-s3cret-do-not-show"
 XSS_INDEX = 4
 XSS_SAMPLE_ID = f"public-{XSS_INDEX:05d}"
 DOMAINS = ["arith", "shop", "clock", "count"]
@@ -140,7 +144,8 @@ def fill_demo_run(
             "cold_start": "kmeans",
             "reward_mode": "per_sample",
         },
-        "server": {"address": "127.0.0.1:50051", "db": url, "join_token": "***"},
+        "server": {"address": "127.0.0.1:50051", "db": url, "join_token": JOIN_TOKEN,
+                   "replica_db": "postgresql://lada:hunter2@db:5432/lada"},
     }
     run_id = store.create_run(name, "lada", config, n_rounds)
     samples = _public_set(n_public, seed)
@@ -280,10 +285,23 @@ def two_runs_db(tmp: Path) -> str:
     return url
 
 
+def env_db(tmp: Path) -> str:
+    """A copy of the SQLite database named by $LADA_DASHBOARD_TEST_DB (e.g. one a real run wrote)."""
+    src = Path(os.environ["LADA_DASHBOARD_TEST_DB"])
+    dst = tmp / src.name
+    con = sqlite3.connect(src)  # the backup API also copies what is still in the WAL
+    with sqlite3.connect(dst) as out:
+        con.backup(out)
+    con.close()
+    return f"sqlite:///{dst}"
+
+
 DB_BUILDERS: dict[str, Callable[[Path], str]] = {
     "demo": demo_db,
     "two_runs": two_runs_db,
 }
+if os.environ.get("LADA_DASHBOARD_TEST_DB"):
+    DB_BUILDERS["env"] = env_db
 
 
 def advance_live_run(url: str, run_id: int, finish: bool = True) -> int:

@@ -51,9 +51,7 @@ def _fmt_secs(v: float | None) -> str:
 
 
 def _fmt_value(v: Any) -> str:
-    if isinstance(v, (dict, list)):
-        return json.dumps(v, sort_keys=True)
-    return "null" if v is None else str(v)
+    return v if isinstance(v, str) else json.dumps(v, sort_keys=True)
 
 
 def _context(request: Request) -> dict[str, Any]:

@@ -1,0 +1,398 @@
+"""Dashboard JSON API, pages, /metrics, /healthz and auth, through FastAPI's TestClient.
+
+The generic tests run against every database in ``dashboard_fixtures.DB_BUILDERS``
+and only assume the shape of a LaDa run database, not particular values; the
+tests at the end check the synthetic run's known content (escaping included).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from lada.server import queries as q
+from lada.server.dashboard.app import create_app
+from lada.server.storage import Store
+
+from . import dashboard_fixtures as fx
+
+BUDGET = 5.0
+RUN_ENDPOINTS = ["", "/clients", "/rounds", "/metrics", "/charts", "/allocations", "/allocations?direction=up",
+                 "/events", "/live", "/samples/some-sample"]
+
+
+@pytest.fixture(scope="module", params=sorted(fx.DB_BUILDERS))
+def db_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
+    return fx.DB_BUILDERS[request.param](tmp_path_factory.mktemp(request.param))
+
+
+@pytest.fixture(scope="module")
+def client(db_url: str):
+    with TestClient(create_app(db_url, comm_budget_mb=BUDGET)) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def runs(client: TestClient) -> list[dict]:
+    r = client.get("/api/runs")
+    assert r.status_code == 200
+    data = r.json()
+    assert data, "the fixture database has no runs"
+    return data
+
+
+def _ok(client: TestClient, path: str, **params) -> object:
+    r = client.get(path, params=params)
+    assert r.status_code == 200, (path, r.status_code, r.text[:300])
+    return r.json()
+
+
+# --------------------------------------------------------------------------- generic: any LaDa database
+def test_runs_list(runs: list[dict]) -> None:
+    for r in runs:
+        q.RunSummary.model_validate(r)
+        assert 0 <= r["rounds_done"] <= max(r["rounds_total"], r["current_round"])
+        assert r["created_at"].endswith(("Z", "+00:00"))
+    assert [r["id"] for r in runs] == sorted((r["id"] for r in runs), reverse=True)
+
+
+def test_run_detail_and_clients(client: TestClient, runs: list[dict]) -> None:
+    for r in runs:
+        d = q.RunDetail.model_validate(_ok(client, f"/api/runs/{r['id']}"))
+        assert d.id == r["id"] and isinstance(d.config, dict)
+        cl = [q.ClientInfo.model_validate(c) for c in _ok(client, f"/api/runs/{r['id']}/clients")]
+        assert len(cl) == r["n_clients"]
+        assert [c.name for c in cl] == sorted(c.name for c in cl)
+
+
+def test_rounds(client: TestClient, runs: list[dict]) -> None:
+    for r in runs:
+        rounds = [q.RoundInfo.model_validate(x) for x in _ok(client, f"/api/runs/{r['id']}/rounds")]
+        assert [x.idx for x in rounds] == sorted(x.idx for x in rounds)
+        assert sum(x.status == "done" for x in rounds) == r["rounds_done"]
+        for x in rounds:
+            assert all(v >= 0 for v in x.timings.values())
+            if x.duration_s is not None:
+                assert x.duration_s >= 0
+
+
+def test_metrics_filters(client: TestClient, runs: list[dict]) -> None:
+    rid = runs[0]["id"]
+    every = [q.MetricPoint.model_validate(m) for m in _ok(client, f"/api/runs/{rid}/metrics")]
+    acc = _ok(client, f"/api/runs/{rid}/metrics", name="accuracy")
+    assert {m["name"] for m in acc} <= {"accuracy"}
+    assert len(acc) == sum(m.name == "accuracy" for m in every)
+    llm = _ok(client, f"/api/runs/{rid}/metrics", subject="llm")
+    assert {m["subject"] for m in llm} <= {"llm"}
+
+
+def test_charts(client: TestClient, runs: list[dict]) -> None:
+    for r in runs:
+        c = q.ChartData.model_validate(_ok(client, f"/api/runs/{r['id']}/charts"))
+        assert c.budget_mb == BUDGET
+        for group in (c.accuracy, c.public_accuracy, c.reward, c.bytes_cumulative_mb):
+            for s in group:
+                assert len(s.x) == len(s.y) and s.x == sorted(s.x)
+                assert all(math.isfinite(v) for v in s.y)
+        for s in c.bytes_cumulative_mb:
+            assert all(b >= a for a, b in zip(s.y, s.y[1:], strict=False)), "cumulative bytes must not decrease"
+        if c.bytes_cumulative_mb:
+            assert c.bytes_cumulative_mb[-1].name == "total"
+        assert set(c.subjects) >= {s.name for s in c.accuracy}
+    c = _ok(client, f"/api/runs/{runs[0]['id']}/charts", budget_mb=2.5)
+    assert c["budget_mb"] == 2.5
+    assert client.get(f"/api/runs/{runs[0]['id']}/charts", params={"budget_mb": -1}).status_code == 422
+
+
+@pytest.mark.parametrize("direction", ["down", "up"])
+def test_allocation_grid(client: TestClient, runs: list[dict], direction: str) -> None:
+    for r in runs:
+        g = q.AllocationGrid.model_validate(_ok(client, f"/api/runs/{r['id']}/allocations", direction=direction))
+        n = len(g.row)
+        assert len(g.col) == len(g.score) == len(g.rank) == n
+        assert len(g.samples) == len(g.domains) == len(set(g.samples))
+        assert all(0 <= i < len(g.rows) for i in g.row)
+        assert all(0 <= j < len(g.samples) for j in g.col)
+        assert len({(i, j) for i, j in zip(g.row, g.col, strict=True)}) == n, "one cell per (row, sample)"
+        assert len({(x.peer, x.round_idx) for x in g.rows}) == len(g.rows)
+        assert all(x.peer != "llm" for x in g.rows)
+        if n:
+            assert g.score_min == min(g.score) and g.score_max == max(g.score)
+    assert client.get(f"/api/runs/{runs[0]['id']}/allocations", params={"direction": "sideways"}).status_code == 422
+
+
+def test_sample_detail_matches_grid(client: TestClient, runs: list[dict]) -> None:
+    for r in runs:
+        g = _ok(client, f"/api/runs/{r['id']}/allocations")
+        if not g["row"]:
+            continue
+        k = len(g["row"]) // 2
+        sid, row = g["samples"][g["col"][k]], g["rows"][g["row"][k]]
+        d = q.SampleDetail.model_validate(_ok(client, f"/api/runs/{r['id']}/samples/{sid}"))
+        assert d.sample_id == sid
+        hits = [a for a in d.allocations
+                if a.round_idx == row["round_idx"] and a.receiver == row["peer"] and a.sender == "llm"]
+        assert len(hits) == 1 and hits[0].score == pytest.approx(g["score"][k], abs=1e-4)
+        assert all(p.author and p.round_idx >= 0 for p in d.paths)
+        missing = client.get(f"/api/runs/{r['id']}/samples/no-such-sample")
+        assert missing.status_code == 404
+
+
+def test_events(client: TestClient, runs: list[dict]) -> None:
+    rid = runs[0]["id"]
+    evs = [q.EventInfo.model_validate(e) for e in _ok(client, f"/api/runs/{rid}/events", limit=5000)]
+    ids = [e.id for e in evs]
+    assert ids == sorted(ids)
+    if len(evs) >= 3:
+        assert [e["id"] for e in _ok(client, f"/api/runs/{rid}/events", limit=2)] == ids[-2:]
+        assert [e["id"] for e in _ok(client, f"/api/runs/{rid}/events", after_id=ids[0], limit=2)] == ids[1:3]
+        kind = evs[0].kind
+        assert {e["kind"] for e in _ok(client, f"/api/runs/{rid}/events", kind=kind)} == {kind}
+    assert client.get(f"/api/runs/{rid}/events", params={"limit": 0}).status_code == 422
+
+
+def test_live(client: TestClient, runs: list[dict]) -> None:
+    for r in runs:
+        live = q.LiveState.model_validate(_ok(client, f"/api/runs/{r['id']}/live"))
+        assert live.status == r["status"] and live.rounds_done == r["rounds_done"]
+        assert set(live.versions) >= {"run", "clients", "rounds", "metrics", "allocations", "events"}
+        again = _ok(client, f"/api/runs/{r['id']}/live")
+        assert again["versions"] == live.versions, "versions are stable while nothing changes"
+
+
+@pytest.mark.parametrize("suffix", RUN_ENDPOINTS)
+def test_unknown_run_is_404(client: TestClient, runs: list[dict], suffix: str) -> None:
+    missing = max(r["id"] for r in runs) + 1000
+    r = client.get(f"/api/runs/{missing}{suffix}")
+    assert r.status_code == 404 and "not found" in r.json()["detail"]
+
+
+def test_pages(client: TestClient, runs: list[dict]) -> None:
+    index = client.get("/")
+    assert index.status_code == 200 and index.headers["content-type"].startswith("text/html")
+    for r in runs:
+        assert f'href="/runs/{r["id"]}"' in index.text
+        page = client.get(f"/runs/{r['id']}")
+        assert page.status_code == 200
+        for section in ("sec-clients", "chart-accuracy", "chart-reward", "chart-bytes", "heatmap", "sec-rounds",
+                        "sec-events", "sec-config"):
+            assert f'id="{section}"' in page.text
+        assert "https://" not in page.text, "no external resources"
+    missing = client.get(f"/runs/{max(r['id'] for r in runs) + 1000}")
+    assert missing.status_code == 404 and "not found" in missing.text.lower()
+    assert client.get("/no/such/page").status_code == 404
+    css = client.get("/static/style.css")
+    assert css.status_code == 200 and "text/css" in css.headers["content-type"]
+
+
+def test_security_headers(client: TestClient) -> None:
+    h = client.get("/").headers
+    assert "script-src 'self'" in h["content-security-policy"]
+    assert h["x-content-type-options"] == "nosniff"
+
+
+def test_healthz(client: TestClient) -> None:
+    assert _ok(client, "/healthz") == {"status": "ok", "db": True, "schema_ready": True}
+
+
+def test_openapi(client: TestClient) -> None:
+    doc = _ok(client, "/openapi.json")
+    paths = doc["paths"]
+    for p in ("/api/runs", "/api/runs/{run_id}", "/api/runs/{run_id}/clients", "/api/runs/{run_id}/rounds",
+              "/api/runs/{run_id}/metrics", "/api/runs/{run_id}/charts", "/api/runs/{run_id}/allocations",
+              "/api/runs/{run_id}/samples/{sample_id}", "/api/runs/{run_id}/events", "/api/runs/{run_id}/live",
+              "/healthz", "/metrics"):
+        assert p in paths, p
+    assert not any(p.startswith("/runs") or p == "/" for p in paths), "pages stay out of the API document"
+    schemas = doc["components"]["schemas"]
+    for name in ("RunSummary", "RunDetail", "ClientInfo", "RoundInfo", "ChartData", "AllocationGrid",
+                 "SampleDetail", "EventInfo", "LiveState"):
+        assert name in schemas
+    assert client.get("/docs").status_code == 404, "docs UI needs a CDN: disabled"
+
+
+# --------------------------------------------------------------------------- Prometheus
+_LABEL = r'[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\["\\n])*"'
+_SAMPLE = re.compile(
+    rf"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{{(?:{_LABEL}(?:,{_LABEL})*)?\}})? "
+    r"(?P<value>[-+]?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|\.\d+)|NaN|[+-]Inf)$"
+)
+
+
+def parse_prometheus(text: str) -> dict[str, dict]:
+    """Strict enough check of the text exposition format: HELP/TYPE before samples, valid lines."""
+    assert text.endswith("\n")
+    families: dict[str, dict] = {}
+    current = None
+    for line in text.splitlines():
+        if line.startswith("# HELP "):
+            name = line.split(" ", 3)[2]
+            assert name not in families, f"family {name} declared twice"
+            families[name] = {"help": line, "type": None, "samples": []}
+            current = name
+        elif line.startswith("# TYPE "):
+            _, _, name, kind = line.split(" ")
+            assert name == current and kind in ("gauge", "counter", "untyped", "histogram", "summary")
+            families[name]["type"] = kind
+        else:
+            m = _SAMPLE.match(line)
+            assert m, f"bad sample line: {line!r}"
+            assert m["name"] == current, f"sample {m['name']} outside its family"
+            families[current]["samples"].append(line)
+    for name, f in families.items():
+        assert f["type"], name
+        if f["type"] == "counter":
+            assert name.endswith("_total"), name
+    return families
+
+
+def test_prometheus_metrics(client: TestClient, runs: list[dict]) -> None:
+    r = client.get("/metrics")
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("text/plain; version=0.0.4")
+    fam = parse_prometheus(r.text)
+    assert fam["lada_dashboard_up"]["samples"] == ["lada_dashboard_up 1"]
+    assert len(fam["lada_run_info"]["samples"]) == len(runs)
+    total = sum(float(s.rsplit(" ", 1)[1]) for s in fam["lada_runs"]["samples"])
+    assert total == len(runs)
+    for name in ("lada_run_current_round", "lada_client_state", "lada_metric", "lada_events_total"):
+        assert name in fam
+
+
+def test_prometheus_label_escaping(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'esc.db'}"
+    store = Store(url)
+    store.create_run('we"ird\\name\nx', "lada", {}, 1)
+    store.engine.dispose()
+    with TestClient(create_app(url)) as c:
+        text = c.get("/metrics").text
+    parse_prometheus(text)
+    assert 'name="we\\"ird\\\\name\\nx"' in text
+
+
+# --------------------------------------------------------------------------- auth
+@pytest.fixture(scope="module")
+def secured(db_url: str):
+    with TestClient(create_app(db_url, token="s3cret")) as c:
+        yield c
+
+
+@pytest.mark.parametrize("path", ["/api/runs", "/metrics", "/openapi.json", "/"])
+def test_auth_required(secured: TestClient, path: str) -> None:
+    r = secured.get(path)
+    assert r.status_code == 401
+    assert r.headers["www-authenticate"].startswith("Bearer")
+    assert secured.get(path, headers={"Authorization": "Bearer nope"}).status_code == 401
+    assert secured.get(path, params={"token": "nope"}).status_code == 401
+    assert secured.get(path, headers={"Authorization": "Bearer s3cret"}).status_code == 200
+    assert secured.get(path, params={"token": "s3cret"}).status_code == 200
+
+
+def test_auth_open_paths_and_pages(secured: TestClient, runs: list[dict]) -> None:
+    assert secured.get("/healthz").status_code == 200
+    assert secured.get("/static/run.js").status_code == 200
+    page = secured.get("/", headers={"Accept": "text/html"})
+    assert page.status_code == 401 and 'name="token"' in page.text, "a sign-in form, not a bare error"
+    rid = runs[0]["id"]
+    assert secured.get(f"/api/runs/{rid}/live").status_code == 401
+    run_page = secured.get(f"/runs/{rid}", params={"token": "s3cret"})
+    assert run_page.status_code == 200
+    assert 'href="/?token=s3cret"' in run_page.text, "pages carry the token into their links"
+    index = secured.get("/", params={"token": "s3cret"})
+    assert f'href="/runs/{rid}?token=s3cret"' in index.text
+    doc = secured.get("/openapi.json", headers={"Authorization": "Bearer s3cret"}).json()
+    assert doc["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+
+
+def test_no_token_links_when_open(client: TestClient) -> None:
+    assert "token=" not in client.get("/", params={"token": "whatever"}).text
+
+
+# --------------------------------------------------------------------------- empty and fresh databases
+def test_database_without_tables(tmp_path: Path) -> None:
+    """The dashboard may start before the server has created the schema."""
+    url = f"sqlite:///{tmp_path / 'none.db'}"
+    with TestClient(create_app(url)) as c:
+        assert _ok(c, "/api/runs") == []
+        assert _ok(c, "/healthz")["schema_ready"] is False
+        assert c.get("/api/runs/1").status_code == 404
+        assert c.get("/runs/1").status_code == 404
+        assert "No runs yet" in c.get("/").text
+        parse_prometheus(c.get("/metrics").text)
+
+
+def test_fresh_run_without_rounds(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    store = Store(url)
+    rid = store.create_run("fresh", "lada", {"run": {"rounds": 3}}, 3)
+    store.engine.dispose()
+    with TestClient(create_app(url)) as c:
+        assert c.get(f"/runs/{rid}").status_code == 200
+        g = _ok(c, f"/api/runs/{rid}/allocations")
+        assert g["rows"] == [] and g["score_min"] is None
+        ch = _ok(c, f"/api/runs/{rid}/charts")
+        assert ch["accuracy"] == [] and ch["bytes_cumulative_mb"] == [] and ch["budget_mb"] is None
+        assert _ok(c, f"/api/runs/{rid}/live")["rounds_done"] == 0
+
+
+# --------------------------------------------------------------------------- the synthetic run's content
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory):
+    url = fx.demo_db(tmp_path_factory.mktemp("demo-content"))
+    with TestClient(create_app(url, comm_budget_mb=BUDGET)) as c:
+        yield c, url
+
+
+def test_demo_shape(demo) -> None:
+    c, _ = demo
+    (run,) = _ok(c, "/api/runs")
+    assert run["status"] == "finished" and run["rounds_done"] == 5 and run["n_clients"] == 3
+    g = _ok(c, f"/api/runs/{run['id']}/allocations")
+    assert len(g["samples"]) == 1000 and len(g["rows"]) == 15 and len(g["row"]) == 15 * 100
+    up = _ok(c, f"/api/runs/{run['id']}/allocations", direction="up")
+    assert len(up["row"]) == 15 * 50
+    ch = _ok(c, f"/api/runs/{run['id']}/charts")
+    assert [s["name"] for s in ch["accuracy"]] == ["client-1", "client-2", "client-3", "llm"]
+    assert ch["accuracy"][0]["x"] == [0, 1, 2, 3, 4, 5]
+    assert [s["name"] for s in ch["bytes_cumulative_mb"]][-1] == "total"
+    kinds = {e["kind"] for e in _ok(c, f"/api/runs/{run['id']}/events")}
+    assert {"join", "drop", "error", "round_end"} <= kinds
+
+
+def test_demo_untrusted_text_is_escaped(demo) -> None:
+    c, _ = demo
+    rid = _ok(c, "/api/runs")[0]["id"]
+    d = _ok(c, f"/api/runs/{rid}/samples/{fx.XSS_SAMPLE_ID}")
+    assert d["question"] == fx.XSS_QUESTION, "the API returns the raw text; escaping is the renderer's job"
+    assert any(p["text"].startswith(fx.XSS_PATH) for p in d["paths"])
+    page = c.get(f"/runs/{rid}").text
+    assert "&lt;img src=x onerror=" in page and "<img src=x" not in page
+    assert "<script>window" not in page
+
+
+def test_demo_config_secrets_are_masked(demo) -> None:
+    c, _ = demo
+    rid = _ok(c, "/api/runs")[0]["id"]
+    cfg = _ok(c, f"/api/runs/{rid}")["config"]
+    assert cfg["server"]["join_token"] == "***"
+    assert cfg["server"]["replica_db"] == "postgresql://lada:***@db:5432/lada"
+    assert cfg["run"]["budget"] == 100, "everything else is shown as recorded"
+    page = c.get(f"/runs/{rid}").text
+    assert fx.JOIN_TOKEN not in page and "hunter2" not in page
+
+
+def test_live_versions_change_when_the_server_writes(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'live.db'}"
+    rid = fx.fill_demo_run(url, n_public=120, budget=10, server_budget=5, finished=False, paths=False)
+    with TestClient(create_app(url)) as c:
+        before = _ok(c, f"/api/runs/{rid}/live")
+        assert before["status"] == "running" and before["rounds_done"] == 4
+        fx.advance_live_run(url, rid)
+        after = _ok(c, f"/api/runs/{rid}/live")
+    assert after["status"] == "finished" and after["rounds_done"] == 5
+    assert after["last_event_id"] > before["last_event_id"]
+    for part in ("run", "rounds", "metrics", "allocations", "events"):
+        assert after["versions"][part] != before["versions"][part], part
