@@ -9,6 +9,7 @@ demo: setup
 
 test: setup
 	./scripts/test-deps.sh
+	./scripts/start-postgres.sh
 	.venv/bin/ruff check .
 	.venv/bin/python -m pytest -q
 

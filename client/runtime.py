@@ -1,8 +1,13 @@
 """The edge client process: dial out, enrol, pull tasks, report back.
 
-No port is opened on the edge machine. Transient failures (server restarting,
-network blips) are retried with exponential backoff; an expired or unknown
-credential triggers a fresh enrolment.
+No port is opened on the edge machine. Every call has a deadline. Transient
+failures (server restarting, network blips, an overloaded server) are retried
+with jittered exponential backoff; an expired or unknown credential (the
+server restarted, or dropped this client for missing a deadline) triggers a
+fresh enrolment, after which the client keeps working with the model it holds
+in memory. A task the server no longer wants (its round moved on while this
+client was away) is skipped, not fatal. Uploads resume: the client asks the
+server which chunks it already holds and sends only the rest.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import random
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -29,19 +35,40 @@ from lada.common.proto.lada.v1 import (
 
 log = logging.getLogger("lada.client")
 T = TypeVar("T")
-RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED}
+RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED,
+             grpc.StatusCode.ABORTED}
+STALE_TASK = {grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.NOT_FOUND}
 PROTOCOL_VERSION = 1
+MAX_REENROL = 3
 
 
-def channel_options(max_message_mb: int) -> list[tuple[str, int]]:
+class SupersededError(RuntimeError):
+    """Another process enrolled under this client's name; this one must stop."""
+
+
+def channel_options(max_message_mb: int, server_name: str | None = None) -> list[tuple[str, Any]]:
+    """Explicit size limits; keepalive pings every 30 s (idle load balancers keep the
+    connection); reconnect attempts at most 5 s apart so a restarted server is found fast."""
     n = max_message_mb * 1024 * 1024
-    return [
+    opts: list[tuple[str, Any]] = [
         ("grpc.max_send_message_length", n),
         ("grpc.max_receive_message_length", n),
         ("grpc.keepalive_time_ms", 30_000),
         ("grpc.keepalive_timeout_ms", 10_000),
         ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.max_pings_without_data", 0),
+        ("grpc.initial_reconnect_backoff_ms", 500),
+        ("grpc.min_reconnect_backoff_ms", 500),
+        ("grpc.max_reconnect_backoff_ms", 5_000),
+        ("grpc.enable_retries", 0),  # retries are ours (below), with re-enrolment
     ]
+    if server_name:
+        opts.append(("grpc.ssl_target_name_override", server_name))
+    return opts
+
+
+def _permanent_size_error(e: grpc.RpcError) -> bool:
+    return e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "larger than max" in (e.details() or "")
 
 
 class Connection:
@@ -49,9 +76,11 @@ class Connection:
 
     def __init__(self, address: str, name: str, join_token: str, model: str, domain: str,
                  max_message_mb: int = 64, chunk_kb: int = 256, tls: grpc.ChannelCredentials | None = None,
-                 call_timeout: float = 60.0, give_up_after: float = 600.0) -> None:
+                 call_timeout: float = 60.0, give_up_after: float = 600.0, server_name: str | None = None,
+                 observer: Callable[[str, float, str], None] | None = None) -> None:
         self.name, self.join_token, self.model, self.domain = name, join_token, model, domain
-        opts = channel_options(max_message_mb)
+        self.instance_id = uuid.uuid4().hex  # this process; a restarted client is a new instance
+        opts = channel_options(max_message_mb, server_name)
         self.channel = grpc.secure_channel(address, tls, opts) if tls else grpc.insecure_channel(address, opts)
         self.coord = coordinator_pb2_grpc.CoordinatorStub(self.channel)
         self.alloc = allocation_pb2_grpc.AllocationStub(self.channel)
@@ -59,49 +88,84 @@ class Connection:
         self.chunk_size = chunk_kb * 1024
         self.call_timeout, self.give_up_after = call_timeout, give_up_after
         self.credential = ""
+        self.heartbeat_s = 5.0
         self.bytes_down = 0
+        self.enrolments = 0
+        self.observer = observer  # (rpc name, seconds, status code name) per attempt, for metrics
+        self._reg_lock = threading.RLock()
 
     @property
     def md(self) -> list[tuple[str, str]]:
         return [("authorization", f"Bearer {self.credential}")]
 
-    def call(self, fn: Callable[[], T]) -> T:
+    def _timed(self, what: str, fn: Callable[[], T]) -> T:
+        if self.observer is None:
+            return fn()
+        t0 = time.perf_counter()
+        try:
+            out = fn()
+        except grpc.RpcError as e:
+            self.observer(what, time.perf_counter() - t0, e.code().name)
+            raise
+        self.observer(what, time.perf_counter() - t0, "OK")
+        return out
+
+    def call(self, fn: Callable[[], T], what: str = "rpc") -> T:
         """Retry transient failures with jittered exponential backoff; re-enrol on auth loss."""
-        delay, start = 0.5, time.time()
+        delay, start, reenrols = 0.5, time.time(), 0
         while True:
+            seen, cred = self.enrolments, self.credential
             try:
-                return fn()
+                return self._timed(what, fn)
             except grpc.RpcError as e:
-                code = e.code()
-                details = e.details() or ""
+                code, details = e.code(), e.details() or ""
+                if code == grpc.StatusCode.UNAUTHENTICATED and "superseded" in details:
+                    if self.credential != cred:
+                        continue  # this process enrolled again meanwhile (the heartbeat thread)
+                    raise SupersededError(f"{self.name}: {details}") from e
                 lost = code == grpc.StatusCode.UNAUTHENTICATED or (
                     code == grpc.StatusCode.NOT_FOUND and "register again" in details)
-                if lost and self.credential:
-                    log.warning("%s: credential rejected (%s); enrolling again", self.name, details)
-                    self.register()
+                if lost and self.credential and reenrols < MAX_REENROL:
+                    reenrols += 1
+                    self.reenrol(seen, f"{code.name} ({details})")
                     continue
-                if code not in RETRYABLE or time.time() - start > self.give_up_after:
+                if code not in RETRYABLE or _permanent_size_error(e) or time.time() - start > self.give_up_after:
                     raise
-                log.info("%s: %s, retrying in %.1fs", self.name, code.name, delay)
+                log.info("%s: %s on %s, retrying in ~%.1fs", self.name, code.name, what, delay)
                 time.sleep(delay * (0.5 + random.random()))
                 delay = min(delay * 2, 10.0)
 
     def register(self) -> coordinator_pb2.RegisterReply:
+        """Enrol with the join token (retrying while the server is unreachable)."""
         req = coordinator_pb2.RegisterRequest(join_token=self.join_token, client_name=self.name, model=self.model,
-                                              domain=self.domain, protocol_version=PROTOCOL_VERSION)
+                                              domain=self.domain, protocol_version=PROTOCOL_VERSION,
+                                              instance_id=self.instance_id)
         delay, start = 0.5, time.time()
-        while True:
-            try:
-                rep = self.coord.Register(req, timeout=self.call_timeout)
-                self.credential = rep.credential
-                return rep
-            except grpc.RpcError as e:
-                if e.code() not in RETRYABLE or time.time() - start > self.give_up_after:
-                    raise
-                time.sleep(delay)
-                delay = min(delay * 2, 10.0)
+        with self._reg_lock:
+            while True:
+                try:
+                    rep = self._timed("Register", lambda: self.coord.Register(req, timeout=self.call_timeout))
+                    break
+                except grpc.RpcError as e:
+                    if e.code() not in RETRYABLE or time.time() - start > self.give_up_after:
+                        raise
+                    log.info("%s: server unreachable (%s), retrying in ~%.1fs", self.name, e.code().name, delay)
+                    time.sleep(delay * (0.5 + random.random()))
+                    delay = min(delay * 2, 10.0)
+            self.credential = rep.credential
+            if rep.heartbeat_interval_s > 0:
+                self.heartbeat_s = float(rep.heartbeat_interval_s)
+            self.enrolments += 1
+            return rep
 
-    def download(self, blob_id: str) -> bytes:
+    def reenrol(self, seen: int, why: str) -> None:
+        """Enrol again unless another thread already did since ``seen``."""
+        with self._reg_lock:
+            if self.enrolments == seen:
+                log.warning("%s: %s; enrolling again", self.name, why)
+                self.register()
+
+    def download(self, blob_id: str, max_blob: int | None = None) -> bytes:
         got: list[exchange_pb2.Chunk] = []
 
         def fetch() -> bytes:
@@ -112,69 +176,121 @@ class Connection:
             ):
                 got.append(c)
                 self.bytes_down += c.ByteSize()
-            return chunks.join(got)
+            return chunks.join(got, max_blob)
 
-        return self.call(fetch)
+        data = self.call(fetch, "Download")
+        if chunks.sha256(data) != blob_id:
+            raise chunks.ChunkError(f"downloaded blob is not {blob_id[:12]}")
+        return data
 
     def upload(self, data: bytes) -> str:
-        def send() -> str:
-            rep = self.exchange.Upload(chunks.split(data, self.chunk_size, self.name), metadata=self.md,
-                                       timeout=self.call_timeout)
-            return rep.blob_id
+        """Upload a blob in content-addressed chunks, sending only what the server lacks."""
+        bid = chunks.sha256(data)
+        total = chunks.n_chunks(len(data), self.chunk_size)
 
-        return self.call(send)
+        def send() -> str:
+            for _ in range(3):
+                st = self.exchange.QueryUpload(exchange_pb2.UploadQuery(blob_sha256=bid, client_id=self.name),
+                                               metadata=self.md, timeout=self.call_timeout)
+                if st.present:
+                    return bid
+                have = set(st.received_chunks) if (st.total, st.blob_size) == (total, len(data)) else set()
+                todo = [i for i in range(total) if i not in have]
+                rep = self.exchange.Upload(chunks.split(data, self.chunk_size, self.name, indices=todo),
+                                           metadata=self.md, timeout=self.call_timeout)
+                if rep.complete:
+                    return rep.blob_id
+            raise RuntimeError(f"{self.name}: upload of {bid[:12]} did not complete after 3 tries")
+
+        return self.call(send, "Upload")
+
+    def leave(self, reason: str) -> None:
+        try:
+            self.coord.Leave(coordinator_pb2.LeaveRequest(client_id=self.name, reason=reason[:500]),
+                             metadata=self.md, timeout=5)
+        except grpc.RpcError:
+            pass
 
 
 def run_client(conn: Connection, app: Any, poll_s: float = 10.0, stop: threading.Event | None = None) -> int:
     """Pull and execute tasks until the server says STOP; returns the number of tasks done."""
     stop = stop or threading.Event()
     conn.register()
-    log.info("%s registered", conn.name)
+    log.info("%s registered (instance %s)", conn.name, conn.instance_id[:8])
     done = 0
-    hb = threading.Thread(target=_heartbeats, args=(conn, stop), daemon=True)
+    hb = threading.Thread(target=_heartbeats, args=(conn, stop), daemon=True, name=f"hb-{conn.name}")
     hb.start()
+    reason = "stopped"
     try:
         while not stop.is_set():
+            t_poll = time.time()
             task = conn.call(lambda: conn.coord.PullTask(
                 coordinator_pb2.PullTaskRequest(client_id=conn.name, wait_s=poll_s), metadata=conn.md,
-                timeout=poll_s + conn.call_timeout))
+                timeout=poll_s + conn.call_timeout), "PullTask")
             if task.kind == messages_pb2.TASK_KIND_STOP:
+                reason = "run finished"
                 break
-            if task.kind == messages_pb2.TASK_KIND_WAIT:
+            if task.kind not in (messages_pb2.TASK_KIND_PROBE, messages_pb2.TASK_KIND_TRAIN):
+                # WAIT (or a kind this client does not know): do not spin if the server answered early
+                pause = task.retry_after_s if task.retry_after_s > 0 else 0.0
+                if pause == 0.0 and time.time() - t_poll < 0.5 * poll_s:
+                    pause = 0.5 + random.random()
+                stop.wait(min(pause, 30.0))
                 continue
             t0 = time.perf_counter()
-            if task.kind == messages_pb2.TASK_KIND_PROBE:
-                cand = messages_pb2.PathBatch.FromString(conn.download(task.blob_id))
-                report, own = app.probe(task, cand)
-                report.own_paths_blob = conn.upload(own.SerializeToString())
-                conn.call(lambda r=report: conn.alloc.ReportLearnability(r, metadata=conn.md,
-                                                                         timeout=conn.call_timeout))
-            elif task.kind == messages_pb2.TASK_KIND_TRAIN:
-                req = allocation_pb2.AllocationRequest(client_id=conn.name, round=task.round)
-                samples = conn.call(lambda r=req: list(conn.alloc.GetAllocation(r, metadata=conn.md,
-                                                                                timeout=conn.call_timeout)))
-                result = app.train(task, samples)
-                conn.call(lambda r=result: conn.alloc.ReportReward(r, metadata=conn.md, timeout=conn.call_timeout))
+            try:
+                _do_task(conn, app, task)
+            except grpc.RpcError as e:
+                if e.code() not in STALE_TASK:
+                    raise
+                log.warning("%s: round %d %s no longer wanted by the server (%s: %s); skipping", conn.name,
+                            task.round, messages_pb2.TaskKind.Name(task.kind), e.code().name, e.details())
+                continue
             done += 1
             log.info("%s: round %d %s done in %.1fs", conn.name, task.round,
                      messages_pb2.TaskKind.Name(task.kind), time.perf_counter() - t0)
-        try:
-            conn.coord.Leave(coordinator_pb2.LeaveRequest(client_id=conn.name, reason="run finished"),
-                             metadata=conn.md, timeout=5)
-        except grpc.RpcError:
-            pass
     finally:
         stop.set()
+        conn.leave(reason)
     return done
 
 
+def _do_task(conn: Connection, app: Any, task: messages_pb2.Task) -> None:
+    if task.kind == messages_pb2.TASK_KIND_PROBE:
+        b0 = conn.bytes_down
+        cand = messages_pb2.PathBatch.FromString(conn.download(task.blob_id))
+        report, own = app.probe(task, cand)
+        report.own_paths_blob = conn.upload(own.SerializeToString())
+        report.bytes_down = conn.bytes_down - b0
+        conn.call(lambda r=report: conn.alloc.ReportLearnability(r, metadata=conn.md, timeout=conn.call_timeout),
+                  "ReportLearnability")
+    else:
+        req = allocation_pb2.AllocationRequest(client_id=conn.name, round=task.round)
+        samples = conn.call(lambda r=req: list(conn.alloc.GetAllocation(r, metadata=conn.md,
+                                                                        timeout=conn.call_timeout)),
+                            "GetAllocation")
+        result = app.train(task, samples)
+        conn.call(lambda r=result: conn.alloc.ReportReward(r, metadata=conn.md, timeout=conn.call_timeout),
+                  "ReportReward")
+
+
 def _heartbeats(conn: Connection, stop: threading.Event) -> None:
-    while not stop.wait(5.0):
+    """Tell the server this client is alive; if it no longer knows us, enrol again right away
+    (so a client dropped for missing a deadline is back for the next round)."""
+    while not stop.wait(conn.heartbeat_s):
+        seen = conn.enrolments
         try:
-            conn.coord.Heartbeat(coordinator_pb2.HeartbeatRequest(client_id=conn.name), metadata=conn.md,
-                                 timeout=5)
-        except grpc.RpcError:
-            pass  # the main loop handles reconnection
+            conn._timed("Heartbeat", lambda: conn.coord.Heartbeat(
+                coordinator_pb2.HeartbeatRequest(client_id=conn.name), metadata=conn.md,
+                timeout=max(conn.heartbeat_s, 5.0)))
+        except grpc.RpcError as e:
+            lost = e.code() == grpc.StatusCode.UNAUTHENTICATED and "superseded" not in (e.details() or "") or (
+                e.code() == grpc.StatusCode.NOT_FOUND and "register again" in (e.details() or ""))
+            if lost and not stop.is_set():
+                try:
+                    conn.reenrol(seen, f"heartbeat: {e.code().name} ({e.details()})")
+                except grpc.RpcError:
+                    pass  # the main loop handles reconnection
 
 
 def configure_logging(level: int = logging.INFO) -> None:

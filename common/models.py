@@ -97,11 +97,13 @@ class EmbeddedSpec:
 
 
 EMBEDDED: dict[str, EmbeddedSpec] = {
-    "llm": EmbeddedSpec("llm", "llama", "wordpiece", "llm", hidden=192, layers=4, heads=6, intermediate=512),
+    "llm": EmbeddedSpec(
+        "llm", "llama", "wordpiece", "llm", hidden=128, layers=4, heads=4, intermediate=512, batch_size=32
+    ),
     "slm-llama": EmbeddedSpec(
         "slm-llama", "llama", "wordpiece", "slm", hidden=64, layers=2, heads=2, intermediate=128
     ),
-    "slm-gpt2": EmbeddedSpec("slm-gpt2", "gpt2", "bpe", "slm", hidden=64, layers=2, heads=2, intermediate=256),
+    "slm-gpt2": EmbeddedSpec("slm-gpt2", "gpt2", "bpe", "slm", hidden=96, layers=2, heads=4, intermediate=384),
 }
 
 
@@ -260,7 +262,6 @@ def pretrain(
     label: str = "",
 ) -> dict:
     """Plain AdamW loop on prompt + path (loss on the path, or on everything)."""
-    gen = torch.Generator().manual_seed(seed)
     rng = random.Random(seed)
     model.train()
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
@@ -270,12 +271,11 @@ def pretrain(
         lr=spec.lr,
         betas=(0.9, 0.98),
     )
-    del gen
     order: list[int] = []
     t0 = time.perf_counter()
     losses: list[float] = []
     for step in range(steps):
-        if len(order) < spec.batch_size:
+        if len(order) < spec.batch_size:  # epochs of reshuffled samples
             perm = list(range(len(samples)))
             rng.shuffle(perm)
             order += perm

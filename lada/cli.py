@@ -1,4 +1,4 @@
-"""``lada``: demo, server, client, dashboard, experiment, models build, bench."""
+"""``lada``: demo, server, client, dashboard, experiment, models build, db upgrade, bench."""
 
 from __future__ import annotations
 
@@ -18,31 +18,42 @@ def _server(cfg: LadaConfig, args: argparse.Namespace) -> int:
     import torch
 
     from lada.server.auth import Credentials, load_secret
-    from lada.server.federation import Federation
+    from lada.server.federation import Federation, RoundFailed
     from lada.server.grpc_server import GrpcGrid, start_server
     from lada.server.storage import Store
     from lada.server.tls import server_credentials
 
     torch.set_num_threads(cfg.run.threads)
     Path(cfg.server.data_dir).mkdir(parents=True, exist_ok=True)
+    tls = server_credentials(args.tls_cert, args.tls_key, args.tls_client_ca)
     store = Store(cfg.db_url)
-    creds = Credentials(load_secret(cfg.server.data_dir), cfg.server.join_token)
+    creds = Credentials(load_secret(cfg.server.data_dir), cfg.server.join_token, ttl_s=args.credential_ttl)
     grid = GrpcGrid(creds, max_blob=cfg.server.max_message_mb * 1024 * 1024 * 4,
-                    chunk_size=cfg.server.chunk_kb * 1024, timeout=cfg.server.round_timeout)
-    fed = Federation(cfg, grid, store)  # loads the LLM before accepting clients
+                    chunk_size=cfg.server.chunk_kb * 1024, timeout=cfg.server.round_timeout,
+                    heartbeat_s=args.heartbeat, liveness_s=args.liveness,
+                    bind_peer_names=bool(args.tls_client_ca) and not args.tls_no_name_binding)
+    fed = Federation(cfg, grid, store, resume=not args.no_resume)  # loads the LLM before accepting clients
     server, port = start_server(grid, cfg.server.address, cfg.data.client_domains, cfg.server.max_message_mb,
-                                tls=server_credentials(args.tls_cert, args.tls_key, args.tls_client_ca))
-    print(f"[lada] server listening on {cfg.server.address} (port {port}); database {cfg.db_url}",
+                                max_workers=args.max_workers, tls=tls)
+    mode = "mutual TLS" if args.tls_client_ca else "TLS" if tls else "plaintext"
+    print(f"[lada] server listening on {cfg.server.address} (port {port}, {mode}); database {cfg.db_url}",
           file=sys.stderr, flush=True)
 
     def on_event(kind: str, subject: str, message: str) -> None:
+        grid.run_id = fed.run_id
         store.event(fed.run_id or None, kind, subject, message)
+        if kind == "leave" and fed.run_id:
+            store.set_client_state(fed.run_id, subject, "left")
 
     grid.on_event = on_event
     try:
         fed.run()
         print(fed.summary_table(), flush=True)
         time.sleep(args.linger)  # let clients pull their STOP task
+    except RoundFailed as e:
+        print(f"[lada] run {fed.run_id} failed: {e}", file=sys.stderr, flush=True)
+        time.sleep(args.linger)
+        return 2
     finally:
         server.stop(grace=2)
     return 0
@@ -50,15 +61,22 @@ def _server(cfg: LadaConfig, args: argparse.Namespace) -> int:
 
 def _client(cfg: LadaConfig, args: argparse.Namespace) -> int:
     from lada.client.app import ClientApp
-    from lada.client.runtime import Connection, configure_logging, run_client
+    from lada.client.runtime import Connection, SupersededError, configure_logging, run_client
     from lada.server.tls import channel_credentials
 
     configure_logging(logging.INFO if not args.quiet else logging.WARNING)
+    tls = channel_credentials(args.tls_ca, args.tls_cert, args.tls_key, tls=args.tls)
     app = ClientApp(cfg, args.name)
     conn = Connection(cfg.server.address, args.name, cfg.server.join_token, app.model_name, app.domain,
-                      cfg.server.max_message_mb, cfg.server.chunk_kb,
-                      tls=channel_credentials(args.tls_ca, args.tls_cert, args.tls_key))
-    n = run_client(conn, app)
+                      cfg.server.max_message_mb, cfg.server.chunk_kb, tls=tls, server_name=args.tls_server_name,
+                      give_up_after=args.give_up_after)
+    # SIGTERM (docker stop, systemd): leave cleanly instead of being dropped at the next deadline
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    try:
+        n = run_client(conn, app)
+    except SupersededError as e:
+        logging.getLogger("lada.client").error("%s; exiting", e)
+        return 3
     logging.getLogger("lada.client").info("%s: %d tasks done, leaving", args.name, n)
     return 0
 
@@ -139,6 +157,27 @@ def _experiment(cfg: LadaConfig, args: argparse.Namespace) -> int:
     return 0
 
 
+def _db(cfg: LadaConfig, args: argparse.Namespace) -> int:
+    """Schema migrations of the run database (Alembic): upgrade, or show the revision."""
+    from lada.server import schema
+    from lada.server.storage import make_engine
+
+    url = args.db or cfg.db_url
+    engine = make_engine(url)
+    try:
+        if args.db_cmd == "upgrade":
+            rev = schema.upgrade(engine, args.revision)
+            print(f"[lada] database {engine.url.render_as_string(hide_password=True)} at revision {rev}", flush=True)
+            return 0
+        with engine.connect() as conn:
+            rev = schema.current_revision(conn)
+        head = schema.head_revision()
+        print(f"current {rev or '(none)'}; head {head}", flush=True)
+        return 0 if rev == head else 1
+    finally:
+        engine.dispose()
+
+
 def _flat(cfg: LadaConfig) -> dict:
     out = {}
     for sec, vals in cfg.model_dump(mode="json").items():
@@ -162,14 +201,27 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_flags(s)
     s.add_argument("--tls-cert"), s.add_argument("--tls-key")
     s.add_argument("--tls-client-ca", help="require client certificates signed by this CA (mutual TLS)")
+    s.add_argument("--tls-no-name-binding", action="store_true",
+                   help="with mutual TLS, accept a client certificate that does not name the client")
     s.add_argument("--linger", type=float, default=3.0, help="seconds to stay up after the run")
+    s.add_argument("--no-resume", action="store_true",
+                   help="start a new run even if one of the same run.name is still open in the database")
+    s.add_argument("--heartbeat", type=float, default=5.0, help="seconds between client heartbeats [5]")
+    s.add_argument("--liveness", type=float, default=None,
+                   help="a client silent this long counts as gone [max(6 heartbeats, 30 s)]")
+    s.add_argument("--credential-ttl", type=float, default=24 * 3600, help="seconds a client credential lives [1 day]")
+    s.add_argument("--max-workers", type=int, default=128, help="gRPC worker threads [128]")
     s.set_defaults(fn=_server)
 
     c = sub.add_parser("client", help="an edge client: dials the server, learns on its private data")
     add_config_flags(c)
     c.add_argument("--name", required=True, help="this client's name (a key of data.client_domains)")
     c.add_argument("--tls-ca", help="CA that signed the server certificate (enables TLS)")
-    c.add_argument("--tls-cert"), c.add_argument("--tls-key")
+    c.add_argument("--tls", action="store_true", help="TLS with the system's root certificates")
+    c.add_argument("--tls-cert", help="client certificate (mutual TLS)"), c.add_argument("--tls-key")
+    c.add_argument("--tls-server-name", help="expected name in the server certificate, if not the address host")
+    c.add_argument("--give-up-after", type=float, default=600.0,
+                   help="seconds to keep retrying an unreachable server before exiting [600]")
     c.add_argument("--quiet", action="store_true")
     c.set_defaults(fn=_client)
 
@@ -194,6 +246,16 @@ def build_parser() -> argparse.ArgumentParser:
     mb = msub.add_parser("build", help="build (or reuse) the embedded models in the cache")
     add_config_flags(mb)
     mb.set_defaults(fn=_models_build)
+
+    dbp = sub.add_parser("db", help="run database schema (Alembic migrations)")
+    dsub = dbp.add_subparsers(dest="db_cmd", required=True)
+    du = dsub.add_parser("upgrade", help="bring the schema up to date (the server also does this when it starts)")
+    dc = dsub.add_parser("current", help="print the database's revision and the newest one (exit 1 if behind)")
+    for sp in (du, dc):
+        add_config_flags(sp)
+        sp.add_argument("--db", help="SQLAlchemy URL (default: --server.db, else sqlite under --server.data_dir)")
+        sp.set_defaults(fn=_db)
+    du.add_argument("--revision", default="head", help="target revision [head]")
     return p
 
 

@@ -1,5 +1,15 @@
-"""Client credentials: enrol with the shared join token, get a signed, expiring
-credential ``<client_id>.<expiry>.<hmac>`` checked on every later RPC."""
+"""Client credentials.
+
+A client enrols with the shared join token (``Coordinator.Register``) and gets
+its own credential ``<client_id>.<nonce>.<expiry>.<hmac-sha256>``, signed with
+a per-deployment secret kept in ``data_dir/server.secret`` (so credentials
+survive a server restart). Every later RPC carries it as
+``authorization: Bearer <credential>``; :class:`AuthInterceptor` rejects a
+missing, malformed, forged or expired one with UNAUTHENTICATED before any
+servicer runs. The nonce changes on every enrolment: the transport keeps the
+newest nonce per client and refuses older credentials of the same client
+("superseded"), so a credential that leaked before a re-enrolment is dead.
+"""
 
 from __future__ import annotations
 
@@ -10,16 +20,25 @@ import os
 import secrets
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import grpc
 
 OPEN_METHODS = {"/lada.v1.Coordinator/Register", "/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch"}
+MAX_CREDENTIAL = 512
 
 
 class AuthError(Exception):
     pass
+
+
+@dataclass(frozen=True)
+class Identity:
+    client_id: str
+    nonce: str
+    expires: int
 
 
 def load_secret(data_dir: str | Path) -> bytes:
@@ -27,15 +46,23 @@ def load_secret(data_dir: str | Path) -> bytes:
     path = Path(data_dir) / "server.secret"
     path.parent.mkdir(parents=True, exist_ok=True)
     if not path.exists():
-        tmp = path.with_suffix(".tmp")
-        tmp.write_bytes(secrets.token_bytes(32))
-        os.chmod(tmp, 0o600)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(secrets.token_bytes(32))
         tmp.replace(path)
-    return path.read_bytes()
+    secret = path.read_bytes()
+    if len(secret) < 16:
+        raise AuthError(f"{path} holds a signing key of {len(secret)} bytes; delete it to make a new one")
+    return secret
 
 
 class Credentials:
     def __init__(self, secret: bytes, join_token: str, ttl_s: float = 24 * 3600) -> None:
+        if not join_token:
+            raise ValueError("an empty join token would let anyone enrol")
+        if ttl_s <= 0:
+            raise ValueError("credential ttl must be positive")
         self.secret, self.join_token, self.ttl_s = secret, join_token, ttl_s
 
     def check_join_token(self, token: str) -> None:
@@ -46,28 +73,37 @@ class Credentials:
         mac = hmac.new(self.secret, payload.encode(), hashlib.sha256).digest()
         return base64.urlsafe_b64encode(mac).decode().rstrip("=")
 
-    def issue(self, client_id: str, now: float | None = None) -> tuple[str, int]:
-        exp = int((now or time.time()) + self.ttl_s)
-        payload = f"{client_id}.{exp}"
-        return f"{payload}.{self._sig(payload)}", exp
+    def issue(self, client_id: str, now: float | None = None, nonce: str | None = None) -> tuple[str, int, str]:
+        """(credential, expiry unix time, nonce) for a freshly enrolled client."""
+        nonce = nonce or secrets.token_hex(8)
+        exp = int((time.time() if now is None else now) + self.ttl_s)
+        payload = f"{client_id}.{nonce}.{exp}"
+        return f"{payload}.{self._sig(payload)}", exp, nonce
 
-    def verify(self, credential: str, now: float | None = None) -> str:
+    def verify(self, credential: str, now: float | None = None) -> Identity:
+        if len(credential) > MAX_CREDENTIAL:
+            raise AuthError("malformed credential")
         try:
-            client_id, exp_s, sig = credential.rsplit(".", 2)
+            client_id, nonce, exp_s, sig = credential.rsplit(".", 3)
             exp = int(exp_s)
         except ValueError as e:
             raise AuthError("malformed credential") from e
-        if not hmac.compare_digest(sig, self._sig(f"{client_id}.{exp_s}")):
+        if not hmac.compare_digest(sig.encode(), self._sig(f"{client_id}.{nonce}.{exp_s}").encode()):
             raise AuthError("credential signature does not verify")
-        if exp < (now or time.time()):
+        if exp < (time.time() if now is None else now):
             raise AuthError("credential expired")
-        return client_id
+        return Identity(client_id, nonce, exp)
+
+    def identity_of(self, metadata: Any) -> Identity:
+        for key, val in metadata or ():
+            if key == "authorization":
+                if isinstance(val, str) and val.startswith("Bearer "):
+                    return self.verify(val[len("Bearer ") :])
+                raise AuthError("authorization must be 'Bearer <credential>'")
+        raise AuthError("missing credential (authorization: Bearer ...)")
 
     def client_of(self, metadata: Any) -> str:
-        for key, val in metadata or ():
-            if key == "authorization" and isinstance(val, str) and val.startswith("Bearer "):
-                return self.verify(val[len("Bearer ") :])
-        raise AuthError("missing credential (authorization: Bearer ...)")
+        return self.identity_of(metadata).client_id
 
 
 class AuthInterceptor(grpc.ServerInterceptor):
@@ -80,7 +116,7 @@ class AuthInterceptor(grpc.ServerInterceptor):
         if details.method in OPEN_METHODS:
             return continuation(details)
         try:
-            self.creds.client_of(details.invocation_metadata)
+            self.creds.identity_of(details.invocation_metadata)
         except AuthError as e:
             return _deny(continuation(details), str(e))
         return continuation(details)

@@ -7,10 +7,14 @@ allocation method behind ``AllocationService`` / ``lada.common.policies``.
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -19,6 +23,7 @@ from lada.common.data import Sample
 from lada.common.learner import Pair
 from lada.common.proto.lada.v1 import allocation_pb2, messages_pb2
 from lada.common.scenario import scenario_splits, server_train_set
+from safetensors.torch import load_file, save_file
 
 from .allocation import LLM, AllocationService, PairView
 from .llm_host import LLMHost
@@ -29,6 +34,10 @@ from .storage import RoundRecord, Store
 class ProbeReply:
     report: allocation_pb2.LearnabilityReport
     own_paths: messages_pb2.PathBatch
+
+
+class RoundFailed(RuntimeError):
+    """Fewer than ``server.min_clients`` clients took part in a phase of a round."""
 
 
 class Grid(Protocol):
@@ -64,8 +73,12 @@ class RoundSummary:
 
 class Federation:
     def __init__(self, cfg: LadaConfig, grid: Grid, store: Store | None = None, llm: LLMHost | None = None,
-                 log: Callable[[str], None] | None = None) -> None:
+                 log: Callable[[str], None] | None = None, resume: bool = True) -> None:
         self.cfg, self.grid, self.store = cfg, grid, store
+        self.resume = resume  # with a store: continue the open run of the same name (see _open_run)
+        self.known: set[str] = set()  # clients that took part in this run (this process)
+        self.dropped: set[str] = set()  # ... and missed a deadline since
+        self._run_created = ""
         self.log = log or (lambda s: print(s, file=sys.stderr, flush=True))
         self.llm = llm or LLMHost(cfg)
         self.alloc = AllocationService(cfg)
@@ -81,27 +94,25 @@ class Federation:
     # ------------------------------------------------------------------ the run
     def run(self) -> list[RoundSummary]:
         cfg = self.cfg
-        if self.store:
-            self.run_id = self.store.create_run(cfg.run.name, cfg.run.method, cfg.model_dump(mode="json"),
-                                                cfg.run.rounds)
-            self.store.add_public_samples(self.run_id, self.public)
-        clients = self.grid.wait_for_clients(cfg.server.wait_clients, cfg.server.round_timeout)
-        for name in clients:
-            self._event("join", name, "client registered")
-            if self.store:
-                model, domain = self.grid.client_info(name)
-                self.store.upsert_client(self.run_id, name, model, domain)
-        t0 = time.perf_counter()
-        self.before[LLM] = self.llm.evaluate(self.server_test)
-        self.log(f"[lada] run {self.run_id} method={cfg.run.method} clients={clients} "
-                 f"LLM held-out accuracy before: {self.before[LLM]:.3f} ({time.perf_counter() - t0:.1f}s)")
+        start = self._open_run() if self.store else 1
         try:
-            for t in range(1, cfg.run.rounds + 1):
+            # the first round waits for server.wait_clients; later rounds go on with whoever is
+            # registered and live (a dropped client that came back counts again)
+            clients = self._clients_for_round(start, max(cfg.server.wait_clients, cfg.server.min_clients))
+            t0 = time.perf_counter()
+            if LLM not in self.before:
+                self.before[LLM] = self.llm.evaluate(self.server_test)
+            self.log(f"[lada] run {self.run_id} method={cfg.run.method} clients={clients} "
+                     f"LLM held-out accuracy before: {self.before[LLM]:.3f} ({time.perf_counter() - t0:.1f}s)")
+            for t in range(start, cfg.run.rounds + 1):
+                if t > start:
+                    clients = self._clients_for_round(t, cfg.server.min_clients)
                 self.history.append(self.run_round(t, clients))
         except Exception as exc:
             self._event("error", "server", f"{type(exc).__name__}: {exc}")
             if self.store:
                 self.store.finish_run(self.run_id, "failed")
+            self.grid.stop()
             raise
         if self.store:
             self.store.finish_run(self.run_id, "finished")
@@ -112,9 +123,8 @@ class Federation:
         cfg, tm = self.cfg, {}
         rec = RoundRecord()
         summary = RoundSummary(t)
-        if self.store:
-            self.store.start_round(self.run_id, t)
-        self._event("round_start", "server", f"round {t}")
+        fresh = self.store.start_round(self.run_id, t) if self.store else True
+        self._event("round_start", "server", f"round {t}" if fresh else f"round {t} (again, after a restart)")
 
         # ---------------------------------------------------------------- 1. teach
         t0 = time.perf_counter()
@@ -131,6 +141,7 @@ class Federation:
         t0 = time.perf_counter()
         probes = self.grid.probe(t, candidates, evaluate=(t == 1), clients=clients)
         self._mark_dropped(clients, probes, "probe")
+        self._require(t, "probe", len(probes))
         tm["probe"] = time.perf_counter() - t0
         for name, pr in probes.items():
             if pr.report.has_test_accuracy:
@@ -175,6 +186,7 @@ class Federation:
         t0 = time.perf_counter()
         results = self.grid.train(t, allocations)
         self._mark_dropped(list(probes), results, "train")
+        self._require(t, "train", len(results))
         tm["client_learn"] = time.perf_counter() - t0
         for name, res in results.items():
             ids = [s.sample_id for s in res.samples]
@@ -206,6 +218,7 @@ class Federation:
         rec.timings = dict(tm)
         if self.store:
             self.store.commit_round(self.run_id, t, rec)
+            self._checkpoint(t)
         tm["record"] = time.perf_counter() - t0
         summary.timings = tm
         self._event("round_end", "server", f"round {t} done in {sum(tm.values()):.1f}s")
@@ -253,10 +266,138 @@ class Federation:
         rec.rewards.append((LLM, "*", "*", float(r.mean())))
         return {"reward": float(r.mean()), "n_allocated": float(len(pairs))}
 
+    # ------------------------------------------------------------------ resume, membership
+    def _open_run(self) -> int:
+        """Create the run, or resume the open ("running") run of the same name that a
+        killed server left behind; returns the first round to run.
+
+        Resuming reuses the run id, restores the LLM's LoRA adapter and every
+        filter from the newest checkpoint of a committed round, and redoes the
+        rounds after it (``commit_round`` replaces whatever an earlier try of a
+        round wrote, so no row is lost or duplicated).
+        """
+        cfg, store = self.cfg, self.store
+        conf = cfg.model_dump(mode="json")
+        prev = store.latest_open_run(cfg.run.name) if self.resume else None
+        if prev is not None and _comparable(prev.config) != _comparable(conf):
+            raise RuntimeError(f"run {cfg.run.name!r} (id {prev.id}) is still open in {store.url} with a different "
+                               "config; resume it with the same config, choose another run.name, or start the "
+                               "server with --no-resume")
+        if prev is None:
+            self.run_id = store.create_run(cfg.run.name, cfg.run.method, conf, cfg.run.rounds)
+            store.add_public_samples(self.run_id, self.public)
+            run = store.latest_open_run(cfg.run.name)
+            self._run_created = str(run.created_at) if run is not None and run.id == self.run_id else ""
+            return 1
+        self.run_id, self._run_created = prev.id, str(prev.created_at)
+        committed = store.last_committed_round(self.run_id)
+        restored = self._restore(committed)
+        for m in store.metrics(self.run_id):
+            if m.round_idx == 0 and m.name == "accuracy":
+                self.before[m.subject] = m.value
+        if restored == 0:
+            self.before.pop(LLM, None)  # the LLM starts over: measure it again
+        msg = (f"resuming run {self.run_id} at round {restored + 1}: last committed round {committed}, "
+               f"checkpoint of round {restored}")
+        self._event("resume", "server", msg)
+        self.log(f"[lada] {msg}")
+        return restored + 1
+
+    def _clients_for_round(self, t: int, n: int) -> list[str]:
+        """Wait (up to the round deadline) for ``n`` registered, live clients; fail the round
+        below ``server.min_clients``; record who joined or came back."""
+        clients = self.grid.wait_for_clients(n, self.cfg.server.round_timeout)
+        self._require(t, "registration", len(clients))
+        for name in clients:
+            if name in self.known and name not in self.dropped:
+                continue
+            kind = "rejoin" if name in self.known else "join"
+            self._event(kind, name, "client registered" if kind == "join" else f"back for round {t}")
+            self.known.add(name)
+            self.dropped.discard(name)
+            if self.store:
+                model, domain = self.grid.client_info(name)
+                self.store.upsert_client(self.run_id, name, model, domain)  # state "active"
+        return clients
+
+    def _require(self, t: int, phase: str, n: int) -> None:
+        """A round needs ``server.min_clients`` clients in every phase: fewer fails it (and the run),
+        with a ``round_failed`` event, rather than learning from too few clients."""
+        need = self.cfg.server.min_clients
+        if n < need:
+            msg = f"round {t} failed: {n} client(s) took part in the {phase} phase, server.min_clients is {need}"
+            self._event("round_failed", "server", msg)
+            self.log(f"[lada] {msg}")
+            raise RoundFailed(msg)
+
+    # ------------------------------------------------------------------ checkpoints
+    def _checkpoint_root(self) -> Path:
+        return Path(self.cfg.server.data_dir) / "checkpoints" / f"run-{self.run_id}"
+
+    def _checkpoint(self, t: int) -> None:
+        """After round ``t`` is committed: the LLM's LoRA adapter and every filter's state as
+        safetensors in ``checkpoints/run-<id>/round-<t>/``, written under a temporary name and
+        renamed, so a checkpoint on disk is always whole. The two newest are kept."""
+        try:
+            self._write_checkpoint(t)
+        except OSError as e:  # the round is committed; a resume would redo it from the previous checkpoint
+            self._event("checkpoint_failed", "server", f"round {t}: {e}")
+            self.log(f"[lada] checkpoint of round {t} failed: {e}")
+
+    def _write_checkpoint(self, t: int) -> None:
+        root = self._checkpoint_root()
+        final, tmp = root / f"round-{t}", root / f".round-{t}.{os.getpid()}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        self.llm.learner.save_adapter(str(tmp / "llm_adapter.safetensors"))
+        tensors, dims = {}, {}
+        for (recv, send), pol in sorted(self.alloc.policies.items()):
+            key = f"{recv}<-{send}"
+            dims[key] = int(pol.context_dim)
+            for k, v in pol.state_dict().items():
+                tensors[f"{key}/{k}"] = v.detach().cpu().contiguous()
+        save_file(tensors, str(tmp / "filters.safetensors"))
+        meta = {"run_id": self.run_id, "run_name": self.cfg.run.name, "created_at": self._run_created, "round": t,
+                "dims": dims}
+        (tmp / "meta.json").write_text(json.dumps(meta))
+        for f in tmp.iterdir():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        for old in root.glob("round-*"):
+            if old.name[6:].isdigit() and int(old.name[6:]) < t - 1:
+                shutil.rmtree(old, ignore_errors=True)
+
+    def _restore(self, committed: int) -> int:
+        """Load the newest checkpoint of this run at or before round ``committed``; its round, or 0."""
+        root = self._checkpoint_root()
+        for t in range(committed, 0, -1):
+            d = root / f"round-{t}"
+            try:
+                meta = json.loads((d / "meta.json").read_text())
+            except (OSError, ValueError):
+                continue
+            if (meta.get("run_id"), meta.get("run_name"), meta.get("created_at")) != (
+                    self.run_id, self.cfg.run.name, self._run_created):
+                continue  # another database's run with the same id
+            self.llm.learner.load_adapter(str(d / "llm_adapter.safetensors"))
+            self.llm.version += 1
+            state = load_file(str(d / "filters.safetensors"))
+            for key, dim in meta["dims"].items():
+                recv, send = key.split("<-", 1)
+                prefix = f"{key}/"
+                self.alloc.policy(recv, send, int(dim)).load_state_dict(
+                    {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
+            return t
+        return 0
+
     # ------------------------------------------------------------------ helpers
     def _mark_dropped(self, expected: list[str], got: dict, phase: str) -> None:
         for name in expected:
             if name not in got:
+                self.dropped.add(name)
                 self._event("drop", name, f"no {phase} result before the deadline")
                 if self.store:
                     self.store.set_client_state(self.run_id, name, "dropped")
@@ -296,3 +437,11 @@ class Federation:
         rows.append("")
         rows.append("time per phase (s, all rounds): " + ", ".join(f"{k} {v}" for k, v in total.items()))
         return "\n".join(rows)
+
+
+def _comparable(conf: dict) -> dict:
+    """The parts of a run's config that must match to resume it (not addresses, paths, threads)."""
+    out = {k: v for k, v in (conf or {}).items() if k != "server"}
+    out["models"] = {k: v for k, v in out.get("models", {}).items() if k != "cache_dir"}
+    out["run"] = {k: v for k, v in out.get("run", {}).items() if k != "threads"}
+    return out

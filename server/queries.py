@@ -409,10 +409,11 @@ def charts(session: Session, run_id: int, budget_mb: float | None = None) -> Cha
     # rewards: batch reward rows win, else the mean of per-sample rewards, else the 'reward' metric
     batch: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
     per_sample: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    is_batch = Reward.sample_id == BATCH  # one expression (one bind) in both clauses: PostgreSQL needs them equal
     q = (
-        select(Reward.receiver, Reward.round_idx, Reward.sample_id == BATCH, func.avg(Reward.value))
+        select(Reward.receiver, Reward.round_idx, is_batch, func.avg(Reward.value))
         .where(Reward.run_id == run_id)
-        .group_by(Reward.receiver, Reward.round_idx, Reward.sample_id == BATCH)
+        .group_by(Reward.receiver, Reward.round_idx, is_batch)
     )
     for receiver, idx, is_batch, mean in session.execute(q):
         (batch if is_batch else per_sample)[receiver][idx].append(float(mean))

@@ -152,13 +152,29 @@ class Event(Base):
     message: Mapped[str] = mapped_column(Text, default="")
 
 
+def normalize_url(url: str) -> str:
+    """``postgres://`` and a bare ``postgresql://`` mean psycopg 3 (the ``postgres`` extra)
+    unless psycopg2 is what is installed; every other URL is used as given."""
+    scheme, sep, rest = url.partition("://")
+    if sep and scheme in ("postgres", "postgresql"):
+        import importlib.util
+
+        have = importlib.util.find_spec
+        driver = "psycopg2" if have("psycopg") is None and have("psycopg2") is not None else "psycopg"
+        return f"postgresql+{driver}://{rest}"
+    return url
+
+
 def make_engine(url: str) -> Engine:
-    """Engine with SQLite tuned for one writer + concurrent readers (WAL)."""
+    """Engine with SQLite tuned for one writer + concurrent readers (WAL); PostgreSQL through psycopg."""
+    url = normalize_url(url)
     if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
         Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
     kwargs: dict[str, Any] = {}
     if url.startswith("sqlite"):
         kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
+    else:
+        kwargs["pool_pre_ping"] = True  # a restarted database server must not break a long run
     engine = create_engine(url, **kwargs)
     if url.startswith("sqlite"):
 
@@ -177,10 +193,14 @@ class Store:
     """The one module that writes run state. Methods are small transactions."""
 
     def __init__(self, url: str, create: bool = True) -> None:
+        """``create``: bring the schema up to date through the Alembic migrations
+        (``lada.server.schema``; one ``SELECT`` when it already is); False opens as is."""
         self.url = url
         self.engine = make_engine(url)
         if create:
-            Base.metadata.create_all(self.engine)
+            from lada.server import schema
+
+            schema.upgrade(self.engine)
         self._session = sessionmaker(self.engine, expire_on_commit=False)
 
     @contextmanager
@@ -255,7 +275,9 @@ class Store:
             )
 
     # ------------------------------------------------------------------ rounds
-    def start_round(self, run_id: int, idx: int) -> None:
+    def start_round(self, run_id: int, idx: int) -> bool:
+        """Mark round ``idx`` current; True if it is new, False if an earlier try of it
+        (a server that died mid-round) already has its row, which is reused, not duplicated."""
         with self.session() as s:
             r = s.scalars(select(Round).where(Round.run_id == run_id, Round.idx == idx)).first()
             if r is None:
@@ -263,6 +285,7 @@ class Store:
             run = s.get(Run, run_id)
             if run is not None:
                 run.current_round = idx
+            return r is None
 
     def commit_round(self, run_id: int, idx: int, record: RoundRecord) -> None:
         """Everything a round produced, in one transaction (replacing a partial earlier try)."""
@@ -270,6 +293,11 @@ class Store:
             for model in (Allocation, Reward, ReasoningPath):
                 s.query(model).filter(model.run_id == run_id, model.round_idx == idx).delete()
             s.query(Metric).filter(Metric.run_id == run_id, Metric.round_idx == idx).delete()
+            # rows this round writes for other rounds (round 0: before any collaboration) are
+            # replaced too, so redoing a round after a crash duplicates nothing
+            for m_idx, subj, name in {(m[0], m[1], m[2]) for m in record.metrics if m[0] != idx}:
+                s.query(Metric).filter(Metric.run_id == run_id, Metric.round_idx == m_idx, Metric.subject == subj,
+                                       Metric.name == name).delete()
             s.add_all(
                 Allocation(run_id=run_id, round_idx=idx, receiver=a[0], sender=a[1], sample_id=a[2],
                            score=float(a[3]), rank=int(a[4]))

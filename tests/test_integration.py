@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 from sqlalchemy import create_engine, text
 
 from .conftest import TINY, free_port
+from .postgres_fixtures import fresh_database
 
 
 def _cli(*args: str) -> list[str]:
@@ -39,13 +42,24 @@ def run_grpc_federation(tmp_path: Path, model_cache: Path, extra: tuple[str, ...
     return db, out
 
 
-def test_grpc_run_end_to_end(tmp_path: Path, model_cache: Path) -> None:
-    db, out = run_grpc_federation(tmp_path, model_cache)
+@pytest.fixture(params=["sqlite", "postgresql"])
+def run_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The server's database: SQLite (WAL) under tmp_path, or a fresh one on the test PostgreSQL server."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'lada.db'}"
+    else:
+        with fresh_database() as url:
+            yield url
+
+
+def test_grpc_run_end_to_end(tmp_path: Path, model_cache: Path, run_db: str) -> None:
+    db, out = run_grpc_federation(tmp_path, model_cache, db=run_db)
     assert "[round 2/2]" in out and "| model |" in out
     eng = create_engine(db)
     with eng.connect() as c:
         assert c.execute(text("select status from runs")).scalar_one() == "finished"
-        assert c.execute(text("pragma journal_mode")).scalar_one() == "wal"
+        if eng.dialect.name == "sqlite":
+            assert c.execute(text("pragma journal_mode")).scalar_one() == "wal"
         rounds = c.execute(text("select idx from rounds where status='done' order by idx")).scalars().all()
         assert rounds == [1, 2]
         for r in rounds:

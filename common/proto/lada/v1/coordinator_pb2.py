@@ -25,25 +25,25 @@ _sym_db = _symbol_database.Default()
 from lada.common.proto.lada.v1 import messages_pb2 as lada_dot_v1_dot_messages__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19lada/v1/coordinator.proto\x12\x07lada.v1\x1a\x16lada/v1/messages.proto\"s\n\x0fRegisterRequest\x12\x12\n\njoin_token\x18\x01 \x01(\t\x12\x13\n\x0b\x63lient_name\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x0e\n\x06\x64omain\x18\x04 \x01(\t\x12\x18\n\x10protocol_version\x18\x05 \x01(\x05\"\x85\x01\n\rRegisterReply\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\x12\n\ncredential\x18\x02 \x01(\t\x12\x0e\n\x06run_id\x18\x03 \x01(\x03\x12\x1c\n\x14heartbeat_interval_s\x18\x04 \x01(\x02\x12\x1f\n\x17\x63redential_expires_unix\x18\x05 \x01(\x03\"%\n\x10HeartbeatRequest\x12\x11\n\tclient_id\x18\x01 \x01(\t\"9\n\x0eHeartbeatReply\x12\r\n\x05round\x18\x01 \x01(\x05\x12\x18\n\x10server_time_unix\x18\x02 \x01(\x03\"4\n\x0fPullTaskRequest\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\x0e\n\x06wait_s\x18\x02 \x01(\x02\"1\n\x0cLeaveRequest\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t2\xef\x01\n\x0b\x43oordinator\x12<\n\x08Register\x12\x18.lada.v1.RegisterRequest\x1a\x16.lada.v1.RegisterReply\x12?\n\tHeartbeat\x12\x19.lada.v1.HeartbeatRequest\x1a\x17.lada.v1.HeartbeatReply\x12\x33\n\x08PullTask\x12\x18.lada.v1.PullTaskRequest\x1a\r.lada.v1.Task\x12,\n\x05Leave\x12\x15.lada.v1.LeaveRequest\x1a\x0c.lada.v1.Ackb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19lada/v1/coordinator.proto\x12\x07lada.v1\x1a\x16lada/v1/messages.proto\"\x88\x01\n\x0fRegisterRequest\x12\x12\n\njoin_token\x18\x01 \x01(\t\x12\x13\n\x0b\x63lient_name\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x0e\n\x06\x64omain\x18\x04 \x01(\t\x12\x18\n\x10protocol_version\x18\x05 \x01(\x05\x12\x13\n\x0binstance_id\x18\x06 \x01(\t\"\x85\x01\n\rRegisterReply\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\x12\n\ncredential\x18\x02 \x01(\t\x12\x0e\n\x06run_id\x18\x03 \x01(\x03\x12\x1c\n\x14heartbeat_interval_s\x18\x04 \x01(\x02\x12\x1f\n\x17\x63redential_expires_unix\x18\x05 \x01(\x03\"%\n\x10HeartbeatRequest\x12\x11\n\tclient_id\x18\x01 \x01(\t\"W\n\x0eHeartbeatReply\x12\r\n\x05round\x18\x01 \x01(\x05\x12\x18\n\x10server_time_unix\x18\x02 \x01(\x03\x12\x1c\n\x14heartbeat_interval_s\x18\x03 \x01(\x02\"4\n\x0fPullTaskRequest\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\x0e\n\x06wait_s\x18\x02 \x01(\x02\"1\n\x0cLeaveRequest\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t2\xef\x01\n\x0b\x43oordinator\x12<\n\x08Register\x12\x18.lada.v1.RegisterRequest\x1a\x16.lada.v1.RegisterReply\x12?\n\tHeartbeat\x12\x19.lada.v1.HeartbeatRequest\x1a\x17.lada.v1.HeartbeatReply\x12\x33\n\x08PullTask\x12\x18.lada.v1.PullTaskRequest\x1a\r.lada.v1.Task\x12,\n\x05Leave\x12\x15.lada.v1.LeaveRequest\x1a\x0c.lada.v1.Ackb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'lada.v1.coordinator_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_REGISTERREQUEST']._serialized_start=62
-  _globals['_REGISTERREQUEST']._serialized_end=177
-  _globals['_REGISTERREPLY']._serialized_start=180
-  _globals['_REGISTERREPLY']._serialized_end=313
-  _globals['_HEARTBEATREQUEST']._serialized_start=315
-  _globals['_HEARTBEATREQUEST']._serialized_end=352
-  _globals['_HEARTBEATREPLY']._serialized_start=354
-  _globals['_HEARTBEATREPLY']._serialized_end=411
-  _globals['_PULLTASKREQUEST']._serialized_start=413
-  _globals['_PULLTASKREQUEST']._serialized_end=465
-  _globals['_LEAVEREQUEST']._serialized_start=467
-  _globals['_LEAVEREQUEST']._serialized_end=516
-  _globals['_COORDINATOR']._serialized_start=519
-  _globals['_COORDINATOR']._serialized_end=758
+  _globals['_REGISTERREQUEST']._serialized_start=63
+  _globals['_REGISTERREQUEST']._serialized_end=199
+  _globals['_REGISTERREPLY']._serialized_start=202
+  _globals['_REGISTERREPLY']._serialized_end=335
+  _globals['_HEARTBEATREQUEST']._serialized_start=337
+  _globals['_HEARTBEATREQUEST']._serialized_end=374
+  _globals['_HEARTBEATREPLY']._serialized_start=376
+  _globals['_HEARTBEATREPLY']._serialized_end=463
+  _globals['_PULLTASKREQUEST']._serialized_start=465
+  _globals['_PULLTASKREQUEST']._serialized_end=517
+  _globals['_LEAVEREQUEST']._serialized_start=519
+  _globals['_LEAVEREQUEST']._serialized_end=568
+  _globals['_COORDINATOR']._serialized_start=571
+  _globals['_COORDINATOR']._serialized_end=810
 # @@protoc_insertion_point(module_scope)

@@ -6,18 +6,20 @@ from typing import ClassVar as _ClassVar, Optional as _Optional
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class RegisterRequest(_message.Message):
-    __slots__ = ("join_token", "client_name", "model", "domain", "protocol_version")
+    __slots__ = ("join_token", "client_name", "model", "domain", "protocol_version", "instance_id")
     JOIN_TOKEN_FIELD_NUMBER: _ClassVar[int]
     CLIENT_NAME_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     DOMAIN_FIELD_NUMBER: _ClassVar[int]
     PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
     join_token: str
     client_name: str
     model: str
     domain: str
     protocol_version: int
-    def __init__(self, join_token: _Optional[str] = ..., client_name: _Optional[str] = ..., model: _Optional[str] = ..., domain: _Optional[str] = ..., protocol_version: _Optional[int] = ...) -> None: ...
+    instance_id: str
+    def __init__(self, join_token: _Optional[str] = ..., client_name: _Optional[str] = ..., model: _Optional[str] = ..., domain: _Optional[str] = ..., protocol_version: _Optional[int] = ..., instance_id: _Optional[str] = ...) -> None: ...
 
 class RegisterReply(_message.Message):
     __slots__ = ("client_id", "credential", "run_id", "heartbeat_interval_s", "credential_expires_unix")
@@ -40,12 +42,14 @@ class HeartbeatRequest(_message.Message):
     def __init__(self, client_id: _Optional[str] = ...) -> None: ...
 
 class HeartbeatReply(_message.Message):
-    __slots__ = ("round", "server_time_unix")
+    __slots__ = ("round", "server_time_unix", "heartbeat_interval_s")
     ROUND_FIELD_NUMBER: _ClassVar[int]
     SERVER_TIME_UNIX_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_INTERVAL_S_FIELD_NUMBER: _ClassVar[int]
     round: int
     server_time_unix: int
-    def __init__(self, round: _Optional[int] = ..., server_time_unix: _Optional[int] = ...) -> None: ...
+    heartbeat_interval_s: float
+    def __init__(self, round: _Optional[int] = ..., server_time_unix: _Optional[int] = ..., heartbeat_interval_s: _Optional[float] = ...) -> None: ...
 
 class PullTaskRequest(_message.Message):
     __slots__ = ("client_id", "wait_s")

@@ -39,6 +39,11 @@ class ExchangeStub:
                 request_serializer=lada_dot_v1_dot_exchange__pb2.Chunk.SerializeToString,
                 response_deserializer=lada_dot_v1_dot_exchange__pb2.UploadReply.FromString,
                 _registered_method=True)
+        self.QueryUpload = channel.unary_unary(
+                '/lada.v1.Exchange/QueryUpload',
+                request_serializer=lada_dot_v1_dot_exchange__pb2.UploadQuery.SerializeToString,
+                response_deserializer=lada_dot_v1_dot_exchange__pb2.UploadState.FromString,
+                _registered_method=True)
         self.Download = channel.unary_stream(
                 '/lada.v1.Exchange/Download',
                 request_serializer=lada_dot_v1_dot_exchange__pb2.DownloadRequest.SerializeToString,
@@ -50,7 +55,15 @@ class ExchangeServicer:
     """Missing associated documentation comment in .proto file."""
 
     def Upload(self, request_iterator, context):
-        """Missing associated documentation comment in .proto file."""
+        """Chunks of one blob, in any order; chunks the server already holds are skipped.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def QueryUpload(self, request, context):
+        """What the server holds of a blob this client is uploading: resume by sending only the rest.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -68,6 +81,11 @@ def add_ExchangeServicer_to_server(servicer, server):
                     servicer.Upload,
                     request_deserializer=lada_dot_v1_dot_exchange__pb2.Chunk.FromString,
                     response_serializer=lada_dot_v1_dot_exchange__pb2.UploadReply.SerializeToString,
+            ),
+            'QueryUpload': grpc.unary_unary_rpc_method_handler(
+                    servicer.QueryUpload,
+                    request_deserializer=lada_dot_v1_dot_exchange__pb2.UploadQuery.FromString,
+                    response_serializer=lada_dot_v1_dot_exchange__pb2.UploadState.SerializeToString,
             ),
             'Download': grpc.unary_stream_rpc_method_handler(
                     servicer.Download,
@@ -102,6 +120,33 @@ class Exchange:
             '/lada.v1.Exchange/Upload',
             lada_dot_v1_dot_exchange__pb2.Chunk.SerializeToString,
             lada_dot_v1_dot_exchange__pb2.UploadReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def QueryUpload(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lada.v1.Exchange/QueryUpload',
+            lada_dot_v1_dot_exchange__pb2.UploadQuery.SerializeToString,
+            lada_dot_v1_dot_exchange__pb2.UploadState.FromString,
             options,
             channel_credentials,
             insecure,

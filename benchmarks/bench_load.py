@@ -1,0 +1,370 @@
+"""Load benchmark: N light simulated clients against one real `lada server`.
+
+    .venv/bin/python benchmarks/bench_load.py [--clients 200] [--rounds 1] [--procs 2] [--tls]
+
+The server is the real `lada server` process (tiny embedded LLM, the real
+round loop, SQLite). The clients are the real client runtime
+(``lada.client.runtime``: enrolment, heartbeats, long-poll, chunked
+download/upload with resume, retries) with a model-free task handler: each
+one registers, downloads the candidate paths, reports learnability statistics
+for every candidate (and uploads its own paths), pulls its allocation and
+reports rewards. They run as threads in ``--procs`` worker processes, one
+gRPC channel each.
+
+Prints, per RPC and overall (unary RPCs and streams; the PullTask long-poll is
+shown apart, its latency is mostly waiting by design), p50/p99 latency and
+counts, and throughput: database rows the run committed per second of round
+time, and learnability statistics ingested per second of probe phase. Then it
+checks every row is in the database (``verify``); tests/test_load.py runs the
+same thing and asserts no errors and no missing row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "common" / "configs" / "tiny.yaml"
+DOMAINS = ("arith", "shop", "clock")
+TOKEN = "bench-load-token"
+
+
+def client_names(n: int) -> list[str]:
+    return [f"sim-{i:03d}" for i in range(n)]
+
+
+# ---------------------------------------------------------------------- the simulated client (worker side)
+class SimApp:
+    """A client without a model: valid, random statistics and rewards, for load."""
+
+    def __init__(self, name: str, seed: int) -> None:
+        self.name, self.rng = name, random.Random(seed)
+        self.allocated: dict[int, int] = {}
+        self.probed: dict[int, int] = {}
+
+    def probe(self, task: Any, cand: Any) -> tuple[Any, Any]:
+        from lada.common.proto.lada.v1 import allocation_pb2, messages_pb2
+
+        rep = allocation_pb2.LearnabilityReport(client_id=self.name, task_id=task.task_id, round=task.round,
+                                                public_accuracy=self.rng.random())
+        own = messages_pb2.PathBatch()
+        for p in cand.paths:
+            ok = self.rng.random() < 0.3
+            rep.stats.add(sample_id=p.sample_id, nll=self.rng.uniform(0.5, 4.0), sender_len=self.rng.randint(5, 60),
+                          own_len=self.rng.randint(5, 60), own_correct=ok, sender_correct=p.correct,
+                          answer_ce=self.rng.uniform(0.1, 3.0))
+            own.paths.add(sample_id=p.sample_id, question=p.question, text=f"{self.name} thinks #### {p.answer}",
+                          correct=ok, answer=p.answer)
+        if task.evaluate:
+            rep.has_test_accuracy, rep.test_accuracy = True, self.rng.random()
+        self.probed[task.round] = len(cand.paths)
+        return rep, own
+
+    def train(self, task: Any, samples: list) -> Any:
+        from lada.common.proto.lada.v1 import allocation_pb2
+
+        self.allocated[task.round] = len(samples)
+        out = allocation_pb2.RewardReport(client_id=self.name, task_id=task.task_id, round=task.round,
+                                          test_accuracy=self.rng.random(), steps=1, train_seconds=0.01)
+        for s in samples:
+            b = self.rng.uniform(1.0, 3.0)
+            out.samples.add(sample_id=s.sample_id, nll_before=b, nll_after=b * self.rng.uniform(0.7, 1.05))
+        return out
+
+
+def worker(address: str, names: list[str], out: str, ca: str | None) -> int:
+    """Run one simulated client per name (a thread each); write latencies and counts to ``out``."""
+    import grpc  # noqa: F401 - fail early if the worker's environment lacks it
+    from lada.client.runtime import Connection, run_client
+    from lada.server.tls import channel_credentials
+
+    lat: list[tuple[str, float, str]] = []
+    lock = threading.Lock()
+
+    def observe(rpc: str, secs: float, code: str) -> None:
+        with lock:
+            lat.append((rpc, secs, code))
+
+    apps: dict[str, SimApp] = {}
+    errors: list[str] = []
+    done: dict[str, int] = {}
+
+    def one(name: str) -> None:
+        app = apps[name] = SimApp(name, hash(name) & 0xFFFF)
+        try:
+            conn = Connection(address, name, TOKEN, "sim", DOMAINS[int(name[4:]) % 3], max_message_mb=16,
+                              chunk_kb=64, tls=channel_credentials(ca) if ca else None, call_timeout=60,
+                              give_up_after=120, observer=observe)
+            done[name] = run_client(conn, app, poll_s=10.0)
+            conn.channel.close()
+        except Exception as e:  # noqa: BLE001 - reported, and fails the run
+            errors.append(f"{name}: {type(e).__name__}: {e}")
+
+    threads = [threading.Thread(target=one, args=(n,), name=n) for n in names]
+    for i, t in enumerate(threads):
+        t.start()
+        if i % 25 == 24:
+            time.sleep(0.05)  # a ramp, not a thundering herd of TLS handshakes
+    for t in threads:
+        t.join()
+    Path(out).write_text(json.dumps({
+        "latencies": lat, "errors": errors, "tasks": done,
+        "allocated": {n: a.allocated for n, a in apps.items()},
+        "probed": {n: a.probed for n, a in apps.items()},
+    }))
+    return 1 if errors else 0
+
+
+# ---------------------------------------------------------------------- the driver
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "lada.cli", *args]
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_load(n_clients: int = 200, rounds: int = 1, procs: int = 2, workdir: Path | None = None,
+             model_cache: str | None = None, tls: bool = False, timeout: float = 600.0) -> dict:
+    """Run the whole benchmark; returns the latencies, counts, database facts and timings."""
+    work = Path(workdir or tempfile.mkdtemp(prefix="lada-load-"))
+    work.mkdir(parents=True, exist_ok=True)
+    names = client_names(n_clients)
+    port = _free_port()
+    db = f"sqlite:///{work / 'load.db'}"
+    cfg = {
+        "run": {"name": "load", "rounds": rounds, "server_budget": 0, "threads": 1},
+        "data": {"client_domains": {n: DOMAINS[i % 3] for i, n in enumerate(names)}, "n_train": 1, "n_test": 1},
+        "server": {"wait_clients": n_clients, "min_clients": n_clients, "round_timeout": 120.0,
+                   "join_token": TOKEN, "address": f"127.0.0.1:{port}", "data_dir": str(work), "db": db},
+    }
+    import yaml
+
+    base = yaml.safe_load(TINY.read_text())
+    for sec, vals in cfg.items():
+        base.setdefault(sec, {}).update(vals)
+    if model_cache:
+        base.setdefault("models", {})["cache_dir"] = model_cache
+    cfg_path = work / "load.yaml"
+    cfg_path.write_text(yaml.safe_dump(base))
+    server_args: list[str] = []
+    ca = None
+    if tls:
+        certs = work / "certs"
+        subprocess.run([str(ROOT / "deploy" / "make-certs.sh"), str(certs), "--clients", ""], check=True,
+                       capture_output=True, timeout=60)
+        server_args = ["--tls-cert", str(certs / "server.pem"), "--tls-key", str(certs / "server.key")]
+        ca = str(certs / "ca.pem")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    subprocess.run(_cli("models", "build", "--config", str(cfg_path)), check=True, capture_output=True,
+                   timeout=600, env=env)
+    t0 = time.time()
+    server = subprocess.Popen(_cli("server", "--config", str(cfg_path), "--linger", "3", "--max-workers", "128",
+                                   *server_args), stdout=open(work / "server.out", "w"), stderr=subprocess.STDOUT,
+                              env=env)
+    _wait_healthy(f"127.0.0.1:{port}", ca, server, timeout=300)
+    t_ready = time.time()
+    outs = [work / f"worker-{i}.json" for i in range(procs)]
+    workers = [subprocess.Popen([sys.executable, __file__, "worker", "--address", f"127.0.0.1:{port}",
+                                 "--names", ",".join(names[i::procs]), "--out", str(outs[i]),
+                                 *(["--ca", ca] if ca else [])],
+                                stdout=open(work / f"worker-{i}.log", "w"), stderr=subprocess.STDOUT, env=env)
+               for i in range(procs)]
+    try:
+        rc_server = server.wait(timeout=timeout)
+        rc_workers = [w.wait(timeout=120) for w in workers]
+    finally:
+        for p in [server, *workers]:
+            if p.poll() is None:
+                p.kill()
+    wall = time.time() - t_ready
+    res: dict[str, Any] = {"rc_server": rc_server, "rc_workers": rc_workers, "wall_s": wall, "db": db,
+                           "startup_s": t_ready - t0,
+                           "workdir": str(work), "latencies": [], "errors": [], "tasks": {}, "allocated": {},
+                           "probed": {}, "n_clients": n_clients, "rounds": rounds}
+    for o in outs:
+        if o.exists():
+            part = json.loads(o.read_text())
+            res["latencies"] += part["latencies"]
+            res["errors"] += part["errors"]
+            for k in ("tasks", "allocated", "probed"):
+                res[k].update(part[k])
+        else:
+            res["errors"].append(f"{o.name} missing (worker crashed; see {o.with_suffix('.log')})")
+    res.update(db_facts(db))
+    return res
+
+
+def _wait_healthy(address: str, ca: str | None, proc: subprocess.Popen, timeout: float) -> None:
+    """Until the server answers its gRPC health check (it loads the LLM before listening)."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from lada.server.tls import channel_credentials
+
+    ch = grpc.secure_channel(address, channel_credentials(ca)) if ca else grpc.insecure_channel(address)
+    stub = health_pb2_grpc.HealthStub(ch)
+    end = time.time() + timeout
+    try:
+        while time.time() < end:
+            if proc.poll() is not None:
+                raise RuntimeError(f"the server exited with {proc.returncode} before it was up")
+            try:
+                if stub.Check(health_pb2.HealthCheckRequest(), timeout=2).status == 1:
+                    return
+            except grpc.RpcError:
+                time.sleep(0.3)
+        raise TimeoutError(f"server at {address} not healthy after {timeout}s")
+    finally:
+        ch.close()
+
+
+def db_facts(db: str) -> dict:
+    """Row counts of the run and the round timings, from the database the server wrote."""
+    from sqlalchemy import create_engine, text
+
+    eng = create_engine(db)
+    out: dict[str, Any] = {"rows": {}}
+    with eng.connect() as c:
+        run = c.execute(text("select id, status, finished_at from runs")).all()
+        out["runs"] = [(r[0], r[1]) for r in run]
+        rid = run[0][0] if run else 0
+        for table in ("clients", "allocations", "rewards", "paths", "metrics", "events", "rounds"):
+            out["rows"][table] = c.execute(text(f"select count(*) from {table} where run_id=:r"), {"r": rid}
+                                           ).scalar_one()
+        rounds = c.execute(text("select idx, status, started_at, finished_at, timings from rounds "
+                                "where run_id=:r order by idx"), {"r": rid}).all()
+        out["rounds_done"] = [r[0] for r in rounds if r[1] == "done"]
+        tim = [json.loads(r[4]) if isinstance(r[4], str) else (r[4] or {}) for r in rounds]
+        out["probe_s"] = sum(t.get("probe", 0.0) for t in tim)
+        out["client_learn_s"] = sum(t.get("client_learn", 0.0) for t in tim)
+        out["round_s"] = sum(sum(t.values()) for t in tim)
+        out["per_client"] = {
+            name: {"alloc": a, "reward": r, "paths": p, "metrics": m}
+            for name, a, r, p, m in c.execute(text(
+                "select c.name,"
+                " (select count(*) from allocations x where x.run_id=c.run_id and x.receiver=c.name),"
+                " (select count(*) from rewards x where x.run_id=c.run_id and x.receiver=c.name"
+                "  and x.sample_id != '*'),"
+                " (select count(*) from paths x where x.run_id=c.run_id and x.author=c.name),"
+                " (select count(*) from metrics x where x.run_id=c.run_id and x.subject=c.name)"
+                " from clients c where c.run_id=:r"), {"r": rid})
+        }
+        out["candidates"] = c.execute(text("select count(*) from paths where run_id=:r and author='llm'"),
+                                      {"r": rid}).scalar_one()
+    eng.dispose()
+    return out
+
+
+def verify(res: dict) -> list[str]:
+    """Everything the clients sent or received is in the database, exactly once."""
+    bad = []
+    if res["rc_server"] != 0 or any(res["rc_workers"]):
+        bad.append(f"exit codes: server {res['rc_server']}, workers {res['rc_workers']}")
+    bad += res["errors"]
+    failed = [x for x in res["latencies"] if x[2] != "OK"]
+    if failed:
+        bad.append(f"{len(failed)} RPCs failed, e.g. {failed[:3]}")
+    if len(res["runs"]) != 1 or res["runs"][0][1] != "finished":
+        bad.append(f"runs: {res['runs']}")
+    rounds = list(range(1, res["rounds"] + 1))
+    if res["rounds_done"] != rounds:
+        bad.append(f"rounds done {res['rounds_done']}, expected {rounds}")
+    pc = res["per_client"]
+    if sorted(pc) != client_names(res["n_clients"]):
+        bad.append(f"{len(pc)} client rows for {res['n_clients']} clients")
+    for name in client_names(res["n_clients"]):
+        got, alloc, probed = pc.get(name), res["allocated"].get(name, {}), res["probed"].get(name, {})
+        if got is None:
+            continue
+        n_alloc = sum(alloc.values())
+        if sorted(int(k) for k in alloc) != rounds or sorted(int(k) for k in probed) != rounds:
+            bad.append(f"{name}: took part in rounds {sorted(alloc)} / probed {sorted(probed)}")
+        if got["alloc"] != n_alloc or got["reward"] != n_alloc:
+            bad.append(f"{name}: {got['alloc']} allocation / {got['reward']} reward rows, client got {n_alloc}")
+        if got["paths"] != sum(probed.values()):
+            bad.append(f"{name}: {got['paths']} path rows, client sent {sum(probed.values())}")
+        # per round: public_accuracy, accuracy, reward, n_allocated, bytes_up, bytes_down; + round 0 accuracy
+        if got["metrics"] != 6 * len(rounds) + 1:
+            bad.append(f"{name}: {got['metrics']} metric rows, expected {6 * len(rounds) + 1}")
+    return bad[:50]
+
+
+def pct(xs: list[float], q: float) -> float:
+    if not xs:
+        return float("nan")
+    s = sorted(xs)
+    return s[min(len(s) - 1, max(0, round(q / 100 * len(s)) - 1))]
+
+
+def report(res: dict) -> str:
+    by: dict[str, list[float]] = defaultdict(list)
+    for rpc, secs, code in res["latencies"]:
+        if code == "OK":
+            by[rpc].append(secs * 1000)
+    lines = [f"{'rpc':<20} {'count':>7} {'p50 ms':>9} {'p99 ms':>9} {'max ms':>9}"]
+    overall: list[float] = []
+    for rpc in sorted(by):
+        xs = by[rpc]
+        if rpc != "PullTask":
+            overall += xs
+        tag = " (long-poll)" if rpc == "PullTask" else ""
+        lines.append(f"{rpc + tag:<20} {len(xs):>7} {pct(xs, 50):>9.1f} {pct(xs, 99):>9.1f} {max(xs):>9.1f}")
+    lines.append(f"{'ALL but PullTask':<20} {len(overall):>7} {pct(overall, 50):>9.1f} {pct(overall, 99):>9.1f} "
+                 f"{max(overall) if overall else float('nan'):>9.1f}")
+    rows = sum(res["rows"].values())
+    stats = res["n_clients"] * res["candidates"]  # every client reports one statistic per candidate per round
+    lines += [
+        "",
+        f"clients {res['n_clients']}, rounds {res['rounds']}, wall {res['wall_s']:.1f}s from server up to exit "
+        f"(server start-up {res['startup_s']:.1f}s), "
+        f"round time {res['round_s']:.1f}s (probe {res['probe_s']:.1f}s, client learn {res['client_learn_s']:.1f}s)",
+        f"database rows committed: {rows} ({', '.join(f'{k} {v}' for k, v in res['rows'].items())})",
+        f"rows/s: {rows / max(res['round_s'], 1e-9):.0f} database rows per second of round time; "
+        f"{stats / max(res['probe_s'], 1e-9):.0f} learnability statistics ingested per second of probe phase",
+        f"RPC errors: {sum(1 for x in res['latencies'] if x[2] != 'OK')}; client errors: {len(res['errors'])}",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd")
+    w = sub.add_parser("worker", help="(internal) run simulated clients")
+    w.add_argument("--address", required=True)
+    w.add_argument("--names", required=True)
+    w.add_argument("--out", required=True)
+    w.add_argument("--ca")
+    ap.add_argument("--clients", type=int, default=200)
+    ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--procs", type=int, default=2, help="worker processes the clients are spread over")
+    ap.add_argument("--tls", action="store_true", help="server TLS (certificates from deploy/make-certs.sh)")
+    ap.add_argument("--workdir", help="keep the database, config and logs here")
+    ap.add_argument("--model-cache", default=os.environ.get("LADA_TEST_MODEL_CACHE"))
+    args = ap.parse_args(argv)
+    if args.cmd == "worker":
+        return worker(args.address, args.names.split(","), args.out, args.ca)
+    res = run_load(args.clients, args.rounds, args.procs, Path(args.workdir) if args.workdir else None,
+                   args.model_cache, args.tls)
+    print(report(res))
+    bad = verify(res)
+    print("verify: " + ("every row present" if not bad else "PROBLEMS:\n  " + "\n  ".join(bad)))
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
