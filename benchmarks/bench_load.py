@@ -140,7 +140,8 @@ def _free_port() -> int:
 
 
 def run_load(n_clients: int = 200, rounds: int = 1, procs: int = 2, workdir: Path | None = None,
-             model_cache: str | None = None, tls: bool = False, timeout: float = 600.0) -> dict:
+             model_cache: str | None = None, tls: bool = False, timeout: float = 600.0, build_models: bool = True
+             ) -> dict:
     """Run the whole benchmark; returns the latencies, counts, database facts and timings."""
     work = Path(workdir or tempfile.mkdtemp(prefix="lada-load-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -171,8 +172,9 @@ def run_load(n_clients: int = 200, rounds: int = 1, procs: int = 2, workdir: Pat
         server_args = ["--tls-cert", str(certs / "server.pem"), "--tls-key", str(certs / "server.key")]
         ca = str(certs / "ca.pem")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    subprocess.run(_cli("models", "build", "--config", str(cfg_path)), check=True, capture_output=True,
-                   timeout=600, env=env)
+    if build_models:
+        subprocess.run(_cli("models", "build", "--config", str(cfg_path)), check=True, capture_output=True,
+                       timeout=600, env=env)
     t0 = time.time()
     server = subprocess.Popen(_cli("server", "--config", str(cfg_path), "--linger", "3", "--max-workers", "128",
                                    *server_args), stdout=open(work / "server.out", "w"), stderr=subprocess.STDOUT,

@@ -94,6 +94,16 @@ def test_compose_config_validates(project: str, tmp_path: Path) -> None:
                         "(scripts/test-deps.sh installs docker-compose)")
         pytest.skip("no Compose implementation installed; the structural tests below still run")
     files = [cf.DEPLOY / f for f in PROJECTS[project]]
+    # every secret file present (a Compose may check), made here rather than taken from deploy/
+    certs, secrets = tmp_path / "certs", tmp_path / "secrets"
+    for f in ("ca.pem", "server.pem", "server.key", *(f"clients/{n}.{x}" for n in ("client-2", "healthcheck")
+                                                      for x in ("pem", "key"))):
+        (certs / f).parent.mkdir(parents=True, exist_ok=True)
+        (certs / f).write_text("placeholder\n")
+    secrets.mkdir()
+    for f in ("db-url", "pg-password"):
+        (secrets / f).write_text("placeholder\n")
+    env_vars = {**ENV, "LADA_CERTS": str(certs), "LADA_SECRETS": str(secrets)}
     if tool[-1].endswith("docker-compose"):  # v1 predates the top-level `name:`; everything else it checks
         stripped = []
         for f in files:
@@ -101,11 +111,14 @@ def test_compose_config_validates(project: str, tmp_path: Path) -> None:
             (tmp_path / f.name).write_text(text)
             stripped.append(tmp_path / f.name)
         files = stripped
-    cmd = [*tool, "--project-directory", str(cf.DEPLOY)]
+    empty_env_file = tmp_path / "empty.env"  # ignore any deploy/.env of the developer's own
+    empty_env_file.write_text("")
+    cmd = [*tool, "--project-directory", str(cf.DEPLOY), "--env-file", str(empty_env_file)]
     for f in files:
         cmd += ["-f", str(f)]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LADA_", "COMPOSE_"))}
-    res = subprocess.run([*cmd, "config", "-q"], capture_output=True, text=True, env={**env, **ENV}, timeout=120)
+    res = subprocess.run([*cmd, "config", "-q"], capture_output=True, text=True, env={**env, **env_vars},
+                         timeout=120)
     assert res.returncode == 0, res.stderr
     if project.startswith("split"):  # the operator-supplied values are required, not silently defaulted
         res = subprocess.run([*cmd, "config", "-q"], capture_output=True, text=True, env=env, timeout=120)

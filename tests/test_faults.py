@@ -29,7 +29,7 @@ from lada.server.storage import Store
 from sqlalchemy import create_engine, text
 
 from .conftest import TINY, free_port
-from .transport_support import certs  # noqa: F401 - fixture
+from .transport_support import built_models, certs  # noqa: F401 - fixtures
 
 CLIENTS = ("client-1", "client-2", "client-3")
 
@@ -52,7 +52,6 @@ class Run:
         self.server_extra, self.client_extra = server_extra, client_extra
         self.procs: list[subprocess.Popen] = []
         self.engine = create_engine(self.db)
-        subprocess.run(_cli("models", "build", *self.common), check=True, capture_output=True, timeout=600)
 
     def _start(self, args: list[str], log: str) -> subprocess.Popen:
         p = subprocess.Popen(args, stdout=open(self.tmp / log, "ab"), stderr=subprocess.STDOUT)
@@ -60,7 +59,7 @@ class Run:
         return p
 
     def server(self, n: int = 1) -> subprocess.Popen:
-        return self._start(_cli("server", *self.common, "--linger", "4", *self.server_extra), f"server-{n}.log")
+        return self._start(_cli("server", *self.common, "--linger", "2", *self.server_extra), f"server-{n}.log")
 
     def client(self, name: str) -> subprocess.Popen:
         return self._start(_cli("client", *self.common, "--name", name, *self.client_extra(name)), f"{name}.log")
@@ -138,7 +137,7 @@ def _assert_consistent(r: Run, rounds: int) -> None:
 
 # ---------------------------------------------------------------------- server killed and restarted
 @pytest.mark.slow
-def test_server_killed_mid_round_resumes_on_the_same_database(tmp_path: Path, model_cache: Path,
+def test_server_killed_mid_round_resumes_on_the_same_database(tmp_path: Path, built_models: Path,  # noqa: F811
                                                               certs: Path) -> None:  # noqa: F811
     server_tls = ["--tls-cert", str(certs / "server.pem"), "--tls-key", str(certs / "server.key"),
                   "--tls-client-ca", str(certs / "ca.pem"), "--heartbeat", "1"]
@@ -147,7 +146,7 @@ def test_server_killed_mid_round_resumes_on_the_same_database(tmp_path: Path, mo
         return ["--tls-ca", str(certs / "ca.pem"), "--tls-cert", str(certs / "clients" / f"{name}.pem"),
                 "--tls-key", str(certs / "clients" / f"{name}.key")]
 
-    with run_of(tmp_path, model_cache, server_tls, client_tls, run__rounds=2) as r:
+    with run_of(tmp_path, built_models, server_tls, client_tls, run__rounds=2) as r:
         server = r.server(1)
         clients = [r.client(n) for n in CLIENTS]
         r.wait(lambda: r.q("select idx from rounds where idx=2"), 150, "round 2 to start")
@@ -159,7 +158,7 @@ def test_server_killed_mid_round_resumes_on_the_same_database(tmp_path: Path, mo
         round1 = {t: r.q(f"select * from {t} where round_idx in (0, 1) order by id")
                   for t in ("allocations", "rewards", "metrics", "paths")}
         assert all(round1.values())
-        time.sleep(2.0)  # clients notice: their calls fail, they back off and retry
+        time.sleep(1.0)  # clients notice: their calls fail, they back off and retry
 
         server = r.server(2)  # same database, same data_dir: resumes
         assert server.wait(180) == 0, r.logs()
@@ -186,7 +185,7 @@ def test_server_killed_mid_round_resumes_on_the_same_database(tmp_path: Path, mo
 
 # ---------------------------------------------------------------------- clients killed / cut off
 @pytest.mark.slow
-def test_killed_and_stopped_clients_are_dropped_and_rejoin_later_rounds(tmp_path: Path, model_cache: Path,
+def test_killed_and_stopped_clients_are_dropped_and_rejoin_later_rounds(tmp_path: Path, built_models: Path,  # noqa: F811
                                                                         certs: Path) -> None:  # noqa: F811
     server_tls = ["--tls-cert", str(certs / "server.pem"), "--tls-key", str(certs / "server.key"),
                   "--heartbeat", "1", "--liveness", "120"]  # the deadline, not liveness, drops the stopped client
@@ -194,7 +193,7 @@ def test_killed_and_stopped_clients_are_dropped_and_rejoin_later_rounds(tmp_path
     def client_tls(name: str) -> list[str]:
         return ["--tls-ca", str(certs / "ca.pem")]
 
-    with run_of(tmp_path, model_cache, server_tls, client_tls, run__rounds=3, server__round_timeout=20) as r:
+    with run_of(tmp_path, built_models, server_tls, client_tls, run__rounds=3, server__round_timeout=20) as r:
         server = r.server()
         c1, c2, c3 = (r.client(n) for n in CLIENTS)
         r.wait(lambda: r.q("select idx from rounds where idx=1"), 150, "round 1 to start")

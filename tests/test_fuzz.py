@@ -159,7 +159,7 @@ class Bench:
         fn = {
             "Register": lambda: s.coord.Register(req, timeout=5),
             "Heartbeat": lambda: s.coord.Heartbeat(req, metadata=s.md, timeout=5),
-            "PullTask": lambda: s.coord.PullTask(req, metadata=s.md, timeout=1.5),
+            "PullTask": lambda: s.coord.PullTask(req, metadata=s.md, timeout=0.5),
             "Leave": lambda: s.coord.Leave(req, metadata=s.md, timeout=5),
             "ReportLearnability": lambda: s.alloc.ReportLearnability(req, metadata=s.md, timeout=5),
             "GetAllocation": lambda: list(s.alloc.GetAllocation(req, metadata=s.md, timeout=5)),

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from .conftest import ROOT
+from .transport_support import built_models  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.slow
 
@@ -21,10 +22,10 @@ def _bench():  # noqa: ANN202
     return mod
 
 
-def test_200_clients_at_once_no_errors_every_row_present(tmp_path: Path, model_cache: Path) -> None:
+def test_200_clients_at_once_no_errors_every_row_present(tmp_path: Path, built_models: Path) -> None:  # noqa: F811
     bench = _bench()
-    res = bench.run_load(n_clients=200, rounds=2, procs=2, workdir=tmp_path, model_cache=str(model_cache),
-                         timeout=300)
+    res = bench.run_load(n_clients=200, rounds=2, procs=2, workdir=tmp_path, model_cache=str(built_models),
+                         timeout=300, build_models=False)
     print(bench.report(res))
     assert bench.verify(res) == [], (tmp_path / "server.out").read_text()[-3000:]
     assert res["rows"]["clients"] == 200 and res["rounds_done"] == [1, 2]

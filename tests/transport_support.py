@@ -25,7 +25,7 @@ from lada.server.auth import Credentials
 from lada.server.grpc_server import GrpcGrid, start_server
 from lada.server.tls import channel_credentials, server_credentials
 
-from .conftest import ROOT
+from .conftest import ROOT, TINY
 
 TOKEN = "test-join-token"
 SECRET = b"s" * 32
@@ -36,6 +36,16 @@ def make_certs(out: Path, clients: str = "client-1 client-2 client-3") -> Path:
     subprocess.run([str(ROOT / "deploy" / "make-certs.sh"), str(out), "--clients", clients], check=True,
                    capture_output=True, timeout=60)
     return out
+
+
+@pytest.fixture(scope="session")
+def built_models(model_cache: Path) -> Path:
+    """The tiny config's embedded models, built once per session (a no-op when cached)."""
+    import sys
+
+    subprocess.run([sys.executable, "-m", "lada.cli", "models", "build", "--config", str(TINY), "--models.cache_dir",
+                    str(model_cache)], check=True, capture_output=True, timeout=900)
+    return model_cache
 
 
 @pytest.fixture(scope="session")
