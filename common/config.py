@@ -65,8 +65,8 @@ class ModelsConfig(Section):
         default_factory=lambda: dict(DEFAULT_CLIENT_MODELS), description="client name -> SLM (same forms)"
     )
     cache_dir: str = Field(".lada/models", description="where embedded models are built and cached")
-    build_steps_llm: int = Field(1500, ge=0, description="pre-training steps of the embedded LLM")
-    build_steps_slm: int = Field(300, ge=0, description="pre-training steps of each embedded SLM")
+    build_steps_llm: int = Field(1200, ge=0, description="pre-training steps of the embedded LLM")
+    build_steps_slm: int = Field(400, ge=0, description="pre-training steps of each embedded SLM")
     n_pretrain: int = Field(20000, ge=1, description="size of the general pre-training slice")
 
 

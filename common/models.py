@@ -45,7 +45,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -66,8 +66,10 @@ from .losses import sft_loss
 from .textlm import encode_pairs
 
 PREFIX = "embedded:"
+BUILD_FILE = "lada_build.json"  # written last: its presence marks a finished build
 BUILD_VERSION = 1  # bump when the build procedure changes, so old caches are not reused
 TOKENIZER_SAMPLES = 4000  # corpus samples the tokenizers are built from (all domains, 1-3 steps)
+TOKENIZER_SEED = 7919
 SPECIAL = {"pad": "<pad>", "bos": "<s>", "eos": "</s>", "unk": "<unk>"}
 CONT = "@@"  # WordPiece continuation prefix (not '##': it would eat the answer marker '####')
 
@@ -93,17 +95,20 @@ class EmbeddedSpec:
     weight_decay: float = 0.01
     max_len: int = 128  # prompt + path tokens (pad per batch to the longest)
     loss_on_prompt: bool = False  # False: loss on the reasoning path only
-    extra: dict = field(default_factory=dict)
 
 
 EMBEDDED: dict[str, EmbeddedSpec] = {
+    # the LLM: deepest and widest, small batches (best accuracy per CPU second)
     "llm": EmbeddedSpec(
-        "llm", "llama", "wordpiece", "llm", hidden=128, layers=4, heads=4, intermediate=512, batch_size=32
+        "llm", "llama", "wordpiece", "llm", hidden=128, layers=4, heads=4, intermediate=512, batch_size=16
     ),
+    # the SLMs: 2 layers, narrow; weak after the build but able to learn more
     "slm-llama": EmbeddedSpec(
-        "slm-llama", "llama", "wordpiece", "slm", hidden=64, layers=2, heads=2, intermediate=128
+        "slm-llama", "llama", "wordpiece", "slm", hidden=64, layers=2, heads=2, intermediate=128, batch_size=32
     ),
-    "slm-gpt2": EmbeddedSpec("slm-gpt2", "gpt2", "bpe", "slm", hidden=96, layers=2, heads=4, intermediate=384),
+    "slm-gpt2": EmbeddedSpec(
+        "slm-gpt2", "gpt2", "bpe", "slm", hidden=96, layers=2, heads=4, intermediate=384, batch_size=32
+    ),
 }
 
 
@@ -123,7 +128,7 @@ def build_params(spec: EmbeddedSpec, cfg: ModelsConfig, seed: int) -> dict:
         "steps": steps_for(spec, cfg),
         "n_pretrain": cfg.n_pretrain,
         "seed": seed,
-        "tokenizer_samples": TOKENIZER_SAMPLES,
+        "tokenizer": [TOKENIZER_SAMPLES, TOKENIZER_SEED],
     }
 
 
@@ -138,9 +143,10 @@ def model_dir(name: str, cfg: ModelsConfig, seed: int = 0) -> Path:
 
 
 # --------------------------------------------------------------------------- tokenizers
-def _corpus(seed: int) -> list[str]:
-    # a stream of its own (seed offset) so the vocabulary does not depend on the pre-training slice size
-    return list(corpus_text(pretrain_slice(TOKENIZER_SAMPLES, seed=seed + 7919)))
+def _corpus() -> list[str]:
+    """The text the tokenizers are built from: a fixed stream of all domains, so a
+    family's tokenizer is the same for every scenario seed and pre-training size."""
+    return list(corpus_text(pretrain_slice(TOKENIZER_SAMPLES, seed=TOKENIZER_SEED)))
 
 
 def _fast(tk: Tokenizer, bos: str, eos: str, pad: str, unk: str) -> PreTrainedTokenizerFast:
@@ -166,8 +172,7 @@ def wordpiece_tokenizer(texts: Iterable[str]) -> PreTrainedTokenizerFast:
             vocab += [c, CONT + c]
     vocab = list(dict.fromkeys(vocab))  # dedupe, keep order
     tk = Tokenizer(
-        models.WordPiece({w: i for i, w in enumerate(vocab)}, unk_token=SPECIAL["unk"],
-                         continuing_subword_prefix=CONT)
+        models.WordPiece({w: i for i, w in enumerate(vocab)}, unk_token=SPECIAL["unk"], continuing_subword_prefix=CONT)
     )
     tk.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     tk.decoder = decoders.WordPiece(prefix=CONT, cleanup=False)
@@ -179,8 +184,10 @@ def bpe_tokenizer(texts: Iterable[str], vocab_size: int = 320) -> PreTrainedToke
     eot, unk = "<|endoftext|>", "<|unk|>"
     tk = Tokenizer(models.BPE(unk_token=unk))
     tk.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always"),
-         pre_tokenizers.Digits(individual_digits=True)]
+        [
+            pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always"),
+            pre_tokenizers.Digits(individual_digits=True),
+        ]
     )
     tk.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
     alphabet = [c for c in string.printable if not c.isspace()] + ["▁"]
@@ -191,8 +198,8 @@ def bpe_tokenizer(texts: Iterable[str], vocab_size: int = 320) -> PreTrainedToke
     return _fast(tk, eot, eot, eot, unk)
 
 
-def build_tokenizer(kind: str, seed: int = 0) -> PreTrainedTokenizerFast:
-    texts = _corpus(seed)
+def build_tokenizer(kind: str) -> PreTrainedTokenizerFast:
+    texts = _corpus()
     if kind == "wordpiece":
         return wordpiece_tokenizer(texts)
     if kind == "bpe":
@@ -219,7 +226,6 @@ def make_model(spec: EmbeddedSpec, tok: PreTrainedTokenizerFast, max_positions: 
             max_position_embeddings=max_positions,
             initializer_range=0.02,
             **common,
-            **spec.extra,
         )
         return LlamaForCausalLM(cfg)
     if spec.family == "gpt2":
@@ -233,7 +239,6 @@ def make_model(spec: EmbeddedSpec, tok: PreTrainedTokenizerFast, max_positions: 
             embd_pdrop=0.0,
             attn_pdrop=0.0,
             **common,
-            **spec.extra,
         )
         return GPT2LMHeadModel(cfg)
     raise ValueError(f"unknown family {spec.family!r}")
@@ -258,24 +263,24 @@ def pretrain(
     samples: Sequence[Sample],
     steps: int,
     seed: int,
-    progress: bool = True,
-    label: str = "",
 ) -> dict:
-    """Plain AdamW loop on prompt + path (loss on the path, or on everything)."""
+    """Plain AdamW loop over reshuffled epochs of prompt + path (loss on the path,
+    or on everything with ``spec.loss_on_prompt``); warm-up, then cosine decay.
+    Returns ``{steps, seconds, steps_per_s, final_loss}``."""
     rng = random.Random(seed)
     model.train()
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
+    decay = [p for p in model.parameters() if p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.ndim < 2]
     opt = torch.optim.AdamW(
         [{"params": decay, "weight_decay": spec.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=spec.lr,
         betas=(0.9, 0.98),
     )
     order: list[int] = []
-    t0 = time.perf_counter()
     losses: list[float] = []
+    t0 = time.perf_counter()
     for step in range(steps):
-        if len(order) < spec.batch_size:  # epochs of reshuffled samples
+        if len(order) < spec.batch_size:
             perm = list(range(len(samples)))
             rng.shuffle(perm)
             order += perm
@@ -287,74 +292,81 @@ def pretrain(
             labels = torch.where(b.attention_mask.bool(), b.input_ids, labels)
         for g in opt.param_groups:
             g["lr"] = _lr_at(step, steps, spec)
-        logits = model(input_ids=b.input_ids, attention_mask=b.attention_mask).logits
-        loss = sft_loss(logits, labels)
+        loss = sft_loss(model(input_ids=b.input_ids, attention_mask=b.attention_mask).logits, labels)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         losses.append(loss.item())
-        if progress and (step + 1) % max(1, steps // 10) == 0 and os.environ.get("LADA_BUILD_VERBOSE"):
-            tail = losses[-max(1, steps // 10) :]
-            print(f"  [{label}] step {step + 1}/{steps} loss {sum(tail) / len(tail):.3f}", file=sys.stderr)
     model.eval()
     secs = time.perf_counter() - t0
-    tail = losses[-max(1, min(20, len(losses))) :] if losses else [float("nan")]
-    return {"steps": steps, "seconds": secs, "steps_per_s": steps / secs if secs else 0.0,
-            "final_loss": sum(tail) / len(tail)}
+    tail = losses[-20:]
+    return {
+        "steps": steps,
+        "seconds": round(secs, 2),
+        "steps_per_s": round(steps / secs, 2) if secs > 0 else 0.0,
+        "final_loss": round(sum(tail) / len(tail), 4) if tail else None,
+    }
 
 
 # --------------------------------------------------------------------------- build + cache
-def _build_into(spec: EmbeddedSpec, cfg: ModelsConfig, seed: int, out: Path, progress: bool) -> dict:
-    torch.manual_seed(seed)
-    tok = build_tokenizer(spec.tokenizer, seed)
-    model = make_model(spec, tok)
-    samples = pretrain_slice(cfg.n_pretrain, seed=seed)
-    stats = pretrain(model, tok, spec, samples, steps_for(spec, cfg), seed, progress, spec.name)
+def build_model(spec: EmbeddedSpec, cfg: ModelsConfig, seed: int, out: str | Path) -> dict:
+    """Build one embedded model into ``out`` (no caching, no locking); returns its build stats."""
+    out = Path(out)
+    tok = build_tokenizer(spec.tokenizer)
+    with torch.random.fork_rng(devices=[]):  # seeded init without touching the caller's RNG
+        torch.manual_seed(seed)
+        model = make_model(spec, tok)
+        samples = pretrain_slice(cfg.n_pretrain, seed=seed)
+        stats = pretrain(model, tok, spec, samples, steps_for(spec, cfg), seed)
     stats["params"] = n_params(model)
     model.save_pretrained(out)
     tok.save_pretrained(out)
-    meta = {"build": build_params(spec, cfg, seed), "stats": stats}
-    (out / "lada_build.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
+    meta = {"name": PREFIX + spec.name, "build": build_params(spec, cfg, seed), "stats": stats}
+    (out / BUILD_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
     return stats
 
 
 def _complete(path: Path) -> bool:
-    return (path / "lada_build.json").is_file()
+    return (path / BUILD_FILE).is_file()
 
 
 def resolve_model(name: str, models_cfg: ModelsConfig, seed: int = 0, progress: bool = True) -> str:
-    """A loadable model reference: ``embedded:NAME`` -> its local folder (built
-    first if the cache lacks it); anything else (local path, hub name) unchanged."""
+    """A loadable model reference: ``embedded:NAME`` -> its local folder, built first
+    if the cache lacks it; anything else (a local path, a hub name) unchanged."""
     if not is_embedded(name):
         return name
-    spec = EMBEDDED.get(name[len(PREFIX) :])
-    if spec is None:
-        raise KeyError(f"unknown embedded model {name!r}; known: {sorted(PREFIX + k for k in EMBEDDED)}")
     target = model_dir(name, models_cfg, seed)
     if _complete(target):
         return str(target)
+    spec = EMBEDDED[name[len(PREFIX) :]]
     cache = target.parent
     cache.mkdir(parents=True, exist_ok=True)
     with open(cache / f".{target.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be building it: wait, then reuse
+        fcntl.flock(lock, fcntl.LOCK_EX)  # someone else may be building it: wait, then reuse theirs
         try:
             if _complete(target):
                 return str(target)
-            if target.exists():  # not ours to trust: a foreign or damaged folder
+            if target.exists():  # no build record: not a finished build of ours
                 shutil.rmtree(target)
+            if progress:
+                print(
+                    f"building {name} ({steps_for(spec, models_cfg)} steps) ...", end=" ", file=sys.stderr, flush=True
+                )
             tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=cache))
             try:
-                stats = _build_into(spec, models_cfg, seed, tmp, progress)
-                os.replace(tmp, target)
+                stats = build_model(spec, models_cfg, seed, tmp)
+                tmp.chmod(0o755)  # mkdtemp makes it private; the cache may be shared
+                os.replace(tmp, target)  # atomic: the folder appears complete or not at all
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
+                if progress:
+                    print("failed", file=sys.stderr, flush=True)
                 raise
             if progress:
                 print(
-                    f"built {PREFIX}{spec.name}: {stats['params'] / 1e6:.2f}M params, "
-                    f"{stats['steps']} steps in {stats['seconds']:.1f}s ({stats['steps_per_s']:.1f} steps/s), "
-                    f"final loss {stats['final_loss']:.3f} -> {target}",
+                    f"{stats['params'] / 1e6:.2f}M params, {stats['seconds']:.1f}s "
+                    f"({stats['steps_per_s']:.1f} steps/s), final loss {stats['final_loss']:.3f} -> {target}",
                     file=sys.stderr,
                     flush=True,
                 )
@@ -366,10 +378,51 @@ def resolve_model(name: str, models_cfg: ModelsConfig, seed: int = 0, progress: 
 def build_embedded_models(
     models_cfg: ModelsConfig, seed: int = 0, names: Iterable[str] | None = None, progress: bool = True
 ) -> dict[str, str]:
-    """Build (or reuse) the embedded models; ``names`` defaults to all of :data:`EMBEDDED`.
-    Returns ``{name: folder}``."""
+    """Build (or reuse) embedded models, ``names`` (with or without the ``embedded:``
+    prefix) defaulting to all of :data:`EMBEDDED`. Returns ``{short name: folder}``."""
     out: dict[str, str] = {}
-    for n in names if names is not None else list(EMBEDDED):
+    for n in list(EMBEDDED) if names is None else names:
         short = n[len(PREFIX) :] if is_embedded(n) else n
         out[short] = resolve_model(PREFIX + short, models_cfg, seed=seed, progress=progress)
     return out
+
+
+# --------------------------------------------------------------------------- measuring
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m lada.common.models``: build the embedded models, time it, and
+    measure each one's greedy accuracy and generation time on the public mix."""
+    import argparse
+
+    from .data import build_splits
+    from .textlm import evaluate, load_model
+
+    p = argparse.ArgumentParser(description=main.__doc__)
+    p.add_argument("--cache-dir", default=ModelsConfig().cache_dir)
+    p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads for this process")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--eval", type=int, default=500, help="public samples to evaluate on (0: none)")
+    p.add_argument("--names", nargs="*", default=None)
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    cfg = ModelsConfig(cache_dir=args.cache_dir)
+    t0 = time.perf_counter()
+    paths = build_embedded_models(cfg, seed=args.seed, names=args.names)
+    print(f"build wall time: {time.perf_counter() - t0:.1f}s", flush=True)
+    if args.eval:
+        domains = {"client-1": "arith", "client-2": "shop", "client-3": "clock"}
+        public = build_splits(domains, 1000, 500, 1000, 500, seed=args.seed).public[: args.eval]
+        for name, path in paths.items():
+            model, tok = load_model(path)
+            t = time.perf_counter()
+            acc, _, _ = evaluate(model, tok, public, max_new_tokens=64)
+            secs = time.perf_counter() - t
+            print(
+                f"{name:<10} {n_params(model) / 1e6:.3f}M params  acc {100 * acc:5.1f}%  "
+                f"evaluate {secs:5.1f}s / {len(public)} samples",
+                flush=True,
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

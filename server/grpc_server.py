@@ -124,7 +124,7 @@ class BlobStore:
         self.blobs: OrderedDict[str, bytes] = OrderedDict()
         self.readers: dict[str, set[str]] = {}
         self.pinned: set[str] = set()
-        self.partial: dict[tuple[str, str], _Partial] = {}
+        self.partial: dict[tuple[str, str, int, int], _Partial] = {}  # (owner, blob, total, size)
         self.nbytes = 0
         self.lock = threading.Lock()
 
@@ -164,15 +164,22 @@ class BlobStore:
             self.blobs.move_to_end(bid)
             return data
 
+    def _readable(self, bid: str, reader: str) -> bool:
+        return bid in self.blobs and bool(self.readers.get(bid, set()) & {"*", reader})
+
     def state(self, owner: str, bid: str) -> tuple[bool, list[int], int, int]:
-        """(present, chunk indices held of owner's partial upload, its total, its size)."""
+        """(present, chunk indices held of owner's partial upload, its total, its size).
+
+        "present" only if ``owner`` may already read the blob: knowing a blob's id is no proof
+        of holding its content, so a client sends the bytes of a blob someone else uploaded
+        (verified, then not stored again) before it may use it."""
         with self.lock:
-            if bid in self.blobs:
-                self.readers.setdefault(bid, set()).add(owner)  # proven: the owner knows the content's id
+            if self._readable(bid, owner):
                 return True, [], 0, len(self.blobs[bid])
-            p = self.partial.get((owner, bid))
-            if p is None:
+            mine = [p for k, p in self.partial.items() if k[:2] == (owner, bid)]
+            if not mine:
                 return False, [], 0, 0
+            p = max(mine, key=lambda q: q.touched)
             return False, sorted(p.parts), p.total, p.size
 
     # ------------------------------------------------------------------ uploads
@@ -181,8 +188,10 @@ class BlobStore:
         """Store the verified chunks of one blob from one upload stream.
 
         A chunk that fails validation rolls back every chunk this stream added
-        and raises (nothing is stored from a rejected call); a stream that
-        merely ends early (interrupted) keeps what it delivered for resume.
+        and raises (nothing is stored from a rejected call; only a partial
+        upload whose chunks turn out to assemble to another blob is discarded
+        whole); a stream that merely ends early (interrupted) keeps what it
+        delivered for resume.
         """
         bid, added, present, total, size = "", [], False, 0, 0
         completed_here = False
@@ -191,13 +200,13 @@ class BlobStore:
                 if check is not None:
                     check(c)
                 chunks.check_chunk(c, self.max_blob)
-                if bid and c.blob_sha256 != bid:
-                    raise chunks.ChunkError("one upload stream carries chunks of one blob only")
+                if bid and (c.blob_sha256, c.total, c.blob_size) != (bid, total, size):
+                    raise chunks.ChunkError(f"chunk {c.index} declares blob {c.blob_sha256[:12]}, total={c.total}, "
+                                            f"size={c.blob_size}; one upload stream carries one blob, one layout")
                 bid, total, size = c.blob_sha256, c.total, c.blob_size
                 with self.lock:
-                    if bid in self.blobs:
+                    if self._readable(bid, owner):
                         present = present or not completed_here
-                        self.readers.setdefault(bid, set()).add(owner)
                         continue
                     p = self._partial_for(owner, c)
                     if c.index in p.parts:
@@ -217,41 +226,40 @@ class BlobStore:
                         self._complete(owner, bid, p)
                         completed_here = True
         except (chunks.ChunkError, QuotaError, DeniedError):
-            self._rollback(owner, bid, added)
+            self._rollback((owner, bid, total, size), added)
             raise
         if not bid:
             raise chunks.ChunkError("empty upload: no chunks")
         with self.lock:
-            if bid in self.blobs:
+            mine = sorted((q.touched, k) for k, q in self.partial.items() if k[0] == owner)
+            for _, k in mine[: max(0, len(mine) - self.max_partials)]:
+                self._drop_partial(k)  # a client resumes its newest uploads, not ancient ones
+            if self._readable(bid, owner):
                 return UploadResult(bid, len(self.blobs[bid]), present, True, total, total)
-            p = self.partial.get((owner, bid))
+            p = self.partial.get((owner, bid, total, size))
             return UploadResult(bid, size, False, False, len(p.parts) if p else 0, total)
 
     def _partial_for(self, owner: str, c: exchange_pb2.Chunk) -> _Partial:
-        key = (owner, c.blob_sha256)
+        """The owner's partial upload of this blob in this layout (chunk count and size)."""
+        key = (owner, c.blob_sha256, c.total, c.blob_size)
         p = self.partial.get(key)
         if p is None:
-            mine = sorted((q.touched, k) for k, q in self.partial.items() if k[0] == owner)
-            for _, k in mine[: max(0, len(mine) - self.max_partials + 1)]:
-                self._drop_partial(k)  # a client resumes its newest uploads, not ancient ones
             p = self.partial[key] = _Partial(c.total, c.blob_size)
-        elif (p.total, p.size) != (c.total, c.blob_size):
-            raise chunks.ChunkError(f"chunk {c.index} declares total={c.total}, size={c.blob_size}; "
-                                    f"this upload has total={p.total}, size={p.size}")
         return p
 
     def _complete(self, owner: str, bid: str, p: _Partial) -> None:
         data = b"".join(p.parts[i] for i in range(p.total))
-        self._drop_partial((owner, bid))
+        self._drop_partial((owner, bid, p.total, p.size))
         if len(data) != p.size or chunks.sha256(data) != bid:
             raise chunks.ChunkError(f"assembled blob {bid[:12]} fails its sha256/size check; upload it again")
-        self.blobs[bid] = data
-        self.nbytes += len(data)
+        if bid not in self.blobs:  # else: another client's identical upload; proven, not stored twice
+            self.blobs[bid] = data
+            self.nbytes += len(data)
         self.readers.setdefault(bid, set()).add(owner)
 
-    def _rollback(self, owner: str, bid: str, added: list[int]) -> None:
+    def _rollback(self, key: tuple[str, str, int, int], added: list[int]) -> None:
         with self.lock:
-            p = self.partial.get((owner, bid))
+            p = self.partial.get(key)
             if p is None:
                 return
             for i in added:
@@ -260,9 +268,9 @@ class BlobStore:
                     p.nbytes -= len(piece)
                     self.nbytes -= len(piece)
             if not p.parts:
-                del self.partial[(owner, bid)]
+                del self.partial[key]
 
-    def _drop_partial(self, key: tuple[str, str]) -> None:
+    def _drop_partial(self, key: tuple[str, str, int, int]) -> None:
         p = self.partial.pop(key, None)
         if p is not None:
             self.nbytes -= p.nbytes
@@ -398,8 +406,8 @@ class GrpcGrid:
     def _drop(self, name: str, sent: tuple[str, str], why: str) -> None:
         """A client missed a phase: cancel its task; if it is still the same process, forget it."""
         slot = self.clients.get(name)
-        if slot is None:
-            return
+        if slot is None or not sent[1]:
+            return  # gone already, or never reached (it registered again since: it counts next round)
         slot.outstanding.pop(sent[1], None)
         slot.tasks = deque(x for x in slot.tasks if x.task_id != sent[1])
         if slot.instance == sent[0]:

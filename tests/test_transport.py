@@ -113,9 +113,8 @@ def test_an_interrupted_upload_resumes_with_only_the_missing_chunks() -> None:
                 yield c
 
         fut = s.exchange.Upload.future(first_part(), metadata=s.md, timeout=30)
-        p = srv.grid.blobs.partial
-        assert wait_until(lambda: len(p.get(("client-1", chunks.sha256(blob)), None).parts) == 17
-                          if ("client-1", chunks.sha256(blob)) in p else False)
+        p, key = srv.grid.blobs.partial, ("client-1", chunks.sha256(blob), total, len(blob))
+        assert wait_until(lambda: key in p and len(p[key].parts) == 17)
         fut.cancel()  # ... and the connection is lost
         gate.set()
         assert fut.cancelled()
@@ -334,3 +333,28 @@ def test_the_server_grades_correctness_itself() -> None:
         assert [p.correct for p in got.own_paths.paths] == [True, False, True, True, True]
         assert [x.own_correct for x in got.report.stats] == [True, False, True, True, True]
         assert [x.sender_correct for x in got.report.stats] == [p.correct for p in candidates(5).paths]
+
+
+def test_knowing_a_blob_id_is_not_access_to_it() -> None:
+    """Dedup across clients needs the bytes: an id alone (or one forged chunk) grants nothing."""
+    blob = os.urandom(50_000)
+    bid = chunks.sha256(blob)
+    with grpc_server(chunk_size=10_000) as srv:
+        a = register(stubs(srv.channel()), "client-1")
+        b = register(stubs(srv.channel()), "client-2")
+        a.exchange.Upload(chunks.split(blob, 10_000, "client-1"), metadata=a.md, timeout=10)
+        assert not b.exchange.QueryUpload(exchange_pb2.UploadQuery(blob_sha256=bid), metadata=b.md, timeout=5).present
+        fake = b"not the content"
+        forged = exchange_pb2.Chunk(blob_sha256=bid, index=0, total=5, data=fake, chunk_sha256=chunks.sha256(fake),
+                                    blob_size=len(blob))
+        rep = b.exchange.Upload(iter([forged]), metadata=b.md, timeout=10)
+        assert not rep.complete and not rep.already_present
+        assert code_of(lambda: list(b.exchange.Download(exchange_pb2.DownloadRequest(blob_id=bid), metadata=b.md,
+                                                        timeout=5))) == grpc.StatusCode.NOT_FOUND
+        # client-2 really has the same bytes: it sends them, they are verified, and stored once
+        n = srv.grid.blobs.nbytes
+        rep = b.exchange.Upload(chunks.split(blob, 25_000, "client-2"), metadata=b.md, timeout=10)
+        assert rep.complete and rep.blob_id == bid
+        assert srv.grid.blobs.nbytes == n and len(srv.grid.blobs.blobs) == 1  # verified, not stored again
+        assert b"".join(c.data for c in b.exchange.Download(exchange_pb2.DownloadRequest(blob_id=bid),
+                                                            metadata=b.md, timeout=5)) == blob
