@@ -25,6 +25,7 @@ import argparse
 import json
 import os
 import random
+import re
 import subprocess
 import sys
 import tempfile
@@ -140,8 +141,8 @@ def _free_port() -> int:
 
 
 def run_load(n_clients: int = 200, rounds: int = 1, procs: int = 2, workdir: Path | None = None,
-             model_cache: str | None = None, tls: bool = False, timeout: float = 600.0, build_models: bool = True
-             ) -> dict:
+             model_cache: str | None = None, tls: bool = False, timeout: float = 600.0, build_models: bool = True,
+             max_workers: int = 256) -> dict:
     """Run the whole benchmark; returns the latencies, counts, database facts and timings."""
     work = Path(workdir or tempfile.mkdtemp(prefix="lada-load-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -176,9 +177,9 @@ def run_load(n_clients: int = 200, rounds: int = 1, procs: int = 2, workdir: Pat
         subprocess.run(_cli("models", "build", "--config", str(cfg_path)), check=True, capture_output=True,
                        timeout=600, env=env)
     t0 = time.time()
-    server = subprocess.Popen(_cli("server", "--config", str(cfg_path), "--linger", "3", "--max-workers", "128",
-                                   *server_args), stdout=open(work / "server.out", "w"), stderr=subprocess.STDOUT,
-                              env=env)
+    server = subprocess.Popen(_cli("server", "--config", str(cfg_path), "--linger", "3", "--max-workers",
+                                   str(max_workers), *server_args),
+                              stdout=open(work / "server.out", "w"), stderr=subprocess.STDOUT, env=env)
     _wait_healthy(f"127.0.0.1:{port}", ca, server, timeout=300)
     t_ready = time.time()
     outs = [work / f"worker-{i}.json" for i in range(procs)]
@@ -209,6 +210,9 @@ def run_load(n_clients: int = 200, rounds: int = 1, procs: int = 2, workdir: Pat
         else:
             res["errors"].append(f"{o.name} missing (worker crashed; see {o.with_suffix('.log')})")
     res.update(db_facts(db))
+    # the commit's duration is in the server's per-round line ("record=0.4s"), not in the database
+    out = (work / "server.out").read_text(errors="replace")
+    res["record_s"] = sum(float(m) for m in re.findall(r"\brecord=([0-9.]+)s", out))
     return res
 
 
@@ -329,6 +333,7 @@ def report(res: dict) -> str:
     lines.append(f"{'ALL but PullTask':<20} {len(overall):>7} {pct(overall, 50):>9.1f} {pct(overall, 99):>9.1f} "
                  f"{max(overall) if overall else float('nan'):>9.1f}")
     rows = sum(res["rows"].values())
+    round_rows = sum(v for k, v in res["rows"].items() if k in ("allocations", "rewards", "paths", "metrics"))
     stats = res["n_clients"] * res["candidates"]  # every client reports one statistic per candidate per round
     lines += [
         "",
@@ -336,7 +341,9 @@ def report(res: dict) -> str:
         f"(server start-up {res['startup_s']:.1f}s), "
         f"round time {res['round_s']:.1f}s (probe {res['probe_s']:.1f}s, client learn {res['client_learn_s']:.1f}s)",
         f"database rows committed: {rows} ({', '.join(f'{k} {v}' for k, v in res['rows'].items())})",
-        f"rows/s: {rows / max(res['round_s'], 1e-9):.0f} database rows per second of round time; "
+        f"rows/s: {rows / max(res['round_s'], 1e-9):.0f} database rows per second of round time (end to end); "
+        f"{round_rows / max(res['record_s'], 0.05):.0f} rows/s while committing ({round_rows} round rows in "
+        f"{res['record_s']:.1f}s, one transaction per round); "
         f"{stats / max(res['probe_s'], 1e-9):.0f} learnability statistics ingested per second of probe phase",
         f"RPC errors: {sum(1 for x in res['latencies'] if x[2] != 'OK')}; client errors: {len(res['errors'])}",
     ]
@@ -355,13 +362,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--procs", type=int, default=2, help="worker processes the clients are spread over")
     ap.add_argument("--tls", action="store_true", help="server TLS (certificates from deploy/make-certs.sh)")
+    ap.add_argument("--max-workers", type=int, default=256, help="the server's gRPC worker threads")
     ap.add_argument("--workdir", help="keep the database, config and logs here")
     ap.add_argument("--model-cache", default=os.environ.get("LADA_TEST_MODEL_CACHE"))
     args = ap.parse_args(argv)
     if args.cmd == "worker":
         return worker(args.address, args.names.split(","), args.out, args.ca)
     res = run_load(args.clients, args.rounds, args.procs, Path(args.workdir) if args.workdir else None,
-                   args.model_cache, args.tls)
+                   args.model_cache, args.tls, max_workers=args.max_workers)
     print(report(res))
     bad = verify(res)
     print("verify: " + ("every row present" if not bad else "PROBLEMS:\n  " + "\n  ".join(bad)))

@@ -251,6 +251,7 @@ def run_client(conn: Connection, app: Any, poll_s: float = 10.0, stop: threading
                      messages_pb2.TaskKind.Name(task.kind), time.perf_counter() - t0)
     finally:
         stop.set()
+        hb.join(timeout=max(conn.heartbeat_s, 5.0) + 1.0)  # no heartbeat after Leave
         conn.leave(reason)
     return done
 

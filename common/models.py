@@ -59,6 +59,7 @@ from transformers import (
     PreTrainedModel,
     PreTrainedTokenizerFast,
 )
+from transformers.utils import logging as hf_logging
 
 from .config import ModelsConfig
 from .data import Sample, corpus_text, pretrain_slice
@@ -320,7 +321,13 @@ def build_model(spec: EmbeddedSpec, cfg: ModelsConfig, seed: int, out: str | Pat
         samples = pretrain_slice(cfg.n_pretrain, seed=seed)
         stats = pretrain(model, tok, spec, samples, steps_for(spec, cfg), seed)
     stats["params"] = n_params(model)
-    model.save_pretrained(out)
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # no "Writing model shards" bar inside our one-line progress
+    try:
+        model.save_pretrained(out)
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
     tok.save_pretrained(out)
     meta = {"name": PREFIX + spec.name, "build": build_params(spec, cfg, seed), "stats": stats}
     (out / BUILD_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))

@@ -210,7 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--liveness", type=float, default=None,
                    help="a client silent this long counts as gone [max(6 heartbeats, 30 s)]")
     s.add_argument("--credential-ttl", type=float, default=24 * 3600, help="seconds a client credential lives [1 day]")
-    s.add_argument("--max-workers", type=int, default=128, help="gRPC worker threads [128]")
+    s.add_argument("--max-workers", type=int, default=256,
+                   help="gRPC worker threads; long-polls may hold all but 16 of them [256]")
     s.set_defaults(fn=_server)
 
     c = sub.add_parser("client", help="an edge client: dials the server, learns on its private data")

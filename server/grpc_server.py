@@ -314,7 +314,7 @@ class GrpcGrid:
     """
 
     def __init__(self, creds: Credentials, max_blob: int, chunk_size: int, timeout: float,
-                 heartbeat_s: float = 5.0, liveness_s: float | None = None, max_waiters: int = 96,
+                 heartbeat_s: float = 5.0, liveness_s: float | None = None, max_waiters: int = 1 << 30,
                  store_bytes: int | None = None, bind_peer_names: bool = False) -> None:
         self.creds, self.chunk_size, self.timeout = creds, chunk_size, timeout
         self.heartbeat_s = heartbeat_s
@@ -817,7 +817,7 @@ def grpc_options(max_message_mb: int) -> list[tuple[str, int]]:
 
 
 def start_server(grid: GrpcGrid, address: str, allowed: dict[str, str], max_message_mb: int,
-                 max_workers: int = 128, tls: grpc.ServerCredentials | None = None) -> tuple[grpc.Server, int]:
+                 max_workers: int = 256, tls: grpc.ServerCredentials | None = None) -> tuple[grpc.Server, int]:
     """Start the gRPC server (Coordinator, Allocation, Exchange, Health); returns it and its port.
 
     Long-polls hold a worker thread, so at most ``grid.max_waiters`` (kept
