@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import (
     GPT2Config,
     GPT2LMHeadModel,
@@ -187,7 +187,8 @@ def bpe_tokenizer(texts: Iterable[str], vocab_size: int = 320) -> PreTrainedToke
     tk.pre_tokenizer = pre_tokenizers.Sequence(
         [
             pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always"),
-            pre_tokenizers.Digits(individual_digits=True),
+            # one digit per token; the first one keeps the word boundary: '▁17' -> '▁1', '7'
+            pre_tokenizers.Split(Regex(r"\d"), behavior="merged_with_previous"),
         ]
     )
     tk.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
@@ -356,6 +357,8 @@ def resolve_model(name: str, models_cfg: ModelsConfig, seed: int = 0, progress: 
                 return str(target)
             if target.exists():  # no build record: not a finished build of ours
                 shutil.rmtree(target)
+            for stale in cache.glob(f".{target.name}.tmp-*"):  # left by a killed build (we hold the lock)
+                shutil.rmtree(stale, ignore_errors=True)
             if progress:
                 print(
                     f"building {name} ({steps_for(spec, models_cfg)} steps) ...", end=" ", file=sys.stderr, flush=True

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import os
 import socket
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -18,10 +19,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+_CACHE: list[Path] = []
+
+
+def shared_model_cache() -> Path:
+    """One tiny embedded-model cache for the whole session (built once, reused):
+    $LADA_TEST_MODEL_CACHE if set, else a fresh temporary folder."""
+    if not _CACHE:
+        env = os.environ.get("LADA_TEST_MODEL_CACHE")
+        _CACHE.append(Path(env) if env else Path(tempfile.mkdtemp(prefix="lada-test-models-")))
+    return _CACHE[0]
+
+
 @pytest.fixture(scope="session")
-def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One tiny embedded-model cache for the whole session (built once, reused)."""
-    return Path(os.environ.get("LADA_TEST_MODEL_CACHE") or tmp_path_factory.mktemp("models"))
+def model_cache() -> Path:
+    return shared_model_cache()
 
 
 @pytest.fixture(scope="session")

@@ -296,9 +296,28 @@ def env_db(tmp: Path) -> str:
     return f"sqlite:///{dst}"
 
 
+def real_run_db(tmp: Path) -> str:
+    """A database written by a REAL small run: the round loop, real tiny models,
+    real LoRA training, in-process transport (the same code as over gRPC)."""
+    from lada.client.app import ClientApp
+    from lada.common.config import LadaConfig
+    from lada.server.federation import Federation
+    from lada.server.inprocess import InProcessGrid
+
+    from .conftest import TINY, shared_model_cache
+
+    url = f"sqlite:///{tmp / 'real.db'}"
+    cfg = LadaConfig.load(TINY, overrides={"models.cache_dir": str(shared_model_cache()),
+                                           "server.data_dir": str(tmp), "run.name": "real-tiny"}, env=False)
+    apps = {n: ClientApp(cfg, n) for n in cfg.data.client_domains}
+    Federation(cfg, InProcessGrid(apps), Store(url), log=lambda s: None).run()
+    return url
+
+
 DB_BUILDERS: dict[str, Callable[[Path], str]] = {
     "demo": demo_db,
     "two_runs": two_runs_db,
+    "real_run": real_run_db,
 }
 if os.environ.get("LADA_DASHBOARD_TEST_DB"):
     DB_BUILDERS["env"] = env_db

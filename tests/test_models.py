@@ -141,11 +141,15 @@ def test_failed_build_leaves_no_cache(tmp_path: Path, monkeypatch: pytest.Monkey
     assert not target.exists()
     assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
     monkeypatch.undo()
-    # a leftover folder without a build record is not trusted: it is rebuilt
+    # a leftover folder without a build record is not trusted: it is rebuilt;
+    # the temp folder of a build killed outright (SIGKILL) is swept up
     target.mkdir()
     (target / "junk").write_text("x")
+    killed = tmp_path / f".{target.name}.tmp-killed"
+    killed.mkdir()
     assert models.resolve_model("embedded:slm-gpt2", cfg, progress=False) == str(target)
     assert (target / models.BUILD_FILE).is_file() and not (target / "junk").exists()
+    assert not killed.exists()
 
 
 def test_build_is_seeded_and_leaves_global_rng_alone(tmp_path: Path) -> None:
