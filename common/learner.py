@@ -26,7 +26,6 @@ from .data import Sample, is_correct
 from .losses import contrastive_distillation_loss, sequence_logprob, sft_loss
 from .textlm import encode_pairs, evaluate, forward_logits, generate_paths, path_logprobs, path_nll
 
-
 # peft calls a transformers 5 API that warns on every wrap; it is not ours to fix
 warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
