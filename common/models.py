@@ -17,9 +17,10 @@ split into single digits:
   continuation prefix cannot be used: the corpus's answer marker ``####``
   would decode as a continuation piece.)
 * ``bpe`` (GPT-2 SLM): SentencePiece-style BPE learnt with ``BpeTrainer`` on
-  the corpus after a ``Metaspace`` + single-``Digits`` pre-tokenizer, so a
-  number is ``▁`` followed by its digits. Different ids, different splits:
-  models can only collaborate through text, which is what LaDa exchanges.
+  the corpus after a ``Metaspace`` pre-tokenizer and a split after every
+  digit, so ``17`` is ``▁1 7`` (the first digit carries the word boundary).
+  Different ids, different splits: models can only collaborate through text,
+  which is what LaDa exchanges.
 
 The build is cached by a hash of everything that determines the weights, is
 guarded by an ``fcntl`` lock (several processes starting at once build once)
@@ -68,7 +69,7 @@ from .textlm import encode_pairs
 
 PREFIX = "embedded:"
 BUILD_FILE = "lada_build.json"  # written last: its presence marks a finished build
-BUILD_VERSION = 1  # bump when the build procedure changes, so old caches are not reused
+BUILD_VERSION = 2  # bump when the build procedure changes, so old caches are not reused
 TOKENIZER_SAMPLES = 4000  # corpus samples the tokenizers are built from (all domains, 1-3 steps)
 TOKENIZER_SEED = 7919
 SPECIAL = {"pad": "<pad>", "bos": "<s>", "eos": "</s>", "unk": "<unk>"}
@@ -103,12 +104,14 @@ EMBEDDED: dict[str, EmbeddedSpec] = {
     "llm": EmbeddedSpec(
         "llm", "llama", "wordpiece", "llm", hidden=128, layers=4, heads=4, intermediate=512, batch_size=16
     ),
-    # the SLMs: 2 layers, narrow; weak after the build but able to learn more
+    # the SLMs: 2 layers, narrow, briefly trained: weak after the build, but they still
+    # gain from LoRA fine-tuning on their own domain (GPT-2's learnt absolute positions
+    # make it slower to learn arithmetic than a RoPE model, hence its larger width)
     "slm-llama": EmbeddedSpec(
         "slm-llama", "llama", "wordpiece", "slm", hidden=64, layers=2, heads=2, intermediate=128, batch_size=32
     ),
     "slm-gpt2": EmbeddedSpec(
-        "slm-gpt2", "gpt2", "bpe", "slm", hidden=96, layers=2, heads=4, intermediate=384, batch_size=32
+        "slm-gpt2", "gpt2", "bpe", "slm", hidden=128, layers=2, heads=4, intermediate=512, batch_size=24
     ),
 }
 

@@ -43,7 +43,7 @@ def test_loads_like_a_hub_model(built) -> None:
     assert isinstance(loaded["slm-llama"], LlamaForCausalLM)
     assert isinstance(loaded["slm-gpt2"], GPT2LMHeadModel)
     size = {n: models.n_params(m) for n, m in loaded.items()}
-    assert size["llm"] > 3 * max(size["slm-llama"], size["slm-gpt2"]), size
+    assert size["llm"] > 2 * max(size["slm-llama"], size["slm-gpt2"]), size
     q = [s.question for s in pretrain_slice(3, seed=5)]
     for path in paths.values():
         model, tok = load_model(path)
