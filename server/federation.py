@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import sys
 import time
@@ -90,6 +91,7 @@ class Federation:
         self.run_id = 0
         self.history: list[RoundSummary] = []
         self.before: dict[str, float] = {}
+        self.public_acc: dict[str, float] = {}  # accuracy on the public mix before any learning
 
     # ------------------------------------------------------------------ the run
     def run(self) -> list[RoundSummary]:
@@ -148,7 +150,9 @@ class Federation:
                 self.before[name] = pr.report.test_accuracy
                 rec.metrics.append((0, name, "accuracy", pr.report.test_accuracy))
             rec.metrics.append((t, name, "public_accuracy", pr.report.public_accuracy))
+            self.public_acc.setdefault(name, pr.report.public_accuracy)  # first probe = before learning
             rec.paths += [(name, p.sample_id, p.text, p.correct) for p in pr.own_paths.paths]
+        self.public_acc.setdefault(LLM, float(np.mean(llm_correct)))
         if t == 1:
             rec.metrics.append((0, LLM, "accuracy", self.before[LLM]))
             rec.metrics.append((0, LLM, "public_accuracy", float(np.mean(llm_correct))))
@@ -277,7 +281,7 @@ class Federation:
         round wrote, so no row is lost or duplicated).
         """
         cfg, store = self.cfg, self.store
-        conf = cfg.model_dump(mode="json")
+        conf = _redacted(cfg.model_dump(mode="json"))
         prev = store.latest_open_run(cfg.run.name) if self.resume else None
         if prev is not None and _comparable(prev.config) != _comparable(conf):
             raise RuntimeError(f"run {cfg.run.name!r} (id {prev.id}) is still open in {store.url} with a different "
@@ -423,20 +427,33 @@ class Federation:
         if not self.history:
             return "(no rounds)"
         last = self.history[-1]
-        rows = ["| model | role | accuracy before | accuracy after | change |", "|---|---|---|---|---|"]
-        b = self.before.get(LLM, float("nan"))
-        a = last.llm.get("accuracy", float("nan"))
-        rows.append(f"| {self.cfg.models.llm} | LLM (held-out mix) | {b:.3f} | {a:.3f} | {a - b:+.3f} |")
+        nan = float("nan")
+        rows = ["| model | role | public mix before | accuracy before | accuracy after | change |",
+                "|---|---|---|---|---|---|"]
+        b = self.before.get(LLM, nan)
+        a = last.llm.get("accuracy", nan)
+        rows.append(f"| {self.cfg.models.llm} | LLM (held-out mix) | {self.public_acc.get(LLM, nan):.3f} | "
+                    f"{b:.3f} | {a:.3f} | {a - b:+.3f} |")
         for name in sorted(last.clients):
             b = self.before.get(name, float("nan"))
             a = last.clients[name]["accuracy"]
             model = self.cfg.models.clients.get(name, "?")
-            rows.append(f"| {model} | {name} ({self.cfg.data.client_domains.get(name, '?')}) | "
-                        f"{b:.3f} | {a:.3f} | {a - b:+.3f} |")
+            rows.append(f"| {model} | {name} ({self.cfg.data.client_domains.get(name, '?')}, local test) | "
+                        f"{self.public_acc.get(name, nan):.3f} | {b:.3f} | {a:.3f} | {a - b:+.3f} |")
         total = {k: round(sum(h.timings.get(k, 0) for h in self.history), 1) for k in self.history[0].timings}
         rows.append("")
         rows.append("time per phase (s, all rounds): " + ", ".join(f"{k} {v}" for k, v in total.items()))
         return "\n".join(rows)
+
+
+def _redacted(conf: dict) -> dict:
+    """The config as stored with the run: secrets (join token, DB password) never reach the database."""
+    server = dict(conf.get("server", {}))
+    if server.get("join_token"):
+        server["join_token"] = "***"
+    if server.get("db"):
+        server["db"] = re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", server["db"])
+    return {**conf, "server": server}
 
 
 def _comparable(conf: dict) -> dict:

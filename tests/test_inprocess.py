@@ -25,3 +25,5 @@ def test_inprocess_deterministic(tiny_overrides: dict, tmp_path) -> None:
     assert a.history[0].clients == b.history[0].clients
     assert a.history[0].llm == b.history[0].llm
     assert set(a.history[0].clients) == {"client-1", "client-2", "client-3"}
+    table = a.summary_table()
+    assert "public mix before" in table and "client-3" in table
