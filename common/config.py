@@ -151,6 +151,10 @@ class LadaConfig(Section):
             _set(data, dotted, val)
         return cls.model_validate(data)
 
+    def flat(self) -> dict[str, Any]:
+        """Every knob as ``{"section.knob": value}`` (the override form ``load`` takes)."""
+        return {f"{s}.{k}": v for s, vals in self.model_dump(mode="json").items() for k, v in vals.items()}
+
     def dump_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 

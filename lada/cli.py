@@ -101,7 +101,7 @@ def _demo(cfg: LadaConfig, args: argparse.Namespace) -> int:
     data_dir.mkdir(parents=True, exist_ok=True)
     if not cfg.server.db:
         db = data_dir / "lada.db"
-        cfg = LadaConfig.load(overrides={**_flat(cfg), "server.db": f"sqlite:///{db.resolve()}"}, env=False)
+        cfg = LadaConfig.load(overrides={**cfg.flat(), "server.db": f"sqlite:///{db.resolve()}"}, env=False)
     cfg.server.wait_clients = len(cfg.data.client_domains)
     cfg_path = data_dir / "demo-config.yaml"
     cfg_path.write_text(cfg.dump_yaml())
@@ -178,12 +178,6 @@ def _db(cfg: LadaConfig, args: argparse.Namespace) -> int:
         engine.dispose()
 
 
-def _flat(cfg: LadaConfig) -> dict:
-    out = {}
-    for sec, vals in cfg.model_dump(mode="json").items():
-        for k, v in vals.items():
-            out[f"{sec}.{k}"] = v
-    return out
 
 
 def build_parser() -> argparse.ArgumentParser:

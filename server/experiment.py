@@ -47,10 +47,6 @@ METHODS: dict[str, Method] = {m.name: m for m in [
 ]}
 
 
-def _flat(cfg: LadaConfig) -> dict[str, Any]:
-    return {f"{s}.{k}": v for s, vals in cfg.model_dump(mode="json").items() for k, v in vals.items()}
-
-
 def run_cell(base: dict[str, Any], method: str, seed: int) -> list[dict[str, Any]]:
     """One (method, seed) run; returns one row per round per subject."""
     import torch
@@ -100,7 +96,7 @@ def run_matrix(cfg: LadaConfig, methods: list[str], seeds: list[int], out: Path,
 
     for name in sorted({cfg.models.llm, *cfg.models.clients.values()}):
         resolve_model(name, cfg.models, seed=cfg.data.seed)  # build once, before the workers start
-    base = _flat(cfg)
+    base = cfg.flat()
     (out / "config.yaml").write_text(cfg.dump_yaml())
     cells = [(base, m, s) for s in seeds for m in methods]
     t0 = time.perf_counter()
