@@ -178,8 +178,6 @@ def _db(cfg: LadaConfig, args: argparse.Namespace) -> int:
         engine.dispose()
 
 
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lada", description="Federated reasoning distillation (LaDa)")
     sub = p.add_subparsers(dest="cmd", required=True)
