@@ -22,7 +22,7 @@ from safetensors.torch import load_file, save_file
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .config import DistillConfig, LoraConfig, TrainConfig
-from .data import Sample, is_correct
+from .data import Sample
 from .losses import contrastive_distillation_loss, sequence_logprob, sft_loss
 from .textlm import encode_pairs, evaluate, forward_logits, generate_paths, path_logprobs, path_nll
 
@@ -190,6 +190,3 @@ class Learner:
                 if k in params:
                     params[k].copy_(v)
 
-
-def correctness(paths: Sequence[str], answers: Sequence[str]) -> list[bool]:
-    return [is_correct(p, a) for p, a in zip(paths, answers)]
