@@ -184,24 +184,27 @@ def plot(rows: list[dict[str, Any]], methods: list[str], out: Path) -> None:
         xs = sorted(by_round)
         return xs, [float(np.mean(by_round[x])) for x in xs]
 
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
-    for m in methods:
-        axes[0].plot(*series(m, "accuracy", lambda s: s != LLM), marker="o", label=m)
-        axes[1].plot(*series(m, "accuracy", lambda s: s == LLM), marker="o", label=m)
-    axes[0].set(title="SLM accuracy (mean of clients and seeds)", xlabel="round", ylabel="accuracy")
-    axes[1].set(title="LLM held-out accuracy (mean of seeds)", xlabel="round", ylabel="accuracy")
-    axes[0].legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    fig.savefig(out / "accuracy.png", dpi=110)
-    plt.close(fig)
+    def figure(fname: str, panels: list[tuple[str, Any, str, str]]) -> None:
+        """One PNG, one panel per (metric, subject filter, title, y label), a line per method."""
+        fig, axes = plt.subplots(1, len(panels), figsize=(12, 4.5))
+        for ax, (key, subj, title, ylabel) in zip(axes, panels):
+            for m in methods:
+                ax.plot(*series(m, key, subj), marker="o", label=m)
+            ax.set(title=title, xlabel="round", ylabel=ylabel)
+        axes[0].legend(fontsize=7, ncol=2)
+        fig.tight_layout()
+        fig.savefig(out / fname, dpi=110)
+        plt.close(fig)
 
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
-    for m in methods:
-        axes[0].plot(*series(m, "reward", lambda s: s != LLM), marker="o", label=m)
-        axes[1].plot(*series(m, "overlap", lambda s: s == LLM), marker="o", label=m)
-    axes[0].set(title="client reward (learning gain, 0.5 = none)", xlabel="round", ylabel="reward")
-    axes[1].set(title="allocation overlap between clients (Jaccard)", xlabel="round", ylabel="overlap")
-    axes[0].legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    fig.savefig(out / "reward_overlap.png", dpi=110)
-    plt.close(fig)
+    def slm(s: str) -> bool:
+        return s != LLM
+
+    def llm(s: str) -> bool:
+        return s == LLM
+
+    figure("accuracy.png", [("accuracy", slm, "SLM accuracy (mean of clients and seeds)", "accuracy"),
+                            ("accuracy", llm, "LLM held-out accuracy (mean of seeds)", "accuracy")])
+    figure("reward_overlap.png", [
+        ("reward", slm, "client reward (learning gain, 0.5 = none)", "reward"),
+        ("overlap", llm, "allocation overlap between clients (Jaccard)", "overlap"),
+    ])

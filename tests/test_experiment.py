@@ -1,0 +1,30 @@
+"""The experiment harness: a real tiny cell, then the table and plots it writes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lada.common.config import LadaConfig
+from lada.server.experiment import METHODS, run_cell, summary_table, write_outputs
+
+from .conftest import TINY
+
+
+def test_matrix_outputs(tmp_path: Path, tiny_overrides: dict) -> None:
+    base = LadaConfig.load(TINY, overrides={**tiny_overrides, "run.rounds": 1}, env=False).flat()
+    rows = run_cell(base, "lada", 0) + run_cell(base, "local_only", 0)
+    assert {r["method"] for r in rows} == {"lada", "local_only"}
+    assert all(0 <= r["accuracy"] <= 1 for r in rows)
+    write_outputs(rows, tmp_path, ["lada", "local_only"], wall=1.0)
+    for f in ("metrics.csv", "metrics.jsonl", "summary.md", "accuracy.png", "reward_overlap.png"):
+        assert (tmp_path / f).stat().st_size > 0, f
+    table = summary_table(rows, ["lada", "local_only"])
+    assert table.count("\n") == 3 and "| lada |" in table and "± " in table
+
+
+def test_every_method_is_a_known_policy() -> None:
+    from lada.common.policies import POLICIES
+
+    for m in METHODS.values():
+        assert m.overrides["run.method"] in POLICIES
+        LadaConfig.load(overrides=m.overrides, env=False)  # every override is a real knob
