@@ -534,14 +534,20 @@ def _finite(*vals: float, lo: float = -math.inf, hi: float = math.inf) -> bool:
     return all(math.isfinite(v) and lo <= v <= hi for v in vals)
 
 
-def _check_paths(ctx: grpc.ServicerContext, batch: messages_pb2.PathBatch, allowed: set[str]) -> None:
+def _check_ids(ctx: grpc.ServicerContext, ids: list[str], allowed: set[str], what: str, offered: str) -> None:
+    """Every id must be one the server offered, and appear at most once."""
     seen: set[str] = set()
+    for sid in ids:
+        if sid not in allowed:
+            invalid(ctx, f"{what} for sample {sid[:40]!r} that was not {offered}")
+        if sid in seen:
+            invalid(ctx, f"two {what}s for sample {sid[:40]!r}")
+        seen.add(sid)
+
+
+def _check_paths(ctx: grpc.ServicerContext, batch: messages_pb2.PathBatch, allowed: set[str]) -> None:
+    _check_ids(ctx, [p.sample_id for p in batch.paths], allowed, "path", "a candidate")
     for p in batch.paths:
-        if p.sample_id not in allowed:
-            invalid(ctx, f"path for sample {p.sample_id[:40]!r} that was not a candidate")
-        if p.sample_id in seen:
-            invalid(ctx, f"two paths for sample {p.sample_id[:40]!r}")
-        seen.add(p.sample_id)
         if len(p.text) > MAX_TEXT or len(p.question) > MAX_TEXT or len(p.answer) > MAX_ANSWER:
             invalid(ctx, f"path for {p.sample_id[:40]!r} is longer than {MAX_TEXT} characters")
 
@@ -721,13 +727,8 @@ class AllocationServicer(allocation_pb2_grpc.AllocationServicer):
             return messages_pb2.Ack(ok=True, message="duplicate report: already received")
         with g.lock:
             allocated = {s.sample_id for s in g.allocs.get((req.round, slot.name), [])}
-        seen: set[str] = set()
+        _check_ids(ctx, [s.sample_id for s in req.samples], allocated, "reward", "allocated")
         for s in req.samples:
-            if s.sample_id not in allocated:
-                invalid(ctx, f"reward for sample {s.sample_id[:40]!r} that was not allocated")
-            if s.sample_id in seen:
-                invalid(ctx, f"two rewards for sample {s.sample_id[:40]!r}")
-            seen.add(s.sample_id)
             if not _finite(s.nll_before, s.nll_after, lo=0.0, hi=MAX_NLL):
                 invalid(ctx, f"NLL values must be finite and in [0, {MAX_NLL:g}]")
         if not _finite(req.test_accuracy, lo=0.0, hi=1.0):
