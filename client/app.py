@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -26,7 +27,18 @@ def client_data(cfg: LadaConfig, name: str) -> tuple[list[Sample], list[Sample]]
     if name not in cfg.data.client_domains:
         raise ValueError(f"client {name!r} not in data.client_domains {sorted(cfg.data.client_domains)}")
     splits = scenario_splits(cfg.data)
-    return splits.client_train[name], splits.client_test[name]
+    train = splits.client_train[name]
+    if not cfg.data.private_solutions:  # labels only: the worked solutions never exist on the client
+        train = [replace(s, solution="") for s in train]
+    return train, splits.client_test[name]
+
+
+def self_taught(samples: Sequence[Sample], paths: Sequence[str]) -> list[Sample]:
+    """The samples whose path (the model's own) reaches the label, with that path as the
+    solution: self-training on answer-only data (STaR-style rejection sampling) -- a label
+    can check a reasoning path but cannot write one."""
+    return [replace(s, solution=p.split("####", 1)[0].strip())
+            for s, p in zip(samples, paths) if is_correct(p, s.answer)]
 
 
 class ClientApp:
@@ -77,7 +89,7 @@ class ClientApp:
         """Local SFT + contrastive distillation on the allocated pairs; report NLL before/after."""
         t0 = time.perf_counter()
         pairs = [Pair(s.sample_id, s.question, s.positive, s.negative) for s in samples]
-        rep = self.learner.learn_round(self.train_set, pairs)
+        rep = self.learner.learn_round(self.local_targets(), pairs)
         out = allocation_pb2.RewardReport(
             client_id=self.name, task_id=task.task_id, round=task.round, steps=rep.steps,
             loss_sft=rep.losses.get("sft", 0.0), loss_cd=rep.losses.get("cd", 0.0),
@@ -87,6 +99,13 @@ class ClientApp:
         out.test_accuracy = self.test_accuracy()
         out.train_seconds = time.perf_counter() - t0
         return out
+
+    def local_targets(self) -> list[Sample]:
+        """What local SFT trains on this round: the private set, or (answers only) this
+        SLM's own paths on it that reach the label, rewritten every round."""
+        if self.cfg.data.private_solutions:
+            return self.train_set
+        return self_taught(self.train_set, self.learner.paths([s.question for s in self.train_set]))
 
     def test_accuracy(self) -> float:
         acc, _, _ = self.learner.evaluate(self.test_set)

@@ -56,6 +56,11 @@ class DataConfig(Section):
     n_server_train: int = Field(1000, ge=0, description="server-side private mix the LLM keeps fine-tuning on")
     min_steps: int = Field(1, ge=1, description="difficulty: fewest reasoning steps per sample")
     max_steps: int = Field(3, ge=1, description="difficulty: most reasoning steps per sample")
+    private_solutions: bool = Field(
+        True, description="client training data has worked solutions (False: question + final answer only; "
+        "clients then self-train on their own paths that reach the label)")
+    server_domains: list[str] | None = Field(
+        None, description="domains of the server's private mix; None = every client and public domain")
     gsm8k_public: str | None = Field(None, description="optional GSM8K-format JSONL used as the public set")
 
 
@@ -68,6 +73,9 @@ class ModelsConfig(Section):
     build_steps_llm: int = Field(1200, ge=0, description="pre-training steps of the embedded LLM")
     build_steps_slm: int = Field(400, ge=0, description="pre-training steps of each embedded SLM")
     n_pretrain: int = Field(20000, ge=1, description="size of the general pre-training slice")
+    llm_pretrain_domains: list[str] | None = Field(
+        None, description="domains of the embedded LLM's pre-training slice; None = all (leave one out so an "
+        "edge client holds knowledge the LLM lacks)")
 
 
 class LoraConfig(Section):
@@ -92,6 +100,9 @@ class DistillConfig(Section):
     beta: float = Field(0.5, gt=0, description="DPO temperature of the contrastive loss")
     length_norm: bool = Field(True, description="length-normalise sequence log-probabilities")
     sft_positive: float = Field(0.5, ge=0, description="weight of extra SFT on the sender's correct path")
+    contrast_correct: bool = Field(
+        False, description="also use the receiver's own path as y- when it is already right (True pushes a "
+        "correct path down; False: such pairs get only the SFT on y+)")
 
 
 class FilterConfig(Section):

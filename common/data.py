@@ -213,9 +213,15 @@ def build_splits(
     return Splits(train, test, public, server_test)
 
 
-def pretrain_slice(n: int, seed: int, min_steps: int = 1, max_steps: int = 3) -> list[Sample]:
-    """The general slice the embedded models are pre-trained on (own seed stream)."""
-    return generate(sorted(DOMAINS), n, seed=seed, prefix="pretrain", min_steps=min_steps, max_steps=max_steps)
+def pretrain_slice(n: int, seed: int, min_steps: int = 1, max_steps: int = 3,
+                   domains: Iterable[str] | None = None) -> list[Sample]:
+    """The general slice the embedded models are pre-trained on (own seed stream);
+    ``domains`` narrows it (default: every domain)."""
+    doms = sorted(domains) if domains else sorted(DOMAINS)
+    for d in doms:
+        if d not in DOMAINS:
+            raise ValueError(f"unknown domain {d!r}; known: {sorted(DOMAINS)}")
+    return generate(doms, n, seed=seed, prefix="pretrain", min_steps=min_steps, max_steps=max_steps)
 
 
 def load_gsm8k_jsonl(path: str | Path, domain: str = "gsm8k", limit: int | None = None) -> list[Sample]:

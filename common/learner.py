@@ -32,7 +32,8 @@ warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", categ
 
 @dataclass
 class Pair:
-    """One allocated sample: the sender's correct path y⁺ and the receiver's own path y⁻."""
+    """One allocated sample: the sender's correct path y⁺ and the receiver's own path y⁻
+    (empty: no contrast for this pair, only the SFT on y⁺)."""
 
     sample_id: str
     question: str
@@ -128,6 +129,7 @@ class Learner:
         neg = [p.negative for p in pairs]
         nll_before = self.nll(qs, pos) if pairs else np.zeros(0)
         ref_pos = self._ref_logp(qs, pos) if pairs else np.zeros(0)
+        has_neg = np.array([bool(n) for n in neg], dtype=bool)
         ref_neg = self._ref_logp(qs, neg) if pairs else np.zeros(0)
 
         cd_steps = c.cd_epochs * math.ceil(len(pairs) / c.batch_size) if pairs else 0
@@ -150,14 +152,16 @@ class Learner:
                 idx, order = order[: c.batch_size], order[c.batch_size :]
                 bq = [qs[i] for i in idx]
                 lp_pos = self._seq_logp(bq, [pos[i] for i in idx])
-                if d.alpha > 0:
-                    lp_neg = self._seq_logp(bq, [neg[i] for i in idx])
+                cd_idx = [k for k, i in enumerate(idx) if has_neg[i]]
+                if d.alpha > 0 and cd_idx:
+                    sel = [idx[k] for k in cd_idx]
+                    lp_neg = self._seq_logp([qs[i] for i in sel], [neg[i] for i in sel])
                     l_cd = contrastive_distillation_loss(
-                        lp_pos, lp_neg,
-                        torch.as_tensor(ref_pos[idx], dtype=lp_pos.dtype),
-                        torch.as_tensor(ref_neg[idx], dtype=lp_pos.dtype),
+                        lp_pos[cd_idx], lp_neg,
+                        torch.as_tensor(ref_pos[sel], dtype=lp_pos.dtype),
+                        torch.as_tensor(ref_neg[sel], dtype=lp_pos.dtype),
                         d.beta,
-                    )
+                    ) * (len(cd_idx) / len(idx))
                     loss = loss + d.alpha * l_cd
                     totals["cd"] += l_cd.item()
                 w_pos = d.sft_positive if d.alpha > 0 else max(d.sft_positive, 1.0)

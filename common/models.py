@@ -133,7 +133,13 @@ def build_params(spec: EmbeddedSpec, cfg: ModelsConfig, seed: int) -> dict:
         "n_pretrain": cfg.n_pretrain,
         "seed": seed,
         "tokenizer": [TOKENIZER_SAMPLES, TOKENIZER_SEED],
-    }
+    } | ({"domains": sorted(doms)} if (doms := pretrain_domains(spec, cfg)) else {})
+
+
+def pretrain_domains(spec: EmbeddedSpec, cfg: ModelsConfig) -> list[str] | None:
+    """The domains of a model's pre-training slice; None = all of them. Only the LLM's
+    can be narrowed, so that an edge client can hold knowledge the LLM lacks."""
+    return cfg.llm_pretrain_domains if spec.role == "llm" else None
 
 
 def model_dir(name: str, cfg: ModelsConfig, seed: int = 0) -> Path:
@@ -322,7 +328,7 @@ def build_model(spec: EmbeddedSpec, cfg: ModelsConfig, seed: int, out: str | Pat
     with torch.random.fork_rng(devices=[]):  # seeded init without touching the caller's RNG
         torch.manual_seed(seed)
         model = make_model(spec, tok)
-        samples = pretrain_slice(cfg.n_pretrain, seed=seed)
+        samples = pretrain_slice(cfg.n_pretrain, seed=seed, domains=pretrain_domains(spec, cfg))
         stats = pretrain(model, tok, spec, samples, steps_for(spec, cfg), seed)
     stats["params"] = n_params(model)
     bars = hf_logging.is_progress_bar_enabled()

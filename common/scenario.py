@@ -26,6 +26,6 @@ def server_train_set(d: DataConfig) -> list[Sample]:
     """The server's own private mix the LLM keeps fine-tuning on (its 'local data')."""
     if d.n_server_train == 0:
         return []
-    doms = sorted({*d.client_domains.values()} | {s.domain for s in scenario_splits(d).public})
+    doms = d.server_domains or sorted({*d.client_domains.values()} | {s.domain for s in scenario_splits(d).public})
     return generate(doms, d.n_server_train, seed=d.seed, prefix="server-train",
                     min_steps=d.min_steps, max_steps=d.max_steps)

@@ -164,7 +164,7 @@ class Federation:
         allocations: dict[str, list[allocation_pb2.AllocatedSample]] = {}
         for name, pr in probes.items():
             stats = list(pr.report.stats)
-            own = {p.sample_id: p.text for p in pr.own_paths.paths}
+            own = {p.sample_id: _negative(p.text, p.correct, cfg) for p in pr.own_paths.paths}
             view = PairView(
                 sample_ids=[s.sample_id for s in stats],
                 receiver_nll=np.array([s.nll for s in stats], dtype=np.float64),
@@ -242,12 +242,13 @@ class Federation:
             own = {p.sample_id: p for p in pr.own_paths.paths}
             paths = [own[s.id] if s.id in own else None for s in self.public]
             texts = [p.text if p is not None else "" for p in paths]
+            correct = np.array([p is not None and p.correct for p in paths], dtype=bool)
             view = PairView(
                 sample_ids=[s.id for s in self.public],
-                receiver_nll=self.llm.nll([s.question for s in self.public], texts),
+                receiver_nll=self._llm_nll_where(correct, texts),
                 sender_len=self.llm.path_lengths(texts),
                 receiver_len=llm_len,
-                sender_correct=np.array([p is not None and p.correct for p in paths], dtype=bool),
+                sender_correct=correct,
                 receiver_correct=np.array(llm_correct, dtype=bool),
                 teacher_ce=np.array([s.answer_ce for s in pr.report.stats]) if llm_ce is not None else None,
                 student_ce=llm_ce,
@@ -255,7 +256,7 @@ class Federation:
             a = self.alloc.allocate(LLM, name, embedding, view, cfg.run.server_budget, t)
             for rank, (i, score) in enumerate(zip(a.indices, a.scores)):
                 s = self.public[i]
-                pairs.append(Pair(s.id, s.question, texts[i], llm_paths[i]))
+                pairs.append(Pair(s.id, s.question, texts[i], _negative(llm_paths[i], llm_correct[i], cfg)))
                 owners.append(name)
                 rec.allocations.append((LLM, name, s.id, float(score), rank))
         if not pairs:
@@ -269,6 +270,15 @@ class Federation:
             rec.rewards += [(LLM, name, sid, float(r[k])) for sid, k in zip(ids, mine)]
         rec.rewards.append((LLM, "*", "*", float(r.mean())))
         return {"reward": float(r.mean()), "n_allocated": float(len(pairs))}
+
+    def _llm_nll_where(self, mask: np.ndarray, texts: list[str]) -> np.ndarray:
+        """The LLM's NLL of the SLM paths in ``mask`` (the correct ones: no policy may pick
+        another), 0 elsewhere; scoring only those saves most of the server's forward passes."""
+        out = np.zeros(len(texts))
+        idx = np.flatnonzero(mask)
+        if len(idx):
+            out[idx] = self.llm.nll([self.public[i].question for i in idx], [texts[i] for i in idx])
+        return out
 
     # ------------------------------------------------------------------ resume, membership
     def _open_run(self) -> int:
@@ -462,3 +472,9 @@ def _comparable(conf: dict) -> dict:
     out["models"] = {k: v for k, v in out.get("models", {}).items() if k != "cache_dir"}
     out["run"] = {k: v for k, v in out.get("run", {}).items() if k != "threads"}
     return out
+
+
+def _negative(own_path: str, own_correct: bool, cfg: LadaConfig) -> str:
+    """y⁻ of a pair: the receiver's own path, or none when that path is already right
+    (contrasting against it would push a correct answer down) unless asked to."""
+    return own_path if cfg.distill.contrast_correct or not own_correct else ""

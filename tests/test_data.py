@@ -4,7 +4,15 @@ import json
 import re
 
 import pytest
-from lada.common.data import DOMAINS, build_splits, extract_answer, is_correct, load_gsm8k_jsonl, make_sample
+from lada.common.data import (
+    DOMAINS,
+    build_splits,
+    extract_answer,
+    is_correct,
+    load_gsm8k_jsonl,
+    make_sample,
+    pretrain_slice,
+)
 
 
 def _eval_steps(solution: str) -> int:
@@ -78,3 +86,41 @@ def test_gsm8k_loader(tmp_path) -> None:
     bad.write_text(json.dumps({"question": "q", "answer": "no marker"}) + "\n")
     with pytest.raises(ValueError, match="####"):
         load_gsm8k_jsonl(bad)
+
+
+def test_pretrain_slice_can_leave_a_domain_out() -> None:
+    full = pretrain_slice(40, seed=3)
+    narrow = pretrain_slice(40, seed=3, domains=["arith", "shop"])
+    assert {s.domain for s in full} == set(DOMAINS)
+    assert {s.domain for s in narrow} == {"arith", "shop"}
+    with pytest.raises(ValueError, match="unknown domain"):
+        pretrain_slice(4, seed=3, domains=["chess"])
+
+
+def test_answer_only_private_data_and_self_training() -> None:
+    """Labels only: the client never holds a worked solution, and local SFT keeps exactly
+    the model's own paths that reach the label, with that path as the solution."""
+    from lada.client.app import client_data, self_taught
+    from lada.common.config import LadaConfig
+
+    cfg = LadaConfig.load(overrides={"data.private_solutions": False, "data.n_train": 5, "data.n_test": 3,
+                                     "data.n_public": 4, "data.n_server_test": 4}, env=False)
+    train, test = client_data(cfg, "client-1")
+    assert all(s.solution == "" and s.path == f"#### {s.answer}" for s in train)
+    assert all(s.solution for s in test)  # only the training data loses its solutions
+    right = f"1 + 2 = 3 . #### {train[0].answer}"
+    wrong = f"#### {int(train[1].answer) + 1}"
+    kept = self_taught(train[:3], [right, wrong, "no answer at all"])
+    assert [s.id for s in kept] == [train[0].id]
+    assert kept[0].path == right and kept[0].answer == train[0].answer
+
+
+def test_server_mix_domains_knob() -> None:
+    from lada.common.config import LadaConfig
+    from lada.common.scenario import server_train_set
+
+    cfg = LadaConfig.load(overrides={"data.n_server_train": 12, "data.n_train": 4, "data.n_test": 2,
+                                     "data.n_public": 8, "data.n_server_test": 4}, env=False)
+    assert {s.domain for s in server_train_set(cfg.data)} == set(DOMAINS)
+    cfg.data.server_domains = ["count", "shop"]
+    assert {s.domain for s in server_train_set(cfg.data)} == {"count", "shop"}

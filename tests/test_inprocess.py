@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from lada.client.app import ClientApp
 from lada.common.config import LadaConfig
+from lada.common.learner import Pair
 from lada.server.federation import Federation
 from lada.server.inprocess import InProcessGrid
 from lada.server.storage import Store
@@ -27,3 +28,26 @@ def test_inprocess_deterministic(tiny_overrides: dict, tmp_path) -> None:
     assert set(a.history[0].clients) == {"client-1", "client-2", "client-3"}
     table = a.summary_table()
     assert "public mix before" in table and "client-3" in table
+
+
+def test_answer_only_scenario_with_an_llm_blind_spot(tiny_overrides: dict) -> None:
+    """The experiment's scenario knobs run end to end: labels-only client data (local
+    self-training), an LLM pre-trained without client-3's domain, a server mix without it."""
+    fed = _run({**tiny_overrides, "data.private_solutions": False, "data.server_domains": ["arith", "shop"],
+                "models.llm_pretrain_domains": ["arith", "count", "shop"]})
+    assert {s.domain for s in fed.server_train} == {"arith", "shop"}
+    assert set(fed.history[0].clients) == {"client-1", "client-2", "client-3"}
+    assert all(0.0 <= v["accuracy"] <= 1.0 for v in fed.history[0].clients.values())
+
+
+def test_pairs_without_a_negative_get_no_contrast(tiny_overrides: dict) -> None:
+    """An empty y⁻ (the receiver was already right) means SFT on y⁺ only: no CD term."""
+    cfg = LadaConfig.load(TINY, overrides=tiny_overrides, env=False)
+    app = ClientApp(cfg, "client-2")
+    pub = app.train_set[:6]
+    pairs = [Pair(s.id, s.question, s.path, "") for s in pub]
+    rep = app.learner.learn_round([], pairs)
+    assert rep.losses["cd"] == 0.0 and rep.losses["pos"] > 0 and rep.steps > 0
+    pairs[0] = Pair(pub[0].id, pub[0].question, pub[0].path, "#### 0")
+    rep = app.learner.learn_round([], pairs)
+    assert rep.losses["cd"] > 0

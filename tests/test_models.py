@@ -93,6 +93,10 @@ def test_build_params_change_the_folder(built) -> None:
     assert models.model_dir("embedded:slm-gpt2", cfg, 1) != base
     assert models.model_dir("embedded:slm-gpt2", cfg.model_copy(update={"build_steps_slm": 9}), 0) != base
     assert models.model_dir("embedded:slm-gpt2", cfg.model_copy(update={"build_steps_llm": 9}), 0) == base
+    # leaving a domain out of the pre-training slice changes the LLM, not the SLMs
+    narrow = cfg.model_copy(update={"llm_pretrain_domains": ["arith", "shop"]})
+    assert models.model_dir("embedded:slm-gpt2", narrow, 0) == base
+    assert models.model_dir("embedded:llm", narrow, 0) != models.model_dir("embedded:llm", cfg, 0)
 
 
 def test_other_names_pass_through(tmp_path: Path) -> None:
