@@ -149,8 +149,11 @@ def _dashboard(cfg: LadaConfig, args: argparse.Namespace) -> int:
 
 
 def _experiment(cfg: LadaConfig, args: argparse.Namespace) -> int:
-    from lada.server.experiment import METHODS, run_matrix
+    from lada.server.experiment import METHODS, redraw, run_matrix
 
+    if args.redraw:
+        redraw(Path(args.out))
+        return 0
     methods = list(METHODS) if args.methods == "all" else args.methods.split(",")
     seeds = [int(s) for s in args.seeds.split(",")]
     run_matrix(cfg, methods, seeds, Path(args.out), workers=args.workers)
@@ -232,6 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--seeds", default="0,1,2")
     e.add_argument("--out", default="results/experiment")
     e.add_argument("--workers", type=int, default=2, help="runs in parallel (one CPU thread each)")
+    e.add_argument("--redraw", action="store_true", help="rewrite the table and plots of --out from its metrics")
     e.set_defaults(fn=_experiment)
 
     m = sub.add_parser("models", help="embedded model management")

@@ -65,11 +65,16 @@ def run_cell(base: dict[str, Any], method: str, seed: int) -> list[dict[str, Any
     rows = []
     for subj, acc in fed.before.items():
         rows.append(dict(method=method, seed=seed, round=0, subject=subj, accuracy=acc))
+    domain_of = {p.id: p.domain for p in fed.public}
     for h in fed.history:
         alloc = h.allocated
         for subj, vals in [*h.clients.items(), (LLM, h.llm)]:
+            given = alloc.get(subj, [])
+            own = cfg.data.client_domains.get(subj)
             rows.append(dict(method=method, seed=seed, round=h.idx, subject=subj, **vals,
-                             overlap=_overlap(alloc) if subj == LLM else None))
+                             overlap=_overlap(alloc) if subj == LLM else None,
+                             in_domain=(sum(domain_of[i] == own for i in given) / len(given)
+                                        if own and given else None)))
     print(f"[experiment] {method:<16} seed {seed}: final SLM mean "
           f"{np.mean([v['accuracy'] for v in fed.history[-1].clients.values()]):.3f}, "
           f"LLM {fed.history[-1].llm['accuracy']:.3f} ({time.perf_counter() - t0:.0f}s)", flush=True)
@@ -115,6 +120,15 @@ def run_matrix(cfg: LadaConfig, methods: list[str], seeds: list[int], out: Path,
     return out
 
 
+def redraw(out: Path) -> None:
+    """The table and plots again from ``out/metrics.jsonl`` (no run), keeping the recorded wall time."""
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    methods = [m for m in METHODS if any(r["method"] == m for r in rows)]
+    old = (out / "summary.md").read_text() if (out / "summary.md").exists() else ""
+    wall = float(old.rsplit("Wall time of the matrix:", 1)[1].split("min")[0]) * 60 if "Wall time" in old else 0.0
+    write_outputs(rows, out, methods, wall)
+
+
 def write_outputs(rows: list[dict[str, Any]], out: Path, methods: list[str], wall: float) -> None:
     keys = sorted({k for r in rows for k in r}, key=lambda k: (k not in ("method", "seed", "round", "subject"), k))
     with open(out / "metrics.csv", "w", newline="") as fh:
@@ -152,8 +166,9 @@ def _ms(vals: list[float]) -> str:
 
 
 def summary_table(rows: list[dict[str, Any]], methods: list[str]) -> str:
-    lines = ["| method | mean final SLM accuracy (%) | per client (%) | LLM final (%) | LLM change (pts) | note |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| method | mean final SLM accuracy (%) | per client (%) | LLM final (%) | LLM change (pts) "
+             "| own-domain share of allocations (%) | note |",
+             "|---|---|---|---|---|---|---|"]
     for m in methods:
         if not any(r["method"] == m for r in rows):
             continue
@@ -165,8 +180,10 @@ def summary_table(rows: list[dict[str, Any]], methods: list[str]) -> str:
                 per.setdefault(r["subject"], []).append(r["accuracy"])
         per_s = ", ".join(f"{k} {100 * np.mean(v):.1f}" for k, v in sorted(per.items()))
         delta = [llm[s] - llm0[s] for s in llm if s in llm0]
+        share = [r["in_domain"] for r in rows if r["method"] == m and r.get("in_domain") is not None]
+        share_s = f"{100 * np.mean(share):.0f}" if share else "–"
         lines.append(f"| {m} | {_ms(list(slm.values()))} | {per_s} | {_ms(list(llm.values()))} | "
-                     f"{100 * np.mean(delta):+.1f} | {METHODS[m].note} |")
+                     f"{100 * np.mean(delta):+.1f} | {share_s} | {METHODS[m].note} |")
     return "\n".join(lines)
 
 
@@ -188,8 +205,10 @@ def plot(rows: list[dict[str, Any]], methods: list[str], out: Path) -> None:
         """One PNG, one panel per (metric, subject filter, title, y label), a line per method."""
         fig, axes = plt.subplots(1, len(panels), figsize=(12, 4.5))
         for ax, (key, subj, title, ylabel) in zip(axes, panels):
-            for m in methods:
-                ax.plot(*series(m, key, subj), marker="o", label=m)
+            for k, m in enumerate(methods):  # LaDa variants dashed, baselines solid; 20 distinct colours
+                style = "--" if m.startswith("lada_") else "-"
+                ax.plot(*series(m, key, subj), style, marker="o", label=m, color=plt.cm.tab20(k % 20),
+                        linewidth=2.5 if m == "lada" else 1.5)
             ax.set(title=title, xlabel="round", ylabel=ylabel)
         axes[0].legend(fontsize=7, ncol=2)
         fig.tight_layout()

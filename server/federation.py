@@ -207,6 +207,10 @@ class Federation:
         t0 = time.perf_counter()
         if cfg.run.bidirectional and cfg.run.method != "local_only" and cfg.run.server_budget > 0:
             summary.llm.update(self._server_learn(t, probes, embedding, llm_paths, llm_correct, llm_len, rec))
+        elif self.server_train:
+            # no SLM paths this run (local-only, one direction): the LLM still learns on its own data,
+            # as a local-only client does, so comparisons isolate what the SLM paths add
+            self.llm.learn(self.server_train, [])
         summary.llm["accuracy"] = self.llm.evaluate(self.server_test)
         summary.llm["public_accuracy"] = float(np.mean(llm_correct))
         tm["server_learn"] = time.perf_counter() - t0

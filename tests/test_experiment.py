@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from lada.common.config import LadaConfig
-from lada.server.experiment import METHODS, run_cell, summary_table, write_outputs
+from lada.server.experiment import METHODS, redraw, run_cell, summary_table, write_outputs
 
 from .conftest import TINY
 
@@ -20,6 +20,14 @@ def test_matrix_outputs(tmp_path: Path, tiny_overrides: dict) -> None:
         assert (tmp_path / f).stat().st_size > 0, f
     table = summary_table(rows, ["lada", "local_only"])
     assert table.count("\n") == 3 and "| lada |" in table and "± " in table
+    shares = [r["in_domain"] for r in rows if r["method"] == "lada" and r["subject"] != "llm"]
+    assert shares and all(0 <= v <= 1 for v in shares)  # what part of each allocation was the client's domain
+    assert all(r.get("in_domain") is None for r in rows if r["method"] == "local_only")
+    (tmp_path / "accuracy.png").unlink()
+    redraw(tmp_path)  # table and plots again from the stored metrics, same wall time
+    assert (tmp_path / "accuracy.png").stat().st_size > 0
+    assert (tmp_path / "summary.md").read_text().startswith(table)
+    assert "Wall time of the matrix: 0.0 min" in (tmp_path / "summary.md").read_text()
 
 
 def test_every_method_is_a_known_policy() -> None:
