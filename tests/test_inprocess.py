@@ -51,3 +51,11 @@ def test_pairs_without_a_negative_get_no_contrast(tiny_overrides: dict) -> None:
     pairs[0] = Pair(pub[0].id, pub[0].question, pub[0].path, "#### 0")
     rep = app.learner.learn_round([], pairs)
     assert rep.losses["cd"] > 0
+
+
+def test_llm_learns_on_its_own_data_without_slm_paths(tiny_overrides: dict) -> None:
+    """Local-only and one-direction runs still fine-tune the LLM on its server mix (a clean
+    control: only the SLM paths differ between methods); with no mix it stays untouched."""
+    assert _run({**tiny_overrides, "run.method": "local_only"}).llm.version == 1
+    assert _run({**tiny_overrides, "run.bidirectional": False}).llm.version == 1
+    assert _run({**tiny_overrides, "run.method": "local_only", "data.n_server_train": 0}).llm.version == 0
