@@ -13,7 +13,7 @@ import re
 import shutil
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -46,7 +46,7 @@ class Grid(Protocol):
 
     def wait_for_clients(self, n: int, timeout: float) -> list[str]: ...
 
-    def probe(self, round_idx: int, candidates: messages_pb2.PathBatch, evaluate: bool,
+    def probe(self, round_idx: int, candidates: messages_pb2.PathBatch, evaluate: Collection[str],
               clients: list[str]) -> dict[str, ProbeReply]: ...
 
     def train(self, round_idx: int, allocations: dict[str, list[allocation_pb2.AllocatedSample]]
@@ -141,7 +141,10 @@ class Federation:
 
         # ---------------------------------------------------------------- 2. probe
         t0 = time.perf_counter()
-        probes = self.grid.probe(t, candidates, evaluate=(t == 1), clients=clients)
+        # a client measures its "before" accuracy in the first round it takes part in (round 1, or
+        # later for a client that joins late); never again, so a rejoin does not reset it
+        probes = self.grid.probe(t, candidates, evaluate={n for n in clients if n not in self.before},
+                                 clients=clients)
         self._mark_dropped(clients, probes, "probe")
         self._require(t, "probe", len(probes))
         tm["probe"] = time.perf_counter() - t0

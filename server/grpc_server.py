@@ -35,7 +35,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from concurrent import futures
 from dataclasses import dataclass, field
 from typing import Any
@@ -359,9 +359,10 @@ class GrpcGrid:
         with self.lock:
             return self.info.get(name, ("", ""))
 
-    def _dispatch(self, t: int, kind: int, names: list[str], blob_id: str = "", evaluate: bool = False,
+    def _dispatch(self, t: int, kind: int, names: list[str], blob_id: str = "", evaluate: Collection[str] = (),
                   blob_size: int = 0) -> dict[str, tuple[str, str]]:
-        """Queue one task per client; returns name -> (client instance, task id) of those reached."""
+        """Queue one task per client (``evaluate``: the clients that also measure their test
+        accuracy); returns name -> (client instance, task id) of those reached."""
         sent: dict[str, tuple[str, str]] = {}
         with self.lock:
             self.round = t
@@ -370,7 +371,7 @@ class GrpcGrid:
                 if slot is None:
                     continue  # gone since the round started: reported as missing by _collect
                 task = messages_pb2.Task(task_id=uuid.uuid4().hex, round=t, kind=kind, blob_id=blob_id,
-                                         evaluate=evaluate, blob_size=blob_size)
+                                         evaluate=name in evaluate, blob_size=blob_size)
                 slot.tasks.append(task)
                 slot.outstanding[task.task_id] = task
                 sent[name] = (slot.instance, task.task_id)
@@ -415,7 +416,7 @@ class GrpcGrid:
             slot.cv.notify_all()
             log.info("dropped %s: %s", name, why)
 
-    def probe(self, round_idx: int, candidates: messages_pb2.PathBatch, evaluate: bool,
+    def probe(self, round_idx: int, candidates: messages_pb2.PathBatch, evaluate: Collection[str],
               clients: list[str]) -> dict[str, ProbeReply]:
         data = candidates.SerializeToString()
         bid = self.blobs.put(data, pin=True)

@@ -5,6 +5,7 @@ serialisation match the gRPC path."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Collection
 
 from lada.common.proto.lada.v1 import allocation_pb2, messages_pb2
 
@@ -26,12 +27,12 @@ class InProcessGrid:
     def _task(self, t: int, kind: int, evaluate: bool = False) -> messages_pb2.Task:
         return messages_pb2.Task(task_id=uuid.uuid4().hex, round=t, kind=kind, evaluate=evaluate)
 
-    def probe(self, round_idx: int, candidates: messages_pb2.PathBatch, evaluate: bool,
+    def probe(self, round_idx: int, candidates: messages_pb2.PathBatch, evaluate: Collection[str],
               clients: list[str]) -> dict[str, ProbeReply]:
         blob = candidates.SerializeToString()
         out = {}
         for name in clients:
-            task = self._task(round_idx, messages_pb2.TASK_KIND_PROBE, evaluate)
+            task = self._task(round_idx, messages_pb2.TASK_KIND_PROBE, name in evaluate)
             rep, own = self.apps[name].probe(task, messages_pb2.PathBatch.FromString(blob))
             rep_b, own_b = rep.SerializeToString(), own.SerializeToString()
             self._bytes[name][1] += len(blob) + task.ByteSize()

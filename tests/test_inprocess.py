@@ -59,3 +59,25 @@ def test_llm_learns_on_its_own_data_without_slm_paths(tiny_overrides: dict) -> N
     assert _run({**tiny_overrides, "run.method": "local_only"}).llm.version == 1
     assert _run({**tiny_overrides, "run.bidirectional": False}).llm.version == 1
     assert _run({**tiny_overrides, "run.method": "local_only", "data.n_server_train": 0}).llm.version == 0
+
+
+class _LateGrid(InProcessGrid):
+    """client-3 is not there in round 1 and joins in round 2."""
+
+    def wait_for_clients(self, n: int, timeout: float) -> list[str]:
+        self.calls = getattr(self, "calls", 0) + 1
+        names = sorted(self.apps)
+        return names[:2] if self.calls == 1 else names
+
+
+def test_late_joiner_gets_its_before_accuracy(tiny_overrides: dict, tmp_path) -> None:
+    cfg = LadaConfig.load(TINY, overrides={**tiny_overrides, "run.rounds": 2}, env=False)
+    apps = {n: ClientApp(cfg, n) for n in cfg.data.client_domains}
+    store = Store(f"sqlite:///{tmp_path / 'late.db'}")
+    fed = Federation(cfg, _LateGrid(apps), store, log=lambda s: None)
+    fed.run()
+    assert set(fed.history[0].clients) == {"client-1", "client-2"}
+    assert set(fed.history[1].clients) == {"client-1", "client-2", "client-3"}
+    before = {m.subject: m.value for m in store.metrics(fed.run_id) if m.round_idx == 0 and m.name == "accuracy"}
+    assert set(before) == {"llm", "client-1", "client-2", "client-3"}  # measured in its first round
+    assert before["client-3"] == fed.before["client-3"]

@@ -244,7 +244,7 @@ def test_a_silent_client_is_dropped_before_the_deadline_and_can_rejoin() -> None
         b = register(stubs(srv.channel()), "client-2")
         assert srv.grid.wait_for_clients(2, 5) == ["client-1", "client-2"]
         t0 = time.time()
-        th, box = in_thread(srv.grid.probe, 1, candidates(), False, ["client-1", "client-2"])
+        th, box = in_thread(srv.grid.probe, 1, candidates(), (), ["client-1", "client-2"])
         task = _pull(a, 5)
         stop = threading.Event()
         threading.Thread(target=lambda: [a.coord.Heartbeat(coordinator_pb2.HeartbeatRequest(), metadata=a.md,
@@ -280,7 +280,7 @@ def test_a_restarted_client_process_cancels_its_old_tasks_at_once() -> None:
     with grpc_server(timeout=30) as srv:
         a = register(stubs(srv.channel()), "client-1", instance="first")
         t0 = time.time()
-        th, box = in_thread(srv.grid.probe, 1, candidates(), False, ["client-1"])
+        th, box = in_thread(srv.grid.probe, 1, candidates(), (), ["client-1"])
         assert _pull(a, 5).kind == messages_pb2.TASK_KIND_PROBE
         register(stubs(srv.channel()), "client-1", instance="second")  # the process died and came back
         th.join(10)

@@ -217,7 +217,7 @@ def dispatch(grid: GrpcGrid, kind: int, names: list[str], t: int = 1, n: int = 5
         with grid.lock:
             grid.candidates = {t: [p.sample_id for p in cand.paths]}
             grid.labels = {p.sample_id: (p.answer, p.correct) for p in cand.paths}
-        sent = grid._dispatch(t, kind, names, bid, False, cand.ByteSize())
+        sent = grid._dispatch(t, kind, names, bid, (), cand.ByteSize())
     else:
         with grid.lock:
             grid.allocs = {(t, nm): [allocation_pb2.AllocatedSample(sample_id=f"s{i}", question=f"q{i}?",
