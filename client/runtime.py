@@ -120,8 +120,13 @@ class Connection:
             except grpc.RpcError as e:
                 code, details = e.code(), e.details() or ""
                 if code == grpc.StatusCode.UNAUTHENTICATED and "superseded" in details:
-                    if self.credential != cred:
-                        continue  # this process enrolled again meanwhile (the heartbeat thread)
+                    # the heartbeat thread may be enrolling again right now: the server has already
+                    # superseded our credential but register() has not stored the new one yet, so
+                    # wait for it (it holds the lock) before deciding another process took our name
+                    with self._reg_lock:
+                        renewed = self.credential != cred
+                    if renewed:
+                        continue  # this process enrolled again meanwhile
                     raise SupersededError(f"{self.name}: {details}") from e
                 lost = code == grpc.StatusCode.UNAUTHENTICATED or (
                     code == grpc.StatusCode.NOT_FOUND and "register again" in details)
