@@ -130,7 +130,10 @@ class Learner:
         nll_before = self.nll(qs, pos) if pairs else np.zeros(0)
         ref_pos = self._ref_logp(qs, pos) if pairs else np.zeros(0)
         has_neg = np.array([bool(n) for n in neg], dtype=bool)
-        ref_neg = self._ref_logp(qs, neg) if pairs else np.zeros(0)
+        ref_neg = np.zeros(len(pairs))  # only pairs with a y⁻ enter the contrastive term
+        if has_neg.any():
+            k = np.flatnonzero(has_neg)
+            ref_neg[k] = self._ref_logp([qs[i] for i in k], [neg[i] for i in k])
 
         cd_steps = c.cd_epochs * math.ceil(len(pairs) / c.batch_size) if pairs else 0
         n_steps = max(c.local_steps if local else 0, cd_steps)
