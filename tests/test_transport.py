@@ -61,7 +61,7 @@ def test_join_and_check_refuse_corruption() -> None:
     parts = list(chunks.split(data, 1000))
     bad = exchange_pb2.Chunk()
     bad.CopyFrom(parts[1])
-    bad.data = b"x" + bad.data[1:]
+    bad.data = bytes([bad.data[0] ^ 0xFF]) + bad.data[1:]  # always a change (b"x" + ... was not, 1 in 256)
     with pytest.raises(chunks.ChunkError):
         chunks.join([parts[0], bad, parts[2]])
     with pytest.raises(chunks.ChunkError):
