@@ -104,6 +104,9 @@ class DistillConfig(Section):
     contrast_correct: bool = Field(
         False, description="also use the receiver's own path as y- when it is already right (True pushes a "
         "correct path down; False: such pairs get only the SFT on y+)")
+    retain: bool = Field(
+        True, description="keep every y+ a receiver was given and add it to its local SFT data in later "
+        "rounds (False: the paper's rule, a round's paths are learned in that round only)")
 
 
 class FilterConfig(Section):

@@ -22,7 +22,7 @@ from safetensors.torch import load_file, save_file
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .config import DistillConfig, LoraConfig, TrainConfig
-from .data import Sample
+from .data import Sample, extract_answer
 from .losses import contrastive_distillation_loss, sequence_logprob, sft_loss
 from .textlm import encode_pairs, evaluate, forward_logits, generate_paths, path_logprobs, path_nll
 
@@ -87,6 +87,8 @@ class Learner:
         self.rng = random.Random(seed)
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.opt = torch.optim.AdamW(params, lr=train.lr, weight_decay=0.0)
+        # distill.retain: the y+ paths of earlier rounds, newest per sample id, kept as local SFT data
+        self.kept: dict[str, Sample] = {}
 
     # ------------------------------------------------------------------ inference
     def paths(self, questions: Sequence[str]) -> list[str]:
@@ -124,6 +126,7 @@ class Learner:
         """
         t0 = time.perf_counter()
         c, d = self.train_cfg, self.distill_cfg
+        local = [*local, *self.kept.values()]
         qs = [p.question for p in pairs]
         pos = [p.positive for p in pairs]
         neg = [p.negative for p in pairs]
@@ -178,9 +181,20 @@ class Learner:
             self.opt.step()
         self.model.eval()
         nll_after = self.nll(qs, pos) if pairs else np.zeros(0)
+        if d.retain:
+            self.keep(pairs)
         losses = {k: v / max(n_steps, 1) for k, v in totals.items()}
         return LearnReport([p.sample_id for p in pairs], nll_before, nll_after, n_steps,
                            time.perf_counter() - t0, losses)
+
+    def keep(self, pairs: Sequence[Pair]) -> None:
+        """Add the pairs' y+ to the kept SFT data (a later path for a sample replaces the earlier one):
+        one round's budget is tens of paths, too few for a small model to learn from once, while
+        a few hundred kept over rounds are enough (docs/results.md, "The channel")."""
+        for p in pairs:
+            steps, _, _ = p.positive.partition("####")
+            self.kept[p.sample_id] = Sample(p.sample_id, "", p.question, steps.strip(),
+                                            extract_answer(p.positive) or "", 0)
 
     # ------------------------------------------------------------------ adapters
     def adapter_state(self) -> dict[str, torch.Tensor]:

@@ -357,8 +357,8 @@ class Federation:
 
     def _checkpoint(self, t: int) -> None:
         """After round ``t`` is committed: the LLM's LoRA adapter and every filter's state as
-        safetensors in ``checkpoints/run-<id>/round-<t>/``, written under a temporary name and
-        renamed, so a checkpoint on disk is always whole. The two newest are kept."""
+        safetensors, and the SLM paths the LLM keeps as JSON, in ``checkpoints/run-<id>/round-<t>/``,
+        written under a temporary name and renamed, so a checkpoint on disk is always whole. The two newest are kept."""
         try:
             self._write_checkpoint(t)
         except OSError as e:  # the round is committed; a resume would redo it from the previous checkpoint
@@ -371,6 +371,7 @@ class Federation:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         self.llm.learner.save_adapter(str(tmp / "llm_adapter.safetensors"))
+        (tmp / "llm_kept.json").write_text(json.dumps([k.to_dict() for k in self.llm.learner.kept.values()]))
         tensors, dims = {}, {}
         for (recv, send), pol in sorted(self.alloc.policies.items()):
             key = f"{recv}<-{send}"
@@ -404,6 +405,9 @@ class Federation:
                     self.run_id, self.cfg.run.name, self._run_created):
                 continue  # another database's run with the same id
             self.llm.learner.load_adapter(str(d / "llm_adapter.safetensors"))
+            kept = d / "llm_kept.json"  # absent in checkpoints written before distill.retain existed
+            self.llm.learner.kept = ({k["id"]: Sample(**k) for k in json.loads(kept.read_text())}
+                                     if kept.exists() else {})
             self.llm.version += 1
             state = load_file(str(d / "filters.safetensors"))
             for key, dim in meta["dims"].items():

@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 import torch
 from lada.common.config import LadaConfig
+from lada.common.learner import Pair
 from lada.common.proto.lada.v1 import allocation_pb2, messages_pb2
 from lada.server.allocation import LLM
 from lada.server.federation import Federation, ProbeReply, RoundFailed
@@ -254,6 +255,7 @@ def test_checkpoint_restores_the_llm_adapter_and_filters(tmp_path: Path, model_c
     rng = np.random.default_rng(0)
     if hasattr(pol, "filter"):
         pol.filter.update(rng.random((12, 7)), rng.random(12))
+    llm.learner.keep([Pair("pub-1", "q", "a step #### 3", "")])
     want_adapter = {k: v.clone() for k, v in llm.learner.adapter_state().items()}
     want_filter = {k: v.clone() for k, v in pol.state_dict().items()}
     store.start_round(fed.run_id, 1)
@@ -270,6 +272,7 @@ def test_checkpoint_restores_the_llm_adapter_and_filters(tmp_path: Path, model_c
     assert again._open_run() == 2 and again.run_id == fed.run_id
     got = fresh.learner.adapter_state()
     assert got.keys() == want_adapter.keys() and all(torch.equal(got[k], want_adapter[k]) for k in got)
+    assert {k: s.path for k, s in fresh.learner.kept.items()} == {"pub-1": "a step #### 3"}
     got_f = again.alloc.policies[("client-1", LLM)].state_dict()
     assert got_f.keys() == want_filter.keys() and all(torch.equal(got_f[k], want_filter[k]) for k in got_f)
     # a different config under the same run name is refused, not silently mixed in

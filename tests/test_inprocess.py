@@ -81,3 +81,25 @@ def test_late_joiner_gets_its_before_accuracy(tiny_overrides: dict, tmp_path) ->
     before = {m.subject: m.value for m in store.metrics(fed.run_id) if m.round_idx == 0 and m.name == "accuracy"}
     assert set(before) == {"llm", "client-1", "client-2", "client-3"}  # measured in its first round
     assert before["client-3"] == fed.before["client-3"]
+
+
+def test_retained_paths_join_local_sft_in_later_rounds(tiny_overrides: dict) -> None:
+    """distill.retain: a receiver keeps each y⁺ it was given (newest per sample) and trains on it
+    again as local SFT data; with retain off a round's paths are learned in that round only."""
+    cfg = LadaConfig.load(TINY, overrides={**tiny_overrides, "train.local_steps": 4}, env=False)
+    app = ClientApp(cfg, "client-2")
+    pub = app.train_set[:4]
+    learner = app.learner
+    learner.learn_round([], [Pair(s.id, s.question, s.path, "") for s in pub[:3]])
+    assert set(learner.kept) == {s.id for s in pub[:3]}
+    assert all(learner.kept[s.id].path == s.path for s in pub[:3])
+    newer = Pair(pub[0].id, pub[0].question, "other steps #### 7", "")
+    learner.learn_round([], [newer])
+    assert len(learner.kept) == 3 and learner.kept[pub[0].id].path == "other steps #### 7"
+    # no local data and no pairs: the kept paths alone drive the local SFT steps
+    assert learner.learn_round([], []).steps == 4
+
+    off = LadaConfig.load(TINY, overrides={**tiny_overrides, "distill.retain": False}, env=False)
+    plain = ClientApp(off, "client-2").learner
+    plain.learn_round([], [Pair(s.id, s.question, s.path, "") for s in pub])
+    assert plain.kept == {} and plain.learn_round([], []).steps == 0
