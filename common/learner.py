@@ -203,6 +203,21 @@ class Learner:
     def save_adapter(self, path: str) -> None:
         save_file(self.adapter_state(), path)
 
+    def save_optimizer(self, path: str) -> None:
+        """AdamW's moments and step counts as safetensors (its hyper-parameters come from the config),
+        so a resumed run continues the same optimisation instead of restarting Adam from zero."""
+        tensors = {f"{i}/{k}": (v if torch.is_tensor(v) else torch.tensor(v)).detach().cpu().contiguous()
+                   for i, st in self.opt.state_dict()["state"].items() for k, v in st.items()}
+        save_file(tensors, path)
+
+    def load_optimizer(self, path: str) -> None:
+        sd = self.opt.state_dict()
+        state: dict[int, dict[str, torch.Tensor]] = {}
+        for key, v in load_file(path).items():
+            i, _, name = key.partition("/")
+            state.setdefault(int(i), {})[name] = v
+        self.opt.load_state_dict({"state": state, "param_groups": sd["param_groups"]})
+
     def load_adapter(self, path: str) -> None:
         state = load_file(path)
         params = dict(self.model.named_parameters())

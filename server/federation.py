@@ -356,8 +356,8 @@ class Federation:
         return Path(self.cfg.server.data_dir) / "checkpoints" / f"run-{self.run_id}"
 
     def _checkpoint(self, t: int) -> None:
-        """After round ``t`` is committed: the LLM's LoRA adapter and every filter's state as
-        safetensors, and the SLM paths the LLM keeps as JSON, in ``checkpoints/run-<id>/round-<t>/``,
+        """After round ``t`` is committed: the LLM's LoRA adapter, its optimizer and every filter's
+        state as safetensors, and the SLM paths the LLM keeps as JSON, in ``checkpoints/run-<id>/round-<t>/``,
         written under a temporary name and renamed, so a checkpoint on disk is always whole. The two newest are kept."""
         try:
             self._write_checkpoint(t)
@@ -371,6 +371,7 @@ class Federation:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         self.llm.learner.save_adapter(str(tmp / "llm_adapter.safetensors"))
+        self.llm.learner.save_optimizer(str(tmp / "llm_optimizer.safetensors"))
         (tmp / "llm_kept.json").write_text(json.dumps([k.to_dict() for k in self.llm.learner.kept.values()]))
         tensors, dims = {}, {}
         for (recv, send), pol in sorted(self.alloc.policies.items()):
@@ -405,6 +406,8 @@ class Federation:
                     self.run_id, self.cfg.run.name, self._run_created):
                 continue  # another database's run with the same id
             self.llm.learner.load_adapter(str(d / "llm_adapter.safetensors"))
+            if (d / "llm_optimizer.safetensors").exists():  # absent in older checkpoints: Adam restarts
+                self.llm.learner.load_optimizer(str(d / "llm_optimizer.safetensors"))
             kept = d / "llm_kept.json"  # absent in checkpoints written before distill.retain existed
             self.llm.learner.kept = ({k["id"]: Sample(**k) for k in json.loads(kept.read_text())}
                                      if kept.exists() else {})
