@@ -7,6 +7,7 @@ demo, the tests and the experiment harness.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import replace
@@ -15,11 +16,14 @@ import numpy as np
 import torch
 from lada.common.config import LadaConfig
 from lada.common.data import Sample, is_correct
-from lada.common.learner import Learner, Pair
+from lada.common.learner import Learner, LearnerState, Pair
 from lada.common.models import resolve_model
 from lada.common.proto.lada.v1 import allocation_pb2, messages_pb2
 from lada.common.scenario import scenario_splits
 from lada.common.textlm import load_model
+
+log = logging.getLogger("lada.client")
+KEEP_ROUND_STARTS = 3  # a resumed server redoes a round after its last checkpoint: one of the newest
 
 
 def client_data(cfg: LadaConfig, name: str) -> tuple[list[Sample], list[Sample]]:
@@ -54,11 +58,15 @@ class ClientApp:
                                seed=cfg.run.seed * 1000 + sum(map(ord, name)))
         self.train_set, self.test_set = client_data(cfg, name)
         self.domain = cfg.data.client_domains[name]
+        # (run key, round) -> learner state at that round's start; the newest few rounds of one run
+        self._round_start: dict[tuple[str, int], LearnerState] = {}
+        self.rolled_back: list[int] = []  # rounds this app undid because the server redid them
 
     # ------------------------------------------------------------------ PROBE
     def probe(self, task: messages_pb2.Task, candidates: messages_pb2.PathBatch
               ) -> tuple[allocation_pb2.LearnabilityReport, messages_pb2.PathBatch]:
         """Learnability statistics of this SLM on the sender's paths, and its own paths."""
+        self._start_round(task)
         paths = list(candidates.paths)
         qs = [p.question for p in paths]
         nll = self.learner.nll(qs, [p.text for p in paths])
@@ -82,6 +90,25 @@ class ClientApp:
             report.has_test_accuracy = True
             report.test_accuracy = self.test_accuracy()
         return report, own_batch
+
+    def _start_round(self, task: messages_pb2.Task) -> None:
+        """A probe opens a round. Seen before in this run: the server restarted and redoes the
+        round, so go back to this round's starting state (its first try's learning never
+        committed). New: remember the starting state. Without a run key nothing is kept."""
+        if not task.run_key:
+            return
+        key = (task.run_key, task.round)
+        if key in self._round_start:
+            self.learner.restore(self._round_start[key])
+            self.rolled_back.append(task.round)
+            log.warning("%s: the server redoes round %d (it restarted); back to that round's starting state",
+                        self.name, task.round)
+            return
+        self._round_start = {k: v for k, v in self._round_start.items()
+                             if k[0] == task.run_key and k[1] < task.round}
+        for old in sorted(self._round_start)[:-(KEEP_ROUND_STARTS - 1)]:
+            del self._round_start[old]
+        self._round_start[key] = self.learner.snapshot()
 
     # ------------------------------------------------------------------ TRAIN
     def train(self, task: messages_pb2.Task, samples: Sequence[allocation_pb2.AllocatedSample]

@@ -7,6 +7,7 @@ It knows nothing of transport or storage.
 
 from __future__ import annotations
 
+import copy
 import math
 import random
 import time
@@ -39,6 +40,18 @@ class Pair:
     question: str
     positive: str
     negative: str
+
+
+@dataclass
+class LearnerState:
+    """Everything learning changes (adapter, optimizer, kept paths, RNGs): a copy taken at the
+    start of a round lets a receiver undo that round when the server redoes it."""
+
+    adapter: dict[str, torch.Tensor]
+    optimizer: dict
+    kept: dict[str, Sample]
+    rng: object
+    torch_rng: torch.Tensor
 
 
 @dataclass
@@ -203,6 +216,18 @@ class Learner:
     def save_adapter(self, path: str) -> None:
         save_file(self.adapter_state(), path)
 
+    def snapshot(self) -> LearnerState:
+        return LearnerState({k: v.clone() for k, v in self.adapter_state().items()},
+                            copy.deepcopy(self.opt.state_dict()), dict(self.kept), self.rng.getstate(),
+                            torch.get_rng_state())
+
+    def restore(self, s: LearnerState) -> None:
+        self._load_adapter_state(s.adapter)
+        self.opt.load_state_dict(copy.deepcopy(s.optimizer))
+        self.kept = dict(s.kept)
+        self.rng.setstate(s.rng)
+        torch.set_rng_state(s.torch_rng)
+
     def save_optimizer(self, path: str) -> None:
         """AdamW's moments and step counts as safetensors (its hyper-parameters come from the config),
         so a resumed run continues the same optimisation instead of restarting Adam from zero."""
@@ -219,7 +244,9 @@ class Learner:
         self.opt.load_state_dict({"state": state, "param_groups": sd["param_groups"]})
 
     def load_adapter(self, path: str) -> None:
-        state = load_file(path)
+        self._load_adapter_state(load_file(path))
+
+    def _load_adapter_state(self, state: dict[str, torch.Tensor]) -> None:
         params = dict(self.model.named_parameters())
         with torch.no_grad():
             for k, v in state.items():

@@ -44,6 +44,8 @@ class RoundFailed(RuntimeError):
 class Grid(Protocol):
     """The transport seam: how tasks reach clients and results come back."""
 
+    run_key: str  # put on every task: one run of one database (see messages.proto Task.run_key)
+
     def wait_for_clients(self, n: int, timeout: float) -> list[str]: ...
 
     def probe(self, round_idx: int, candidates: messages_pb2.PathBatch, evaluate: Collection[str],
@@ -97,6 +99,8 @@ class Federation:
     def run(self) -> list[RoundSummary]:
         cfg = self.cfg
         start = self._open_run() if self.store else 1
+        if self.store:
+            self.grid.run_key = f"{self.run_id}@{self._run_created}"
         try:
             # the first round waits for server.wait_clients; later rounds go on with whoever is
             # registered and live (a dropped client that came back counts again)

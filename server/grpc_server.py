@@ -321,6 +321,7 @@ class GrpcGrid:
         self.liveness_s = liveness_s if liveness_s is not None else max(6 * heartbeat_s, 30.0)
         self.max_waiters = max_waiters
         self.bind_peer_names = bind_peer_names
+        self.run_key = ""  # set by the Federation; tasks carry it so a client can spot a redone round
         self.blobs = BlobStore(max_blob, store_bytes)
         self.lock = threading.RLock()
         self.cv = threading.Condition(self.lock)
@@ -371,7 +372,7 @@ class GrpcGrid:
                 if slot is None:
                     continue  # gone since the round started: reported as missing by _collect
                 task = messages_pb2.Task(task_id=uuid.uuid4().hex, round=t, kind=kind, blob_id=blob_id,
-                                         evaluate=name in evaluate, blob_size=blob_size)
+                                         evaluate=name in evaluate, blob_size=blob_size, run_key=self.run_key)
                 slot.tasks.append(task)
                 slot.outstanding[task.task_id] = task
                 sent[name] = (slot.instance, task.task_id)

@@ -15,6 +15,7 @@ from .federation import ProbeReply
 class InProcessGrid:
     def __init__(self, apps: dict) -> None:  # name -> lada.client.app.ClientApp
         self.apps = apps
+        self.run_key = ""  # set by the Federation (see messages.proto Task.run_key)
         self._bytes: dict[str, list[int]] = {n: [0, 0] for n in apps}
 
     def wait_for_clients(self, n: int, timeout: float) -> list[str]:
@@ -25,7 +26,8 @@ class InProcessGrid:
         return app.model_name, app.domain
 
     def _task(self, t: int, kind: int, evaluate: bool = False) -> messages_pb2.Task:
-        return messages_pb2.Task(task_id=uuid.uuid4().hex, round=t, kind=kind, evaluate=evaluate)
+        return messages_pb2.Task(task_id=uuid.uuid4().hex, round=t, kind=kind, evaluate=evaluate,
+                                 run_key=self.run_key)
 
     def probe(self, round_idx: int, candidates: messages_pb2.PathBatch, evaluate: Collection[str],
               clients: list[str]) -> dict[str, ProbeReply]:

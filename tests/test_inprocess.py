@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import torch
 from lada.client.app import ClientApp
 from lada.common.config import LadaConfig
 from lada.common.learner import Pair
+from lada.common.proto.lada.v1 import messages_pb2
 from lada.server.federation import Federation
 from lada.server.inprocess import InProcessGrid
 from lada.server.storage import Store
@@ -103,3 +105,54 @@ def test_retained_paths_join_local_sft_in_later_rounds(tiny_overrides: dict) -> 
     plain = ClientApp(off, "client-2").learner
     plain.learn_round([], [Pair(s.id, s.question, s.path, "") for s in pub])
     assert plain.kept == {} and plain.learn_round([], []).steps == 0
+
+
+class _Crash(BaseException):
+    """The server process dying (not an Exception: nothing marks the run failed)."""
+
+
+class _DiesAfterClientsLearn(InProcessGrid):
+    def train(self, round_idx: int, allocations: dict) -> dict:
+        out = super().train(round_idx, allocations)
+        if round_idx == 2:
+            raise _Crash  # clients learned round 2; the server never commits it
+        return out
+
+
+def _adapters(apps: dict) -> dict[str, dict]:
+    return {n: a.learner.adapter_state() for n, a in apps.items()}
+
+
+def test_clients_undo_a_round_the_restarted_server_redoes(tiny_overrides: dict, tmp_path) -> None:
+    """Server killed after the clients learned round 2 but before it committed: the resumed server
+    redoes round 2, and the clients roll back to their round-2 starting state instead of learning
+    it twice. They end exactly where an uninterrupted run ends."""
+    over = {**tiny_overrides, "run.rounds": 2, "train.local_steps": 3}
+
+    def fed(apps: dict, grid_cls: type, name: str) -> Federation:
+        cfg = LadaConfig.load(TINY, overrides={**over, "server.data_dir": str(tmp_path / name)}, env=False)
+        return Federation(cfg, grid_cls(apps), Store(f"sqlite:///{tmp_path / name}.db"), log=lambda s: None)
+
+    cfg = LadaConfig.load(TINY, overrides=over, env=False)
+    clean = {n: ClientApp(cfg, n) for n in cfg.data.client_domains}
+    fed(clean, InProcessGrid, "clean").run()
+
+    apps = {n: ClientApp(cfg, n) for n in cfg.data.client_domains}
+    try:
+        fed(apps, _DiesAfterClientsLearn, "crash").run()
+    except _Crash:
+        pass
+    again = fed(apps, InProcessGrid, "crash")
+    history = again.run()
+    assert [h.idx for h in history] == [2]  # resumed at round 2
+    assert all(a.rolled_back == [2] for a in apps.values())
+    want, got = _adapters(clean), _adapters(apps)
+    for n in want:
+        assert all(torch.equal(want[n][k], got[n][k]) for k in want[n]), n
+
+    # without a run key (no database) nothing is remembered or undone
+    loose = ClientApp(cfg, "client-1")
+    task = messages_pb2.Task(round=1, kind=messages_pb2.TASK_KIND_PROBE)
+    loose._start_round(task)
+    loose._start_round(task)
+    assert loose.rolled_back == [] and loose._round_start == {}

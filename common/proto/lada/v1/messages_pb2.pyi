@@ -59,7 +59,7 @@ class SampleStats(_message.Message):
     def __init__(self, sample_id: _Optional[str] = ..., nll: _Optional[float] = ..., sender_len: _Optional[int] = ..., own_len: _Optional[int] = ..., own_correct: _Optional[bool] = ..., sender_correct: _Optional[bool] = ..., answer_ce: _Optional[float] = ...) -> None: ...
 
 class Task(_message.Message):
-    __slots__ = ("task_id", "round", "kind", "blob_id", "evaluate", "run_name", "blob_size", "retry_after_s")
+    __slots__ = ("task_id", "round", "kind", "blob_id", "evaluate", "run_name", "blob_size", "retry_after_s", "run_key")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     ROUND_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
@@ -68,6 +68,7 @@ class Task(_message.Message):
     RUN_NAME_FIELD_NUMBER: _ClassVar[int]
     BLOB_SIZE_FIELD_NUMBER: _ClassVar[int]
     RETRY_AFTER_S_FIELD_NUMBER: _ClassVar[int]
+    RUN_KEY_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     round: int
     kind: TaskKind
@@ -76,7 +77,8 @@ class Task(_message.Message):
     run_name: str
     blob_size: int
     retry_after_s: float
-    def __init__(self, task_id: _Optional[str] = ..., round: _Optional[int] = ..., kind: _Optional[_Union[TaskKind, str]] = ..., blob_id: _Optional[str] = ..., evaluate: _Optional[bool] = ..., run_name: _Optional[str] = ..., blob_size: _Optional[int] = ..., retry_after_s: _Optional[float] = ...) -> None: ...
+    run_key: str
+    def __init__(self, task_id: _Optional[str] = ..., round: _Optional[int] = ..., kind: _Optional[_Union[TaskKind, str]] = ..., blob_id: _Optional[str] = ..., evaluate: _Optional[bool] = ..., run_name: _Optional[str] = ..., blob_size: _Optional[int] = ..., retry_after_s: _Optional[float] = ..., run_key: _Optional[str] = ...) -> None: ...
 
 class Ack(_message.Message):
     __slots__ = ("ok", "message")
