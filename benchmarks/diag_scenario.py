@@ -11,26 +11,28 @@ Two measurements on the experiment scenario (``benchmarks/experiment.yaml``), no
 
     .venv/bin/python benchmarks/diag_scenario.py slm --client client-2 --n 0,60,300,1000
     .venv/bin/python benchmarks/diag_scenario.py llm --n 500,5000
-    .venv/bin/python benchmarks/diag_scenario.py channel --client client-3
+    .venv/bin/python benchmarks/diag_scenario.py channel --client all --seeds 0,1,2
 
-* ``channel``: a client's SLM on the answer-only scenario, self-training locally, receiving B correct
-  LLM paths a round picked at random or only from its own domain (the best a filter could do for
-  domain), with or without keeping earlier rounds' paths; the ceiling of what an allocation policy
+* ``channel``: each client's SLM on the answer-only scenario, self-training locally, receiving B
+  correct LLM paths a round (SFT on y+, no contrast), picked at random or only from its own domain
+  (the best a filter could do for domain), with or without keeping earlier rounds' paths
+  (``distill.retain``); final accuracy after 5 rounds. The ceiling of what an allocation policy
   can move at this budget.
 """
 
 from __future__ import annotations
 
 import argparse
+import random
 import sys
 from collections import Counter
-from dataclasses import replace
 from pathlib import Path
 
 import torch
 from lada.client.app import ClientApp
 from lada.common.config import LadaConfig
-from lada.common.data import Sample
+from lada.common.data import is_correct
+from lada.common.learner import Pair
 from lada.common.scenario import scenario_splits, server_train_set
 from lada.server.llm_host import LLMHost
 
@@ -67,39 +69,38 @@ def llm(sizes: list[int], rounds: int) -> None:
             print(f"| {n} | {t} | {100 * acc:.1f} | {doms} |", flush=True)
 
 
-def channel(client: str, rounds: int, modes: list[str]) -> None:
-    import random
-
-    from lada.common.data import is_correct
-    from lada.common.learner import Pair
-
-    cfg = LadaConfig.load(CONFIG, env=False)
-    public = scenario_splits(cfg.data).public
-    texts = LLMHost(cfg).learner.paths([s.question for s in public])
+def channel(clients: list[str], rounds: int, modes: list[str], seeds: list[int]) -> None:
+    """Mode ``pick[+keep]``: pick = none | random | domain; keep = the learner's distill.retain."""
+    base = LadaConfig.load(CONFIG, env=False)
+    public = scenario_splits(base.data).public
+    texts = LLMHost(base).learner.paths([s.question for s in public])
     ok = [i for i, (s, p) in enumerate(zip(public, texts)) if is_correct(p, s.answer)]
-    print(f"LLM paths correct on {len(ok)}/{len(public)} public samples")
-    print(f"| {client}: picks / keep | test accuracy, rounds 0..{rounds} (%) |\n|---|---|")
+    print(f"LLM paths correct on {len(ok)}/{len(public)} public samples; B = {base.run.budget} a round")
+    print(f"| picks / keep | {' | '.join(clients)} | mean | (round {rounds}, %, mean over seeds {seeds}) |")
+    print("|---" * (len(clients) + 2) + "|---|")
     for mode in modes:
         pick, _, keep = mode.partition("+")
-        app = ClientApp(cfg, client)
-        rng = random.Random(0)
-        pool = [i for i in ok if pick != "domain" or public[i].domain == app.domain]
-        kept: list[Sample] = []
-        accs = [app.test_accuracy()]
-        for _ in range(rounds):
-            idx = [] if pick == "none" else rng.sample(pool, min(cfg.run.budget, len(pool)))
-            pairs = [Pair(public[i].id, public[i].question, texts[i], "") for i in idx]
-            app.learner.learn_round(app.local_targets() + kept, pairs)
-            if keep:
-                kept += [replace(public[i], solution=texts[i].split("####", 1)[0].strip()) for i in idx]
-            accs.append(app.test_accuracy())
-        print(f"| {mode} | {' -> '.join(f'{100 * a:.1f}' for a in accs)} |", flush=True)
+        final: dict[str, list[float]] = {c: [] for c in clients}
+        for seed in seeds:
+            cfg = LadaConfig.load(CONFIG, overrides={"distill.retain": bool(keep), "run.seed": seed}, env=False)
+            for client in clients:
+                app = ClientApp(cfg, client)
+                rng = random.Random(seed)
+                pool = [i for i in ok if pick != "domain" or public[i].domain == app.domain]
+                for _ in range(rounds):
+                    idx = [] if pick == "none" else rng.sample(pool, min(cfg.run.budget, len(pool)))
+                    app.learner.learn_round(app.local_targets(),
+                                            [Pair(public[i].id, public[i].question, texts[i], "") for i in idx])
+                final[client].append(app.test_accuracy())
+        means = [100 * sum(v) / len(v) for v in final.values()]
+        print(f"| {mode} | {' | '.join(f'{m:.1f}' for m in means)} | {sum(means) / len(means):.1f} | |", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("what", choices=["slm", "llm", "channel"])
     ap.add_argument("--modes", default="none,random,random+keep,domain,domain+keep")
+    ap.add_argument("--seeds", default="0", help="channel: comma-separated run seeds")
     ap.add_argument("--client", default="client-2")
     ap.add_argument("--n", default=None, help="comma-separated sizes")
     ap.add_argument("--rounds", type=int, default=None)
@@ -108,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.what == "slm":
         slm(args.client, [int(x) for x in (args.n or "0,60,300,1000").split(",")], args.rounds or 5)
     elif args.what == "channel":
-        channel(args.client, args.rounds or 5, args.modes.split(","))
+        clients = ["client-1", "client-2", "client-3"] if args.client == "all" else [args.client]
+        channel(clients, args.rounds or 5, args.modes.split(","), [int(x) for x in args.seeds.split(",")])
     else:
         llm([int(x) for x in (args.n or "500,5000").split(",")], args.rounds or 3)
     return 0
