@@ -134,6 +134,7 @@ class Learner:
     def learn_round(self, local: Sequence[Sample], pairs: Sequence[Pair]) -> LearnReport:
         """L = L_SFT(local) + α·L_CD(pairs) + w⁺·L_SFT(y⁺), reference = self at round start.
 
+        The local SFT data also holds the y⁺ kept from earlier rounds (``distill.retain``).
         Returns the per-sample NLL of y⁺ before and after, from which the
         caller computes the reward (learning gain) for its filter.
         """
