@@ -156,3 +156,9 @@ def test_clients_undo_a_round_the_restarted_server_redoes(tiny_overrides: dict, 
     loose._start_round(task)
     loose._start_round(task)
     assert loose.rolled_back == [] and loose._round_start == {}
+    # with one: the newest KEEP_ROUND_STARTS rounds of the current run only
+    for t in range(1, 6):
+        loose._start_round(messages_pb2.Task(round=t, run_key="run-a"))
+    assert sorted(loose._round_start) == [("run-a", t) for t in (3, 4, 5)]
+    loose._start_round(messages_pb2.Task(round=1, run_key="run-b"))  # a new run forgets the old one
+    assert sorted(loose._round_start) == [("run-b", 1)] and loose.rolled_back == []
