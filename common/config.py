@@ -41,6 +41,9 @@ class RunConfig(Section):
     budget: int = Field(100, ge=1, description="B: public samples allocated to each client per round")
     server_budget: int = Field(50, ge=0, description="SLM paths the LLM learns from per client per round")
     bidirectional: bool = Field(True, description="also distil SLM -> LLM (False: one direction only)")
+    fresh_only: bool = Field(
+        False, description="offer a receiver only samples it was not given earlier in the run (with "
+        "distill.retain a re-sent sample is one the receiver already keeps)")
     threads: int = Field(1, ge=1, description="torch threads per process")
 
 

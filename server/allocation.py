@@ -55,6 +55,7 @@ class AllocationService:
         self.method = method or cfg.run.method
         self.policies: dict[tuple[str, str], AllocationPolicy] = {}
         self._last: dict[tuple[str, str], tuple[AllocationContext, list[int]]] = {}
+        self.given: dict[tuple[str, str], set[str]] = {}  # (receiver, sender) -> sample ids given so far
 
     def policy(self, receiver: str, sender: str, dim: int) -> AllocationPolicy:
         key = (receiver, sender)
@@ -65,17 +66,23 @@ class AllocationService:
 
     def allocate(self, receiver: str, sender: str, embedding: np.ndarray | None, view: PairView,
                  budget: int, round_idx: int) -> Allocation:
+        given = self.given.setdefault((receiver, sender), set())
+        eligible = np.asarray(view.sender_correct, dtype=bool)
+        if self.cfg.run.fresh_only:  # a sample given before is not eligible again (the policies read
+            # sender_correct as the eligibility mask: only these may be taught)
+            eligible = eligible & np.array([sid not in given for sid in view.sample_ids], dtype=bool)
         ctx = AllocationContext(
             sample_ids=view.sample_ids,
             contexts=contexts(embedding if self.cfg.filter.embedding == "llm" else None, view),
             receiver_nll=view.receiver_nll,
-            sender_correct=view.sender_correct,
+            sender_correct=eligible,
             receiver_correct=view.receiver_correct,
             teacher_ce=view.teacher_ce,
             student_ce=view.student_ce,
         )
         alloc = self.policy(receiver, sender, ctx.contexts.shape[1]).allocate(ctx, budget, round_idx)
         self._last[(receiver, sender)] = (ctx, list(alloc.indices))
+        given.update(view.sample_ids[i] for i in alloc.indices)
         return alloc
 
     def rewards(self, nll_before: Sequence[float], nll_after: Sequence[float]) -> np.ndarray:

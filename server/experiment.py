@@ -66,15 +66,20 @@ def run_cell(base: dict[str, Any], method: str, seed: int) -> list[dict[str, Any
     for subj, acc in fed.before.items():
         rows.append(dict(method=method, seed=seed, round=0, subject=subj, accuracy=acc))
     domain_of = {p.id: p.domain for p in fed.public}
+    seen: dict[str, set[str]] = {}  # client -> every sample id it was given so far
     for h in fed.history:
         alloc = h.allocated
         for subj, vals in [*h.clients.items(), (LLM, h.llm)]:
             given = alloc.get(subj, [])
             own = cfg.data.client_domains.get(subj)
+            before = seen.setdefault(subj, set())
+            fresh = sum(i not in before for i in set(given)) / len(given) if given else None
+            before.update(given)
             rows.append(dict(method=method, seed=seed, round=h.idx, subject=subj, **vals,
                              overlap=_overlap(alloc) if subj == LLM else None,
                              in_domain=(sum(domain_of[i] == own for i in given) / len(given)
-                                        if own and given else None)))
+                                        if own and given else None),
+                             fresh=fresh, distinct=len(before) if own else None))
     print(f"[experiment] {method:<16} seed {seed}: final SLM mean "
           f"{np.mean([v['accuracy'] for v in fed.history[-1].clients.values()]):.3f}, "
           f"LLM {fed.history[-1].llm['accuracy']:.3f} ({time.perf_counter() - t0:.0f}s)", flush=True)
@@ -167,8 +172,8 @@ def _ms(vals: list[float]) -> str:
 
 def summary_table(rows: list[dict[str, Any]], methods: list[str]) -> str:
     lines = ["| method | mean final SLM accuracy (%) | per client (%) | LLM final (%) | LLM change (pts) "
-             "| own-domain share of allocations (%) | note |",
-             "|---|---|---|---|---|---|---|"]
+             "| own-domain share of allocations (%) | distinct samples a client was given | note |",
+             "|---|---|---|---|---|---|---|---|"]
     for m in methods:
         if not any(r["method"] == m for r in rows):
             continue
@@ -182,8 +187,11 @@ def summary_table(rows: list[dict[str, Any]], methods: list[str]) -> str:
         delta = [llm[s] - llm0[s] for s in llm if s in llm0]
         share = [r["in_domain"] for r in rows if r["method"] == m and r.get("in_domain") is not None]
         share_s = f"{100 * np.mean(share):.0f}" if share else "–"
+        distinct = [r["distinct"] for r in rows if r["method"] == m and r["round"] == last
+                    and r.get("distinct") is not None]
+        distinct_s = f"{np.mean(distinct):.0f}" if distinct else "–"
         lines.append(f"| {m} | {_ms(list(slm.values()))} | {per_s} | {_ms(list(llm.values()))} | "
-                     f"{100 * np.mean(delta):+.1f} | {share_s} | {METHODS[m].note} |")
+                     f"{100 * np.mean(delta):+.1f} | {share_s} | {distinct_s} | {METHODS[m].note} |")
     return "\n".join(lines)
 
 
@@ -192,6 +200,7 @@ def plot(rows: list[dict[str, Any]], methods: list[str], out: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     def series(m: str, key: str, subj_filter: Any) -> tuple[list[int], list[float]]:
         by_round: dict[int, list[float]] = {}
@@ -210,6 +219,7 @@ def plot(rows: list[dict[str, Any]], methods: list[str], out: Path) -> None:
                 ax.plot(*series(m, key, subj), style, marker="o", label=m, color=plt.cm.tab20(k % 20),
                         linewidth=2.5 if m == "lada" else 1.5)
             ax.set(title=title, xlabel="round", ylabel=ylabel)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # rounds are whole numbers
         axes[0].legend(fontsize=7, ncol=2)
         fig.tight_layout()
         fig.savefig(out / fname, dpi=110)

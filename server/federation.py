@@ -360,9 +360,10 @@ class Federation:
         return Path(self.cfg.server.data_dir) / "checkpoints" / f"run-{self.run_id}"
 
     def _checkpoint(self, t: int) -> None:
-        """After round ``t`` is committed: the LLM's LoRA adapter, its optimizer and every filter's
-        state as safetensors, and the SLM paths the LLM keeps as JSON, in ``checkpoints/run-<id>/round-<t>/``,
-        written under a temporary name and renamed, so a checkpoint on disk is always whole. The two newest are kept."""
+        """After round ``t`` is committed, in ``checkpoints/run-<id>/round-<t>/``: the LLM's LoRA
+        adapter, its optimizer and every filter's state as safetensors; the SLM paths the LLM keeps
+        and what each receiver was given so far as JSON. Written under a temporary name and
+        renamed, so a checkpoint on disk is always whole. The two newest are kept."""
         try:
             self._write_checkpoint(t)
         except OSError as e:  # the round is committed; a resume would redo it from the previous checkpoint
@@ -377,6 +378,8 @@ class Federation:
         self.llm.learner.save_adapter(str(tmp / "llm_adapter.safetensors"))
         self.llm.learner.save_optimizer(str(tmp / "llm_optimizer.safetensors"))
         (tmp / "llm_kept.json").write_text(json.dumps([k.to_dict() for k in self.llm.learner.kept.values()]))
+        (tmp / "given.json").write_text(json.dumps({f"{r}<-{s}": sorted(ids) for (r, s), ids
+                                                    in sorted(self.alloc.given.items())}))
         tensors, dims = {}, {}
         for (recv, send), pol in sorted(self.alloc.policies.items()):
             key = f"{recv}<-{send}"
@@ -412,9 +415,11 @@ class Federation:
             self.llm.learner.load_adapter(str(d / "llm_adapter.safetensors"))
             if (d / "llm_optimizer.safetensors").exists():  # absent in older checkpoints: Adam restarts
                 self.llm.learner.load_optimizer(str(d / "llm_optimizer.safetensors"))
-            kept = d / "llm_kept.json"  # absent in checkpoints written before distill.retain existed
+            kept, given = d / "llm_kept.json", d / "given.json"  # both absent in older checkpoints
             self.llm.learner.kept = ({k["id"]: Sample(**k) for k in json.loads(kept.read_text())}
                                      if kept.exists() else {})
+            self.alloc.given = {tuple(k.split("<-", 1)): set(v) for k, v in json.loads(given.read_text()).items()
+                                } if given.exists() else {}
             self.llm.version += 1
             state = load_file(str(d / "filters.safetensors"))
             for key, dim in meta["dims"].items():

@@ -23,6 +23,8 @@ def test_matrix_outputs(tmp_path: Path, tiny_overrides: dict) -> None:
     shares = [r["in_domain"] for r in rows if r["method"] == "lada" and r["subject"] != "llm" and r["round"]]
     assert shares and all(0 <= v <= 1 for v in shares)  # what part of each allocation was the client's domain
     assert all(r.get("in_domain") is None for r in rows if r["method"] == "local_only")
+    firsts = [r for r in rows if r["method"] == "lada" and r["subject"] != "llm" and r["round"] == 1]
+    assert firsts and all(r["fresh"] == 1.0 and r["distinct"] == r["n_allocated"] for r in firsts)
     (tmp_path / "accuracy.png").unlink()
     redraw(tmp_path)  # table and plots again from the stored metrics, same wall time
     assert (tmp_path / "accuracy.png").stat().st_size > 0

@@ -256,6 +256,7 @@ def test_checkpoint_restores_the_llm_adapter_and_filters(tmp_path: Path, model_c
     if hasattr(pol, "filter"):
         pol.filter.update(rng.random((12, 7)), rng.random(12))
     llm.learner.keep([Pair("pub-1", "q", "a step #### 3", "")])
+    fed.alloc.given = {("client-1", LLM): {"pub-7"}}
     train = llm.learner.train_cfg
     llm.learner.train_cfg = train.model_copy(update={"local_steps": 1, "batch_size": 2})
     llm.learner.learn_round([], [])  # one step on the kept path: Adam now has moments to restore
@@ -279,6 +280,7 @@ def test_checkpoint_restores_the_llm_adapter_and_filters(tmp_path: Path, model_c
     got = fresh.learner.adapter_state()
     assert got.keys() == want_adapter.keys() and all(torch.equal(got[k], want_adapter[k]) for k in got)
     assert {k: s.path for k, s in fresh.learner.kept.items()} == {"pub-1": "a step #### 3"}
+    assert again.alloc.given == {("client-1", LLM): {"pub-7"}}
     got_opt = fresh.learner.opt.state_dict()["state"]
     assert got_opt.keys() == want_opt.keys()
     assert all(torch.equal(got_opt[i][k], want_opt[i][k]) for i in want_opt for k in want_opt[i])

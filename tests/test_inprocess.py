@@ -162,3 +162,15 @@ def test_clients_undo_a_round_the_restarted_server_redoes(tiny_overrides: dict, 
     assert sorted(loose._round_start) == [("run-a", t) for t in (3, 4, 5)]
     loose._start_round(messages_pb2.Task(round=1, run_key="run-b"))  # a new run forgets the old one
     assert sorted(loose._round_start) == [("run-b", 1)] and loose.rolled_back == []
+
+
+def test_fresh_only_never_gives_a_receiver_the_same_sample_twice(tiny_overrides: dict) -> None:
+    cfg = LadaConfig.load(TINY, overrides={**tiny_overrides, "run.rounds": 3, "run.budget": 4,
+                                           "run.fresh_only": True, "train.local_steps": 2}, env=False)
+    fed = Federation(cfg, InProcessGrid({n: ClientApp(cfg, n) for n in cfg.data.client_domains}),
+                     log=lambda s: None)
+    fed.run()
+    for name in cfg.data.client_domains:
+        given = [sid for h in fed.history for sid in h.allocated[name]]
+        assert len(given) == len(set(given)) > 4, name  # several rounds, no repeat
+    assert fed.alloc.given[("client-1", "llm")] == {sid for h in fed.history for sid in h.allocated["client-1"]}
