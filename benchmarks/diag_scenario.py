@@ -14,7 +14,8 @@ Two measurements on the experiment scenario (``benchmarks/experiment.yaml``), no
     .venv/bin/python benchmarks/diag_scenario.py channel --client all --seeds 0,1,2
 
 * ``channel``: each client's SLM on the answer-only scenario, self-training locally, receiving B
-  correct LLM paths a round (SFT on y+, no contrast), picked at random or only from its own domain
+  correct LLM paths a round (the round's loss: contrast against its own path when that is wrong),
+  picked at random or only from its own domain
   (the best a filter could do for domain), with or without keeping earlier rounds' paths
   (``distill.retain``); final accuracy after 5 rounds. The ceiling of what an allocation policy
   can move at this budget.
@@ -89,8 +90,10 @@ def channel(clients: list[str], rounds: int, modes: list[str], seeds: list[int])
                 pool = [i for i in ok if pick != "domain" or public[i].domain == app.domain]
                 for _ in range(rounds):
                     idx = [] if pick == "none" else rng.sample(pool, min(cfg.run.budget, len(pool)))
-                    app.learner.learn_round(app.local_targets(),
-                                            [Pair(public[i].id, public[i].question, texts[i], "") for i in idx])
+                    own = app.learner.paths([public[i].question for i in idx])  # y-: its own path when wrong
+                    pairs = [Pair(public[i].id, public[i].question, texts[i],
+                                  "" if is_correct(o, public[i].answer) else o) for i, o in zip(idx, own)]
+                    app.learner.learn_round(app.local_targets(), pairs)
                 final[client].append(app.test_accuracy())
         means = [100 * sum(v) / len(v) for v in final.values()]
         print(f"| {mode} | {' | '.join(f'{m:.1f}' for m in means)} | {sum(means) / len(means):.1f} | |", flush=True)
