@@ -1,6 +1,6 @@
 """Scenario diagnostics behind issue 3: can the embedded models learn from what a round can give them?
 
-Two measurements on the experiment scenario (``benchmarks/experiment.yaml``), no federation:
+Three measurements on the experiment scenario (``benchmarks/experiment.yaml``), no federation:
 
 * ``slm``: a client's SLM fine-tuned (the round's ``Learner.learn_round``, local SFT only) for 5
   rounds on its first N *worked* private samples; local test accuracy per round. It tells how many
@@ -15,10 +15,9 @@ Two measurements on the experiment scenario (``benchmarks/experiment.yaml``), no
 
 * ``channel``: each client's SLM on the answer-only scenario, self-training locally, receiving B
   correct LLM paths a round (the round's loss: contrast against its own path when that is wrong),
-  picked at random or only from its own domain
-  (the best a filter could do for domain), with or without keeping earlier rounds' paths
-  (``distill.retain``); final accuracy after 5 rounds. The ceiling of what an allocation policy
-  can move at this budget.
+  picked at random or only from its own domain (the best a filter could do for domain), with or
+  without keeping earlier rounds' paths (``distill.retain``); final accuracy after 5 rounds. What
+  an allocation policy can move at this budget.
 """
 
 from __future__ import annotations
