@@ -138,8 +138,11 @@ def _assert_consistent(r: Run, rounds: int) -> None:
 
 # ---------------------------------------------------------------------- server killed and restarted
 @pytest.mark.slow
+@pytest.mark.parametrize("kill_at", ["probe", "train"])
 def test_server_killed_mid_round_resumes_on_the_same_database(tmp_path: Path, built_models: Path,  # noqa: F811
-                                                              certs: Path) -> None:  # noqa: F811
+                                                              certs: Path, kill_at: str) -> None:  # noqa: F811
+    """Killed while the clients probe round 2, or after they learned it but before the server
+    committed it: the resumed server redoes round 2, and the clients undo their first try."""
     server_tls = ["--tls-cert", str(certs / "server.pem"), "--tls-key", str(certs / "server.key"),
                   "--tls-client-ca", str(certs / "ca.pem"), "--heartbeat", "1"]
 
@@ -147,11 +150,18 @@ def test_server_killed_mid_round_resumes_on_the_same_database(tmp_path: Path, bu
         return ["--tls-ca", str(certs / "ca.pem"), "--tls-cert", str(certs / "clients" / f"{name}.pem"),
                 "--tls-key", str(certs / "clients" / f"{name}.key")]
 
-    with run_of(tmp_path, built_models, server_tls, client_tls, run__rounds=2) as r:
+    # a larger held-out set keeps the server busy for seconds after the clients' reports (it
+    # evaluates the LLM before committing), so the kill lands between "learned" and "committed"
+    slow = {"data__n_server_test": 600} if kill_at == "train" else {}
+    with run_of(tmp_path, built_models, server_tls, client_tls, run__rounds=2, **slow) as r:
         server = r.server(1)
         clients = [r.client(n) for n in CLIENTS]
         r.wait(lambda: r.q("select idx from rounds where idx=2"), 150, "round 2 to start")
-        time.sleep(1.0)  # clients are probing for round 2
+        if kill_at == "probe":
+            time.sleep(1.0)  # clients are probing for round 2
+        else:  # every client learned round 2; the server is still learning (or committing) it
+            r.wait(lambda: all("round 2 TASK_KIND_TRAIN done" in (tmp_path / f"{n}.log").read_text()
+                               for n in CLIENTS), 150, "clients to learn round 2")
         server.send_signal(signal.SIGKILL)
         server.wait(10)
         assert r.q("select status from runs") == [("running",)]
@@ -179,6 +189,8 @@ def test_server_killed_mid_round_resumes_on_the_same_database(tmp_path: Path, bu
         for n in CLIENTS:
             log = (tmp_path / f"{n}.log").read_text()
             assert "enrolling again" in log and log.count("registered (instance") == 1, log[-2000:]
+            if kill_at == "train":  # learned round 2 once already: back to its round-2 starting state
+                assert "the server redoes round 2" in log, log[-2000:]
         ck = tmp_path / "checkpoints" / "run-1"
         assert sorted(p.name for p in ck.iterdir()) == ["round-1", "round-2"]
         assert not list(ck.glob(".*tmp"))
