@@ -42,6 +42,7 @@ class AllocationContext:
     teacher_ce: np.ndarray | None = None
     student_ce: np.ndarray | None = None
     sender_nll: np.ndarray | None = None
+    offer: np.ndarray | None = None  # candidates the caller lets this round offer (None: all)
 
     def __post_init__(self) -> None:
         n = len(self.sample_ids)
@@ -51,6 +52,8 @@ class AllocationContext:
         self.receiver_nll = np.asarray(self.receiver_nll, dtype=np.float64).reshape(-1)
         self.sender_correct = np.asarray(self.sender_correct, dtype=bool).reshape(-1)
         self.receiver_correct = np.asarray(self.receiver_correct, dtype=bool).reshape(-1)
+        if self.offer is not None:
+            self.offer = np.asarray(self.offer, dtype=bool).reshape(-1)
         for name in ("teacher_ce", "student_ce", "sender_nll"):
             val = getattr(self, name)
             if val is not None:
@@ -62,6 +65,7 @@ class AllocationContext:
             "teacher_ce",
             "student_ce",
             "sender_nll",
+            "offer",
         ):
             val = getattr(self, name)
             if val is not None and len(val) != n:
@@ -73,8 +77,10 @@ class AllocationContext:
 
     @property
     def eligible(self) -> np.ndarray:
-        """Indices whose sender path is correct (the only ones that may be taught)."""
-        return np.flatnonzero(self.sender_correct)
+        """Indices whose sender path is correct (the only ones that may be taught) and that the
+        caller offers this round (``run.fresh_only`` withholds what a receiver was given before)."""
+        ok = self.sender_correct if self.offer is None else self.sender_correct & self.offer
+        return np.flatnonzero(ok)
 
 
 @dataclass
@@ -246,8 +252,9 @@ class AllPublicPolicy(AllocationPolicy):
     name = "all_public"
 
     def allocate(self, ctx: AllocationContext, budget: int, round_idx: int) -> Allocation:
-        all_scores = ctx.sender_correct.astype(np.float64)
         idx = [int(i) for i in ctx.eligible]
+        all_scores = np.zeros(ctx.n)
+        all_scores[idx] = 1.0
         return Allocation(idx, [1.0] * len(idx), all_scores)
 
 

@@ -67,18 +67,17 @@ class AllocationService:
     def allocate(self, receiver: str, sender: str, embedding: np.ndarray | None, view: PairView,
                  budget: int, round_idx: int) -> Allocation:
         given = self.given.setdefault((receiver, sender), set())
-        eligible = np.asarray(view.sender_correct, dtype=bool)
-        if self.cfg.run.fresh_only:  # a sample given before is not eligible again (the policies read
-            # sender_correct as the eligibility mask: only these may be taught)
-            eligible = eligible & np.array([sid not in given for sid in view.sample_ids], dtype=bool)
+        offer = (np.array([sid not in given for sid in view.sample_ids], dtype=bool)
+                 if self.cfg.run.fresh_only else None)  # a sample given before is not offered again
         ctx = AllocationContext(
             sample_ids=view.sample_ids,
             contexts=contexts(embedding if self.cfg.filter.embedding == "llm" else None, view),
             receiver_nll=view.receiver_nll,
-            sender_correct=eligible,
+            sender_correct=view.sender_correct,
             receiver_correct=view.receiver_correct,
             teacher_ce=view.teacher_ce,
             student_ce=view.student_ce,
+            offer=offer,
         )
         alloc = self.policy(receiver, sender, ctx.contexts.shape[1]).allocate(ctx, budget, round_idx)
         self._last[(receiver, sender)] = (ctx, list(alloc.indices))

@@ -244,3 +244,19 @@ def test_context_validation() -> None:
             sender_correct=np.ones(2, bool),
             receiver_correct=np.ones(2, bool),
         )
+
+
+def test_offer_withholds_candidates_from_every_policy() -> None:
+    """``offer`` (run.fresh_only) narrows what may be allocated, on top of the sender being right."""
+    rng = np.random.default_rng(0)
+    n = 40
+    correct = rng.random(n) > 0.2
+    offer = rng.random(n) > 0.5
+    ctx = AllocationContext(sample_ids=[f"s{i}" for i in range(n)], contexts=rng.random((n, 6)),
+                            receiver_nll=rng.random(n), sender_correct=correct,
+                            receiver_correct=rng.random(n) > 0.5, teacher_ce=rng.random(n),
+                            student_ce=rng.random(n), offer=offer)
+    assert set(ctx.eligible) == set(np.flatnonzero(correct & offer))
+    for name in POLICIES:
+        alloc = make_policy(name, FilterConfig(), 6, seed=0).allocate(ctx, 5, 1)
+        assert set(alloc.indices) <= set(np.flatnonzero(correct & offer)), name
