@@ -15,7 +15,7 @@ from dataclasses import replace
 import numpy as np
 import torch
 from lada.common.config import LadaConfig
-from lada.common.data import Sample, is_correct
+from lada.common.data import Sample, is_correct, path_steps
 from lada.common.learner import Learner, LearnerState, Pair
 from lada.common.models import resolve_model
 from lada.common.proto.lada.v1 import allocation_pb2, messages_pb2
@@ -41,7 +41,7 @@ def self_taught(samples: Sequence[Sample], paths: Sequence[str]) -> list[Sample]
     """The samples whose path (the model's own) reaches the label, with that path as the
     solution: self-training on answer-only data (STaR-style rejection sampling) -- a label
     can check a reasoning path but cannot write one."""
-    return [replace(s, solution=p.split("####", 1)[0].strip())
+    return [replace(s, solution=path_steps(p))
             for s, p in zip(samples, paths) if is_correct(p, s.answer)]
 
 
@@ -104,10 +104,8 @@ class ClientApp:
             log.warning("%s: the server redoes round %d (it restarted); back to that round's starting state",
                         self.name, task.round)
             return
-        self._round_start = {k: v for k, v in self._round_start.items()
-                             if k[0] == task.run_key and k[1] < task.round}
-        for old in sorted(self._round_start)[:-(KEEP_ROUND_STARTS - 1)]:
-            del self._round_start[old]
+        newest = sorted(k for k in self._round_start if k[0] == task.run_key and k[1] < task.round)
+        self._round_start = {k: self._round_start[k] for k in newest[-(KEEP_ROUND_STARTS - 1):]}
         self._round_start[key] = self.learner.snapshot()
 
     # ------------------------------------------------------------------ TRAIN

@@ -49,6 +49,11 @@ def format_path(solution: str, answer: str) -> str:
     return f"{solution} #### {answer}".strip()
 
 
+def path_steps(text: str) -> str:
+    """The reasoning steps of a path, without its final answer (the inverse of format_path)."""
+    return text.split("####", 1)[0].strip()
+
+
 def prompt_of(question: str) -> str:
     """The prompt every model sees; the reasoning path follows it."""
     return f"Q : {question} A :"
@@ -233,7 +238,7 @@ def load_gsm8k_jsonl(path: str | Path, domain: str = "gsm8k", limit: int | None 
             ans = extract_answer(text.replace(",", ""))
             if ans is None:
                 raise ValueError(f"{path}:{i + 1}: answer has no '#### N' final answer")
-            steps = text.split("####")[0].strip().replace("\n", " ")
+            steps = path_steps(text).replace("\n", " ")
             out.append(Sample(f"{domain}-{i:05d}", domain, str(row["question"]), steps, ans,
                               steps.count(".") or 1))
             if limit and len(out) >= limit:

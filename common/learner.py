@@ -23,7 +23,7 @@ from safetensors.torch import load_file, save_file
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .config import DistillConfig, LoraConfig, TrainConfig
-from .data import Sample, extract_answer
+from .data import Sample, extract_answer, path_steps
 from .losses import contrastive_distillation_loss, sequence_logprob, sft_loss
 from .textlm import encode_pairs, evaluate, forward_logits, generate_paths, path_logprobs, path_nll
 
@@ -206,8 +206,7 @@ class Learner:
         one round's budget is tens of paths, too few for a small model to learn from once, while
         a few hundred kept over rounds are enough (docs/results.md, "The channel")."""
         for p in pairs:
-            steps, _, _ = p.positive.partition("####")
-            self.kept[p.sample_id] = Sample(p.sample_id, "", p.question, steps.strip(),
+            self.kept[p.sample_id] = Sample(p.sample_id, "", p.question, path_steps(p.positive),
                                             extract_answer(p.positive) or "", 0)
 
     # ------------------------------------------------------------------ adapters
