@@ -17,7 +17,8 @@ Three measurements on the experiment scenario (``benchmarks/experiment.yaml``), 
   correct LLM paths a round (the round's loss: contrast against its own path when that is wrong),
   picked at random or only from its own domain (the best a filter could do for domain), with or
   without keeping earlier rounds' paths (``distill.retain``); final accuracy after 5 rounds. What
-  an allocation policy can move at this budget.
+  an allocation policy can move at this budget. ``domain-all`` sends all correct own-domain paths
+  every round, whatever the budget: the ceiling of what the public pool holds for a client.
 """
 
 from __future__ import annotations
@@ -70,7 +71,10 @@ def llm(sizes: list[int], rounds: int) -> None:
 
 
 def channel(clients: list[str], rounds: int, modes: list[str], seeds: list[int]) -> None:
-    """Mode ``pick[+keep]``: pick = none | random | domain; keep = the learner's distill.retain."""
+    """Mode ``pick[+keep]``: pick = none | random | domain | domain-all; keep = distill.retain.
+
+    ``domain-all`` sends every correct own-domain path every round, budget aside: the most the
+    public pool holds for a client, so a ceiling for any allocation policy of any budget."""
     base = LadaConfig.load(CONFIG, env=False)
     public = scenario_splits(base.data).public
     texts = LLMHost(base).learner.paths([s.question for s in public])
@@ -86,9 +90,10 @@ def channel(clients: list[str], rounds: int, modes: list[str], seeds: list[int])
             for client in clients:
                 app = ClientApp(cfg, client)
                 rng = random.Random(seed)
-                pool = [i for i in ok if pick != "domain" or public[i].domain == app.domain]
+                pool = [i for i in ok if not pick.startswith("domain") or public[i].domain == app.domain]
                 for _ in range(rounds):
-                    idx = [] if pick == "none" else rng.sample(pool, min(cfg.run.budget, len(pool)))
+                    n = len(pool) if pick == "domain-all" else min(cfg.run.budget, len(pool))
+                    idx = [] if pick == "none" else rng.sample(pool, n)
                     own = app.learner.paths([public[i].question for i in idx])  # y-: its own path when wrong
                     pairs = [Pair(public[i].id, public[i].question, texts[i],
                                   "" if is_correct(o, public[i].answer) else o) for i, o in zip(idx, own)]

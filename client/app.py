@@ -7,10 +7,13 @@ demo, the tests and the experiment harness.
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -20,6 +23,7 @@ from lada.common.learner import Learner, LearnerState, Pair
 from lada.common.models import resolve_model
 from lada.common.proto.lada.v1 import allocation_pb2, messages_pb2
 from lada.common.scenario import scenario_splits
+from lada.common.state import read_meta, read_state_files, write_state_dir
 from lada.common.textlm import load_model
 
 log = logging.getLogger("lada.client")
@@ -46,9 +50,15 @@ def self_taught(samples: Sequence[Sample], paths: Sequence[str]) -> list[Sample]
 
 
 class ClientApp:
-    """An SLM with LoRA adapters, its private data, and the two task handlers."""
+    """An SLM with LoRA adapters, its private data, and the two task handlers.
 
-    def __init__(self, cfg: LadaConfig, name: str, model_path: str | None = None) -> None:
+    With a ``state_dir`` the client writes its learner state (adapter, optimizer, kept paths,
+    RNGs) there at the start of each round and after each TRAIN, so a restarted client process
+    resumes the run where it stopped instead of from the base model, and can still undo a round
+    the server redoes. Without one, that state lives in memory only."""
+
+    def __init__(self, cfg: LadaConfig, name: str, model_path: str | None = None,
+                 state_dir: str | Path | None = None) -> None:
         self.cfg, self.name = cfg, name
         torch.set_num_threads(cfg.run.threads)
         self.model_name = cfg.models.clients.get(name, "")
@@ -61,11 +71,17 @@ class ClientApp:
         # (run key, round) -> learner state at that round's start; the newest few rounds of one run
         self._round_start: dict[tuple[str, int], LearnerState] = {}
         self.rolled_back: list[int] = []  # rounds this app undid because the server redid them
+        self.state_dir = Path(state_dir) if state_dir else None
+        self.resumed_from: Path | None = None  # the saved state this app went on from, if any
+        self._run_key = ""  # the run this app's learner state belongs to ("" before its first keyed task)
+        self._base = self.learner.snapshot()  # every run starts here, unless a saved state of it exists
+        self._seq = 0  # numbers the saved states of the current run: the highest is the newest
 
     # ------------------------------------------------------------------ PROBE
     def probe(self, task: messages_pb2.Task, candidates: messages_pb2.PathBatch
               ) -> tuple[allocation_pb2.LearnabilityReport, messages_pb2.PathBatch]:
         """Learnability statistics of this SLM on the sender's paths, and its own paths."""
+        self._enter_run(task.run_key)
         self._start_round(task)
         paths = list(candidates.paths)
         qs = [p.question for p in paths]
@@ -100,6 +116,7 @@ class ClientApp:
         key = (task.run_key, task.round)
         if key in self._round_start:
             self.learner.restore(self._round_start[key])
+            self._forget_after(task.round)
             self.rolled_back.append(task.round)
             log.warning("%s: the server redoes round %d (it restarted); back to that round's starting state",
                         self.name, task.round)
@@ -107,12 +124,78 @@ class ClientApp:
         newest = sorted(k for k in self._round_start if k[0] == task.run_key and k[1] < task.round)
         self._round_start = {k: self._round_start[k] for k in newest[-(KEEP_ROUND_STARTS - 1):]}
         self._round_start[key] = self.learner.snapshot()
+        self._save(self._round_start[key], {"start_of": task.round})
+
+    # ------------------------------------------------------------------ saved state
+    def _run_dir(self, run_key: str) -> Path:
+        assert self.state_dir is not None
+        return self.state_dir / f"run-{hashlib.sha256(run_key.encode()).hexdigest()[:16]}"
+
+    def _saved(self, run_key: str) -> list[tuple[int, Path, dict]]:
+        """This run's saved states, oldest first (a folder being written has a dot name: skipped)."""
+        out = []
+        d = self._run_dir(run_key)
+        for p in d.glob("state-*") if d.is_dir() else []:
+            meta = read_meta(p)
+            if meta and meta.get("run_key") == run_key and p.name[6:].isdigit():
+                out.append((int(p.name[6:]), p, meta))
+        return sorted(out, key=lambda x: x[0])
+
+    def _enter_run(self, run_key: str) -> None:
+        """The first task of a run in this app: start from its newest saved state if this client
+        has one (its process restarted mid-run), else from the base model."""
+        if not run_key or run_key == self._run_key:
+            return
+        if self._run_key:  # a new run after another one: not on top of the old run's learning
+            self.learner.restore(self._base)
+        self._run_key, self._seq, self._round_start = run_key, 0, {}
+        saved = self._saved(run_key) if self.state_dir else []
+        if not saved:
+            return
+        base = self.learner.snapshot()
+        for _, path, meta in saved:  # the round starts a redone round may need, then the newest state
+            if "start_of" in meta:
+                self._round_start[(run_key, int(meta["start_of"]))] = read_state_files(path, base)
+        seq, path, meta = saved[-1]
+        self.learner.restore(read_state_files(path, base))
+        self._seq, self.resumed_from = seq, path
+        log.warning("%s: resuming the run from its saved state %s (%s round %s)", self.name, path,
+                    "start of" if "start_of" in meta else "after", meta.get("start_of", meta.get("after")))
+
+    def _forget_after(self, round_idx: int) -> None:
+        """Undoing round ``round_idx``: its saved start becomes the newest saved state again, and what
+        the undone try saved after it goes (a restart now must not resume from the undone learning)."""
+        saved = self._saved(self._run_key) if self.state_dir else []
+        start = [seq for seq, _, meta in saved if meta.get("start_of") == round_idx]
+        if not start:
+            return
+        for seq, path, _ in saved:
+            if seq > start[-1]:
+                shutil.rmtree(path, ignore_errors=True)
+        self._seq = start[-1]
+
+    def _save(self, state: LearnerState, what: dict) -> None:
+        """Write ``state`` as this run's newest saved state, then drop the saved states nothing can
+        need any more: only the newest and the round starts held in memory are kept."""
+        if not (self.state_dir and self._run_key):
+            return
+        self._seq += 1
+        run_dir = self._run_dir(self._run_key)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_state_dir(state, run_dir / f"state-{self._seq:06d}",
+                        {"run_key": self._run_key, "client": self.name, "model": self.model_name,
+                         "seq": self._seq, "written_at": time.time(), **what})
+        starts = {r for k, r in self._round_start if k == self._run_key}
+        for _, path, meta in self._saved(self._run_key)[:-1]:
+            if meta.get("start_of") not in starts:
+                shutil.rmtree(path, ignore_errors=True)
 
     # ------------------------------------------------------------------ TRAIN
     def train(self, task: messages_pb2.Task, samples: Sequence[allocation_pb2.AllocatedSample]
               ) -> allocation_pb2.RewardReport:
         """Local SFT + contrastive distillation on the allocated pairs; report NLL before/after."""
         t0 = time.perf_counter()
+        self._enter_run(task.run_key)
         pairs = [Pair(s.sample_id, s.question, s.positive, s.negative) for s in samples]
         rep = self.learner.learn_round(self.local_targets(), pairs)
         out = allocation_pb2.RewardReport(
@@ -122,6 +205,7 @@ class ClientApp:
         for sid, b, a in zip(rep.sample_ids, rep.nll_before, rep.nll_after):
             out.samples.append(allocation_pb2.SampleReward(sample_id=sid, nll_before=float(b), nll_after=float(a)))
         out.test_accuracy = self.test_accuracy()
+        self._save(self.learner.snapshot(), {"after": task.round})
         out.train_seconds = time.perf_counter() - t0
         return out
 

@@ -19,7 +19,6 @@ import numpy as np
 import torch
 from peft import LoraConfig as PeftLoraConfig
 from peft import get_peft_model
-from safetensors.torch import load_file, save_file
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .config import DistillConfig, LoraConfig, TrainConfig
@@ -213,9 +212,6 @@ class Learner:
     def adapter_state(self) -> dict[str, torch.Tensor]:
         return {k: v.detach().cpu().contiguous() for k, v in self.model.named_parameters() if v.requires_grad}
 
-    def save_adapter(self, path: str) -> None:
-        save_file(self.adapter_state(), path)
-
     def snapshot(self) -> LearnerState:
         return LearnerState({k: v.clone() for k, v in self.adapter_state().items()},
                             copy.deepcopy(self.opt.state_dict()), dict(self.kept), self.rng.getstate(),
@@ -227,24 +223,6 @@ class Learner:
         self.kept = dict(s.kept)
         self.rng.setstate(s.rng)
         torch.set_rng_state(s.torch_rng)
-
-    def save_optimizer(self, path: str) -> None:
-        """AdamW's moments and step counts as safetensors (its hyper-parameters come from the config),
-        so a resumed run continues the same optimisation instead of restarting Adam from zero."""
-        tensors = {f"{i}/{k}": (v if torch.is_tensor(v) else torch.tensor(v)).detach().cpu().contiguous()
-                   for i, st in self.opt.state_dict()["state"].items() for k, v in st.items()}
-        save_file(tensors, path)
-
-    def load_optimizer(self, path: str) -> None:
-        sd = self.opt.state_dict()
-        state: dict[int, dict[str, torch.Tensor]] = {}
-        for key, v in load_file(path).items():
-            i, _, name = key.partition("/")
-            state.setdefault(int(i), {})[name] = v
-        self.opt.load_state_dict({"state": state, "param_groups": sd["param_groups"]})
-
-    def load_adapter(self, path: str) -> None:
-        self._load_adapter_state(load_file(path))
 
     def _load_adapter_state(self, state: dict[str, torch.Tensor]) -> None:
         params = dict(self.model.named_parameters())

@@ -66,7 +66,8 @@ def _client(cfg: LadaConfig, args: argparse.Namespace) -> int:
 
     configure_logging(logging.INFO if not args.quiet else logging.WARNING)
     tls = channel_credentials(args.tls_ca, args.tls_cert, args.tls_key, tls=args.tls)
-    app = ClientApp(cfg, args.name)
+    state_dir = None if args.no_state else (args.state_dir or Path(cfg.server.data_dir) / "clients" / args.name)
+    app = ClientApp(cfg, args.name, state_dir=state_dir)
     conn = Connection(cfg.server.address, args.name, cfg.server.join_token, app.model_name, app.domain,
                       cfg.server.max_message_mb, cfg.server.chunk_kb, tls=tls, server_name=args.tls_server_name,
                       give_up_after=args.give_up_after)
@@ -218,6 +219,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--tls-server-name", help="expected name in the server certificate, if not the address host")
     c.add_argument("--give-up-after", type=float, default=600.0,
                    help="seconds to keep retrying an unreachable server before exiting [600]")
+    c.add_argument("--state-dir", help="where this client saves its learner state (adapter, optimizer, kept paths) "
+                   "each round, to resume a run after a restart [<server.data_dir>/clients/<name>]")
+    c.add_argument("--no-state", action="store_true", help="keep the learner state in memory only")
     c.add_argument("--quiet", action="store_true")
     c.set_defaults(fn=_client)
 

@@ -24,6 +24,7 @@ from lada.common.data import Sample
 from lada.common.learner import Pair
 from lada.common.proto.lada.v1 import allocation_pb2, messages_pb2
 from lada.common.scenario import scenario_splits, server_train_set
+from lada.common.state import read_state_files, sync_dir_files, write_state_files
 from safetensors.torch import load_file, save_file
 
 from .allocation import LLM, AllocationService, PairView
@@ -361,8 +362,8 @@ class Federation:
 
     def _checkpoint(self, t: int) -> None:
         """After round ``t`` is committed, in ``checkpoints/run-<id>/round-<t>/``: the LLM's LoRA
-        adapter, its optimizer and every filter's state as safetensors; the SLM paths the LLM keeps
-        and what each receiver was given so far as JSON. Written under a temporary name and
+        adapter, its optimizer and every filter's state as safetensors; the SLM paths the LLM keeps,
+        its RNGs and what each receiver was given so far as JSON. Written under a temporary name and
         renamed, so a checkpoint on disk is always whole. The two newest are kept."""
         try:
             self._write_checkpoint(t)
@@ -375,9 +376,7 @@ class Federation:
         final, tmp = root / f"round-{t}", root / f".round-{t}.{os.getpid()}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        self.llm.learner.save_adapter(str(tmp / "llm_adapter.safetensors"))
-        self.llm.learner.save_optimizer(str(tmp / "llm_optimizer.safetensors"))
-        (tmp / "llm_kept.json").write_text(json.dumps([k.to_dict() for k in self.llm.learner.kept.values()]))
+        write_state_files(self.llm.learner.snapshot(), tmp, prefix="llm_")
         (tmp / "given.json").write_text(json.dumps({f"{r}<-{s}": sorted(ids) for (r, s), ids
                                                     in sorted(self.alloc.given.items())}))
         tensors, dims = {}, {}
@@ -390,9 +389,7 @@ class Federation:
         meta = {"run_id": self.run_id, "run_name": self.cfg.run.name, "created_at": self._run_created, "round": t,
                 "dims": dims}
         (tmp / "meta.json").write_text(json.dumps(meta))
-        for f in tmp.iterdir():
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
+        sync_dir_files(tmp)
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
@@ -412,12 +409,9 @@ class Federation:
             if (meta.get("run_id"), meta.get("run_name"), meta.get("created_at")) != (
                     self.run_id, self.cfg.run.name, self._run_created):
                 continue  # another database's run with the same id
-            self.llm.learner.load_adapter(str(d / "llm_adapter.safetensors"))
-            if (d / "llm_optimizer.safetensors").exists():  # absent in older checkpoints: Adam restarts
-                self.llm.learner.load_optimizer(str(d / "llm_optimizer.safetensors"))
-            kept, given = d / "llm_kept.json", d / "given.json"  # both absent in older checkpoints
-            self.llm.learner.kept = ({k["id"]: Sample(**k) for k in json.loads(kept.read_text())}
-                                     if kept.exists() else {})
+            # files an older checkpoint lacks keep the fresh learner's (Adam restarts, nothing kept)
+            self.llm.learner.restore(read_state_files(d, self.llm.learner.snapshot(), prefix="llm_"))
+            given = d / "given.json"  # absent in older checkpoints
             self.alloc.given = {tuple(k.split("<-", 1)): set(v) for k, v in json.loads(given.read_text()).items()
                                 } if given.exists() else {}
             self.llm.version += 1

@@ -8,6 +8,7 @@ The fast tests at the end exercise the same resume / min_clients code in-process
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -138,11 +139,13 @@ def _assert_consistent(r: Run, rounds: int) -> None:
 
 # ---------------------------------------------------------------------- server killed and restarted
 @pytest.mark.slow
-@pytest.mark.parametrize("kill_at", ["probe", "train"])
+@pytest.mark.parametrize("kill_at", ["probe", "train", "train+clients"])
 def test_server_killed_mid_round_resumes_on_the_same_database(tmp_path: Path, built_models: Path,  # noqa: F811
                                                               certs: Path, kill_at: str) -> None:  # noqa: F811
     """Killed while the clients probe round 2, or after they learned it but before the server
-    committed it: the resumed server redoes round 2, and the clients undo their first try."""
+    committed it: the resumed server redoes round 2, and the clients undo their first try. In
+    ``train+clients`` every client process dies with the server and restarts: the clients resume
+    from their saved state folders, and undo round 2 from there."""
     server_tls = ["--tls-cert", str(certs / "server.pem"), "--tls-key", str(certs / "server.key"),
                   "--tls-client-ca", str(certs / "ca.pem"), "--heartbeat", "1"]
 
@@ -152,7 +155,7 @@ def test_server_killed_mid_round_resumes_on_the_same_database(tmp_path: Path, bu
 
     # a larger held-out set keeps the server busy for seconds after the clients' reports (it
     # evaluates the LLM before committing), so the kill lands between "learned" and "committed"
-    slow = {"data__n_server_test": 600} if kill_at == "train" else {}
+    slow = {"data__n_server_test": 600} if kill_at != "probe" else {}
     with run_of(tmp_path, built_models, server_tls, client_tls, run__rounds=2, **slow) as r:
         server = r.server(1)
         clients = [r.client(n) for n in CLIENTS]
@@ -164,6 +167,11 @@ def test_server_killed_mid_round_resumes_on_the_same_database(tmp_path: Path, bu
                                for n in CLIENTS), 150, "clients to learn round 2")
         server.send_signal(signal.SIGKILL)
         server.wait(10)
+        if kill_at == "train+clients":
+            for c in clients:
+                c.send_signal(signal.SIGKILL)
+                c.wait(10)
+            clients = [r.client(n) for n in CLIENTS]  # new processes: nothing in memory
         assert r.q("select status from runs") == [("running",)]
         assert r.q("select idx, status from rounds order by idx") == [(1, "done"), (2, "running")]
         round1 = {t: r.q(f"select * from {t} where round_idx in (0, 1) order by id")
@@ -185,11 +193,16 @@ def test_server_killed_mid_round_resumes_on_the_same_database(tmp_path: Path, bu
         # nothing committed before the crash was lost or rewritten
         assert round1 == {t: r.q(f"select * from {t} where round_idx in (0, 1) order by id") for t in round1}
         assert _receivers(r, 2) == set(CLIENTS)
-        # the clients kept their process (and model) and enrolled again with the new server
         for n in CLIENTS:
             log = (tmp_path / f"{n}.log").read_text()
-            assert "enrolling again" in log and log.count("registered (instance") == 1, log[-2000:]
-            if kill_at == "train":  # learned round 2 once already: back to its round-2 starting state
+            if kill_at == "train+clients":  # a new process, its state from disk
+                assert log.count("registered (instance") == 2, log[-2000:]
+                assert "resuming the run from its saved state" in log and "(after round 2)" in log, log[-2000:]
+                saved = sorted((tmp_path / "clients" / n).glob("run-*/state-*"))
+                assert json.loads((saved[-1] / "meta.json").read_text())["after"] == 2
+            else:  # the clients kept their process (and model) and enrolled again with the new server
+                assert "enrolling again" in log and log.count("registered (instance") == 1, log[-2000:]
+            if kill_at != "probe":  # learned round 2 once already: back to its round-2 starting state
                 assert "the server redoes round 2" in log, log[-2000:]
         ck = tmp_path / "checkpoints" / "run-1"
         assert sorted(p.name for p in ck.iterdir()) == ["round-1", "round-2"]

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
 import torch
-from lada.client.app import ClientApp
+from lada.client.app import KEEP_ROUND_STARTS, ClientApp
 from lada.common.config import LadaConfig
 from lada.common.learner import Pair
 from lada.common.proto.lada.v1 import messages_pb2
+from lada.common.state import StateError
 from lada.server.federation import Federation
 from lada.server.inprocess import InProcessGrid
 from lada.server.storage import Store
@@ -166,6 +170,88 @@ def test_clients_undo_a_round_the_restarted_server_redoes(tiny_overrides: dict, 
     assert sorted(loose._round_start) == [("run-a", t) for t in (3, 4, 5)]
     loose._start_round(messages_pb2.Task(round=1, run_key="run-b"))  # a new run forgets the old one
     assert sorted(loose._round_start) == [("run-b", 1)] and loose.rolled_back == []
+
+
+class _ClientsRestartAt(InProcessGrid):
+    """Every client process restarts (a new ClientApp on the same state folder, nothing in memory)
+    just before the probe of ``round``."""
+
+    def __init__(self, apps: dict, cfg: LadaConfig, states: Path, round_idx: int) -> None:
+        super().__init__(apps)
+        self.cfg, self.states, self.round_idx = cfg, states, round_idx
+
+    def probe(self, round_idx: int, *args: object, **kw: object) -> dict:
+        if round_idx == self.round_idx:
+            for n in self.apps:
+                self.apps[n] = ClientApp(self.cfg, n, state_dir=self.states / n)
+        return super().probe(round_idx, *args, **kw)
+
+
+def _state_run(over: dict, tmp_path: Path, name: str, apps: dict, grid: InProcessGrid) -> Federation:
+    cfg = LadaConfig.load(TINY, overrides={**over, "server.data_dir": str(tmp_path / name)}, env=False)
+    return Federation(cfg, grid, Store(f"sqlite:///{tmp_path / name}.db"), log=lambda s: None)
+
+
+@pytest.mark.parametrize("when", ["between_rounds", "with_the_server"])
+def test_restarted_clients_resume_from_their_saved_state(tiny_overrides: dict, tmp_path: Path, when: str) -> None:
+    """Client processes restart mid-run and come back with nothing in memory. From their state
+    folders they resume where they were -- and, when the server died too and redoes round 2, they
+    undo that round from its saved start. Either way they end exactly where an uninterrupted run ends."""
+    over = {**tiny_overrides, "run.rounds": 3, "train.local_steps": 3}
+    cfg = LadaConfig.load(TINY, overrides=over, env=False)
+    clean = {n: ClientApp(cfg, n) for n in cfg.data.client_domains}
+    _state_run(over, tmp_path, "clean", clean, InProcessGrid(clean)).run()
+
+    states = tmp_path / "client-states"
+    apps = {n: ClientApp(cfg, n, state_dir=states / n) for n in cfg.data.client_domains}
+    if when == "between_rounds":
+        grid = _ClientsRestartAt(apps, cfg, states, 2)
+        assert [h.idx for h in _state_run(over, tmp_path, "run", apps, grid).run()] == [1, 2, 3]
+        assert all(a.resumed_from is not None and a.rolled_back == [] for a in grid.apps.values())
+    else:
+        with pytest.raises(_Crash):
+            _state_run(over, tmp_path, "run", apps, _DiesAfterClientsLearn(apps)).run()
+        grid = _ClientsRestartAt(dict(apps), cfg, states, 2)
+        assert [h.idx for h in _state_run(over, tmp_path, "run", apps, grid).run()] == [2, 3]
+        assert all(a.rolled_back == [2] for a in grid.apps.values())
+    want, got = _adapters(clean), _adapters(grid.apps)
+    for n in want:
+        assert all(torch.equal(want[n][k], got[n][k]) for k in want[n]), n
+    for n, a in grid.apps.items():
+        assert a.learner.kept.keys() == clean[n].learner.kept.keys()
+        saved = [meta for _, _, meta in a._saved(a._run_key)]
+        assert saved[-1].get("after") == 3  # the newest saved state is the end of the run
+        assert len(saved) <= KEEP_ROUND_STARTS + 1
+
+
+def test_saved_state_of_another_model_or_a_new_run_is_not_used(tiny_overrides: dict, tmp_path: Path) -> None:
+    cfg = LadaConfig.load(TINY, overrides=tiny_overrides, env=False)
+    app = ClientApp(cfg, "client-2", state_dir=tmp_path / "s")
+    base = app.learner.adapter_state()
+    app.probe(messages_pb2.Task(round=1, run_key="run-a"), messages_pb2.PathBatch())
+    with torch.no_grad():
+        for p in app.learner.model.parameters():
+            if p.requires_grad:
+                p.add_(1.0)
+    app.train(messages_pb2.Task(round=1, run_key="run-a"), [])
+    # a new run in the same process starts from the base model, not on top of run-a
+    app.probe(messages_pb2.Task(round=1, run_key="run-b"), messages_pb2.PathBatch())
+    assert all(torch.equal(v, base[k]) for k, v in app.learner.adapter_state().items())
+    # run-a's state is still on disk, and a restarted app resumes it
+    again = ClientApp(cfg, "client-2", state_dir=tmp_path / "s")
+    again.probe(messages_pb2.Task(round=2, run_key="run-a"), messages_pb2.PathBatch())
+    assert again.resumed_from is not None and not torch.equal(
+        next(iter(again.learner.adapter_state().values())), next(iter(base.values())))
+    # another client's model (client-1 is GPT-2) on the same folder is refused with a clear error
+    other = ClientApp(cfg, "client-1", state_dir=tmp_path / "s")
+    with pytest.raises(StateError, match="not this model's LoRA adapter"):
+        other.probe(messages_pb2.Task(round=3, run_key="run-a"), messages_pb2.PathBatch())
+    # and a damaged folder is named, not silently replaced by a fresh start
+    newest = again._saved("run-a")[-1][1]
+    (newest / "adapter.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(StateError, match="cannot read"):
+        ClientApp(cfg, "client-2", state_dir=tmp_path / "s").probe(
+            messages_pb2.Task(round=3, run_key="run-a"), messages_pb2.PathBatch())
 
 
 def test_fresh_only_never_gives_a_receiver_the_same_sample_twice(tiny_overrides: dict) -> None:
