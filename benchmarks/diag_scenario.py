@@ -12,6 +12,7 @@ Three measurements on the experiment scenario (``benchmarks/experiment.yaml``), 
     .venv/bin/python benchmarks/diag_scenario.py slm --client client-2 --n 0,60,300,1000
     .venv/bin/python benchmarks/diag_scenario.py llm --n 500,5000
     .venv/bin/python benchmarks/diag_scenario.py channel --client all --seeds 0,1,2
+    .venv/bin/python benchmarks/diag_scenario.py novel
 
 * ``channel``: each client's SLM on the answer-only scenario, self-training locally, receiving B
   correct LLM paths a round (the round's loss: contrast against its own path when that is wrong),
@@ -19,6 +20,9 @@ Three measurements on the experiment scenario (``benchmarks/experiment.yaml``), 
   without keeping earlier rounds' paths (``distill.retain``); final accuracy after 5 rounds. What
   an allocation policy can move at this budget. ``domain-all`` sends all correct own-domain paths
   every round, whatever the budget: the ceiling of what the public pool holds for a client.
+* ``novel``: the SLM -> LLM direction's ceiling. The public samples where a client's SLM is right
+  and the LLM wrong are all an SLM can teach it; the LLM is fine-tuned for 5 rounds on its own mix
+  alone, then with every such SLM path added each round (contrast against its own wrong path).
 """
 
 from __future__ import annotations
@@ -103,9 +107,38 @@ def channel(clients: list[str], rounds: int, modes: list[str], seeds: list[int])
         print(f"| {mode} | {' | '.join(f'{m:.1f}' for m in means)} | {sum(means) / len(means):.1f} | |", flush=True)
 
 
+def novel(clients: list[str], rounds: int) -> None:
+    base = LadaConfig.load(CONFIG, env=False)
+    splits = scenario_splits(base.data)
+    public, test, mix = splits.public, splits.server_test, server_train_set(base.data)
+    qs = [s.question for s in public]
+    host = LLMHost(base)
+    llm_paths = host.learner.paths(qs)
+    llm_ok = [is_correct(p, s.answer) for s, p in zip(public, llm_paths)]
+    print(f"LLM right on {sum(llm_ok)}/{len(public)} public samples")
+    print("| client | SLM right | SLM right, LLM wrong |\n|---|---|---|")
+    pairs: dict[str, Pair] = {}
+    for client in clients:
+        paths = ClientApp(base, client).learner.paths(qs)
+        ok = [is_correct(p, s.answer) for s, p in zip(public, paths)]
+        new = [i for i, o in enumerate(ok) if o and not llm_ok[i]]
+        for i in new:
+            pairs.setdefault(public[i].id, Pair(public[i].id, public[i].question, paths[i], llm_paths[i]))
+        print(f"| {client} | {sum(ok)} | {len(new)} |", flush=True)
+    print(f"distinct samples an SLM can teach the LLM: {len(pairs)}\n")
+    print(f"| LLM fine-tuned on | held-out accuracy, rounds 0..{rounds} (%) |\n|---|---|")
+    for what, given in (("its own mix", []), ("its own mix + every SLM-right-LLM-wrong path", list(pairs.values()))):
+        host = LLMHost(base)
+        accs = [host.evaluate(test)]
+        for _ in range(rounds):
+            host.learn(mix, given)
+            accs.append(host.evaluate(test))
+        print(f"| {what} | {' -> '.join(f'{100 * a:.1f}' for a in accs)} |", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("what", choices=["slm", "llm", "channel"])
+    ap.add_argument("what", choices=["slm", "llm", "channel", "novel"])
     ap.add_argument("--modes", default="none,random,random+keep,domain,domain+keep")
     ap.add_argument("--seeds", default="0", help="channel: comma-separated run seeds")
     ap.add_argument("--client", default="client-2")
@@ -115,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     if args.what == "slm":
         slm(args.client, [int(x) for x in (args.n or "0,60,300,1000").split(",")], args.rounds or 5)
+    elif args.what == "novel":
+        novel(["client-1", "client-2", "client-3"], args.rounds or 5)
     elif args.what == "channel":
         clients = ["client-1", "client-2", "client-3"] if args.client == "all" else [args.client]
         channel(clients, args.rounds or 5, args.modes.split(","), [int(x) for x in args.seeds.split(",")])

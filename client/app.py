@@ -189,6 +189,8 @@ class ClientApp:
         for _, path, meta in self._saved(self._run_key)[:-1]:
             if meta.get("start_of") not in starts:
                 shutil.rmtree(path, ignore_errors=True)
+        for tmp in run_dir.glob(".state-*.tmp"):  # left by a process killed while writing
+            shutil.rmtree(tmp, ignore_errors=True)
 
     # ------------------------------------------------------------------ TRAIN
     def train(self, task: messages_pb2.Task, samples: Sequence[allocation_pb2.AllocatedSample]
