@@ -124,12 +124,18 @@ def generate_paths(
     max_new_tokens: int = 64,
     batch_size: int = 128,
 ) -> list[str]:
-    """Greedy reasoning paths (chain of thought + '#### answer')."""
+    """Greedy reasoning paths (chain of thought + '#### answer'). A prompt longer than the model's
+    context leaves room for the path keeps its last tokens: a model with learned positions (GPT-2)
+    would otherwise fail on a long question from another data set."""
     device = next(model.parameters()).device
     out: list[str] = []
     pad = tok.pad_token_id
+    n_ctx = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
+    room = max(1, n_ctx - max_new_tokens) if n_ctx else None
     for i in range(0, len(questions), batch_size):
         prompts = [_prompt_ids(tok, q) for q in questions[i : i + batch_size]]
+        if room:
+            prompts = [p[-room:] for p in prompts]
         width = max(len(p) for p in prompts)
         ids = torch.full((len(prompts), width), pad, dtype=torch.long)
         mask = torch.zeros_like(ids)

@@ -53,6 +53,17 @@ def test_loads_like_a_hub_model(built) -> None:
         assert path_nll(model, tok, q, ["1 + 2 = 3 . #### 3"] * 3, max_len=128).shape == (3,)
 
 
+def test_a_question_longer_than_the_context_still_gets_a_path(built) -> None:
+    """GPT-2 has learned positions: a long question from another data set (GSM8K through a
+    character-level fallback) must not run past them."""
+    _, paths = built
+    model, tok = load_model(paths["slm-gpt2"])
+    long_q = "Natalia sold clips to 48 of her friends in April, and then she sold half as many. " * 8
+    assert len(tok(long_q)["input_ids"]) > model.config.n_positions
+    out = generate_paths(model, tok, [long_q, "1 + 2 ?"], max_new_tokens=16, batch_size=2)
+    assert len(out) == 2 and all(isinstance(p, str) for p in out)
+
+
 def test_tokenizers_round_trip_corpus_text(built) -> None:
     _, paths = built
     texts = list(corpus_text(pretrain_slice(300, seed=11))) + ["#### 17", "12 + 9 = 21 . #### 1024"]
