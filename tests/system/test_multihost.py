@@ -33,8 +33,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from . import compose_files as cf
-from .conftest import ROOT, TINY
+from tests.support import compose as cf
+from tests.support.paths import ROOT, TINY
 
 pytestmark = pytest.mark.slow
 

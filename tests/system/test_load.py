@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import ROOT
-from .transport_support import built_models  # noqa: F401 - fixture
+from tests.support.paths import ROOT
+from tests.support.transport import built_models  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.slow
 

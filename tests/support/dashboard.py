@@ -304,7 +304,7 @@ def real_run_db(tmp: Path) -> str:
     from lada.server.federation import Federation
     from lada.server.inprocess import InProcessGrid
 
-    from .conftest import TINY, shared_model_cache
+    from tests.support.paths import TINY, shared_model_cache
 
     url = f"sqlite:///{tmp / 'real.db'}"
     cfg = LadaConfig.load(TINY, overrides={"models.cache_dir": str(shared_model_cache()),

@@ -12,7 +12,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -30,14 +29,11 @@ from lada.server.llm_host import LLMHost
 from lada.server.storage import Store
 from sqlalchemy import create_engine, text
 
-from .conftest import TINY, free_port
-from .transport_support import built_models, certs  # noqa: F401 - fixtures
+from tests.support.paths import TINY, free_port
+from tests.support.paths import cli as _cli
+from tests.support.transport import built_models, certs  # noqa: F401 - fixtures
 
 CLIENTS = ("client-1", "client-2", "client-3")
-
-
-def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "lada.cli", *args]
 
 
 class Run:

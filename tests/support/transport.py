@@ -25,7 +25,7 @@ from lada.server.auth import Credentials
 from lada.server.grpc_server import GrpcGrid, start_server
 from lada.server.tls import channel_credentials, server_credentials
 
-from .conftest import ROOT, TINY
+from tests.support.paths import ROOT, TINY
 
 TOKEN = "test-join-token"
 SECRET = b"s" * 32

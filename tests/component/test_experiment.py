@@ -7,7 +7,7 @@ from pathlib import Path
 from lada.common.config import LadaConfig
 from lada.server.experiment import METHODS, redraw, run_cell, summary_table, write_outputs
 
-from .conftest import TINY
+from tests.support.paths import TINY
 
 
 def test_matrix_outputs(tmp_path: Path, tiny_overrides: dict) -> None:

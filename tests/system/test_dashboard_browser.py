@@ -16,14 +16,14 @@ from pathlib import Path
 
 import pytest
 
-from . import dashboard_fixtures as fx
+from tests.support import dashboard as fx
+from tests.support.paths import ARTIFACTS
 
 pytestmark = pytest.mark.browser
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-ARTIFACTS = Path(__file__).parent / "artifacts"
 TOKEN = "br0wser-t0ken"
 
 if not CHROMIUM.exists():
@@ -138,7 +138,7 @@ def test_run_page_charts_allocations_and_escaping(served: Served, page) -> None:
     assert page.locator("#sec-events img").count() == 0
     assert page.evaluate("typeof window.__xss") == "undefined"
     page.wait_for_timeout(200)
-    ARTIFACTS.mkdir(exist_ok=True)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "dashboard_run.png"), full_page=True)
     assert page.errors == []
 

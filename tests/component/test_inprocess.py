@@ -15,7 +15,7 @@ from lada.server.federation import Federation
 from lada.server.inprocess import InProcessGrid
 from lada.server.storage import Store
 
-from .conftest import TINY
+from tests.support.paths import TINY
 
 
 def _run(overrides: dict, db: str | None = None) -> Federation:

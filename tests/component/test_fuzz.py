@@ -32,7 +32,17 @@ from lada.common.proto.lada.v1 import (
 )
 from lada.server.grpc_server import MAX_NLL, GrpcGrid
 
-from .transport_support import METHODS, TOKEN, candidates, dispatch, grpc_server, raw_call, register, snapshot, stubs
+from tests.support.transport import (
+    METHODS,
+    TOKEN,
+    candidates,
+    dispatch,
+    grpc_server,
+    raw_call,
+    register,
+    snapshot,
+    stubs,
+)
 
 CRASH = {grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL, grpc.StatusCode.UNIMPLEMENTED}
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)

@@ -25,7 +25,7 @@ from lada.common.proto.lada.v1 import allocation_pb2, coordinator_pb2, exchange_
 from lada.server.grpc_server import BlobStore, grpc_options
 from lada.server.tls import channel_credentials, server_credentials
 
-from .transport_support import (
+from tests.support.transport import (
     TOKEN,
     candidates,
     certs,  # noqa: F401 - fixture

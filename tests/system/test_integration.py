@@ -3,19 +3,15 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
 
-from .conftest import TINY, free_port
-from .postgres_fixtures import fresh_database
-
-
-def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "lada.cli", *args]
+from tests.support.paths import TINY, free_port
+from tests.support.paths import cli as _cli
+from tests.support.postgres import fresh_database
 
 
 def run_grpc_federation(tmp_path: Path, model_cache: Path, extra: tuple[str, ...] = (), db: str | None = None

@@ -3,7 +3,7 @@ columns, concurrent startup, ``lada db``, and the dashboard reading PostgreSQL.
 
 Every test that takes ``backend`` runs once per database; the PostgreSQL runs
 use a fresh database on the server ``scripts/start-postgres.sh`` started
-(see ``tests/postgres_fixtures.py``; skipped without one, failed under CI).
+(see ``tests/support/postgres.py``; skipped without one, failed under CI).
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from lada.server.storage import Base, Round, RoundRecord, Run, Store, make_engin
 from sqlalchemy import inspect, select, text
 from sqlalchemy.engine import make_url
 
-from . import dashboard_fixtures as fx
-from .postgres_fixtures import fresh_database
+from tests.support import dashboard as fx
+from tests.support.postgres import fresh_database
 
 TABLES = {"runs", "clients", "rounds", "public_samples", "paths", "allocations", "rewards", "metrics", "events"}
 

@@ -18,7 +18,7 @@ from lada.common.proto.lada.v1 import allocation_pb2, coordinator_pb2, exchange_
 from lada.server.auth import AuthError, Credentials, load_secret
 from lada.server.tls import channel_credentials
 
-from .transport_support import (
+from tests.support.transport import (
     METHODS,
     SECRET,
     TOKEN,

@@ -1,6 +1,6 @@
 """Dashboard JSON API, pages, /metrics, /healthz and auth, through FastAPI's TestClient.
 
-The generic tests run against every database in ``dashboard_fixtures.DB_BUILDERS``
+The generic tests run against every database in ``tests.support.dashboard.DB_BUILDERS``
 and only assume the shape of a LaDa run database, not particular values; the
 tests at the end check the synthetic run's known content (escaping included).
 """
@@ -17,7 +17,7 @@ from lada.server import queries as q
 from lada.server.dashboard.app import create_app
 from lada.server.storage import Store
 
-from . import dashboard_fixtures as fx
+from tests.support import dashboard as fx
 
 BUDGET = 5.0
 RUN_ENDPOINTS = ["", "/clients", "/rounds", "/metrics", "/charts", "/allocations", "/allocations?direction=up",

@@ -26,10 +26,9 @@ from lada.common.config import LadaConfig, config_from_args, knobs
 from lada.common.models import is_embedded, model_dir
 
 from lada import cli
-
-from . import compose_files as cf
-from .conftest import ROOT, TINY, free_port
-from .test_integration import _cli
+from tests.support import compose as cf
+from tests.support.paths import ROOT, TINY, free_port
+from tests.support.paths import cli as _cli
 
 ENV = {  # what an operator sets (deploy/.env or the shell) for the files that require it
     "LADA_JOIN_TOKEN": "join-t0ken",
