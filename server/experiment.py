@@ -53,7 +53,7 @@ def run_cell(base: dict[str, Any], method: str, seed: int) -> list[dict[str, Any
     from lada.client.app import ClientApp
 
     from .federation import Federation
-    from .inprocess import InProcessGrid
+    from .transport.inprocess import InProcessGrid
 
     cfg = LadaConfig.load(overrides={**base, **METHODS[method].overrides, "run.seed": seed,
                                      "run.name": f"{method}-s{seed}"}, env=False)

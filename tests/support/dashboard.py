@@ -302,7 +302,7 @@ def real_run_db(tmp: Path) -> str:
     from lada.client.app import ClientApp
     from lada.common.config import LadaConfig
     from lada.server.federation import Federation
-    from lada.server.inprocess import InProcessGrid
+    from lada.server.transport.inprocess import InProcessGrid
 
     from tests.support.paths import TINY, shared_model_cache
 

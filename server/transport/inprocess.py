@@ -9,7 +9,7 @@ from collections.abc import Collection
 
 from lada.common.proto.lada.v1 import allocation_pb2, messages_pb2
 
-from .federation import ProbeReply
+from lada.server.federation import ProbeReply
 
 
 class InProcessGrid:

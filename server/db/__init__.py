@@ -1,0 +1,1 @@
+"""The run database: tables, the writer, migrations, and the typed reads the dashboard serves."""

@@ -1,0 +1,1 @@
+"""Transports of the round: in-process objects, or gRPC between OS processes."""
