@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 from fastapi.testclient import TestClient  # noqa: E402
 from lada.server.dashboard.app import create_app  # noqa: E402
 
-from tests.dashboard_fixtures import XSS_SAMPLE_ID, fill_demo_run  # noqa: E402
+from tests.support.dashboard import XSS_SAMPLE_ID, fill_demo_run  # noqa: E402
 
 TARGET_MS = 300.0
 

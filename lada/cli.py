@@ -18,9 +18,9 @@ def _server(cfg: LadaConfig, args: argparse.Namespace) -> int:
     import torch
 
     from lada.server.auth import Credentials, load_secret
+    from lada.server.db.writer import Store
     from lada.server.federation import Federation, RoundFailed
     from lada.server.grpc_server import GrpcGrid, start_server
-    from lada.server.storage import Store
     from lada.server.tls import server_credentials
 
     torch.set_num_threads(cfg.run.threads)
@@ -163,19 +163,19 @@ def _experiment(cfg: LadaConfig, args: argparse.Namespace) -> int:
 
 def _db(cfg: LadaConfig, args: argparse.Namespace) -> int:
     """Schema migrations of the run database (Alembic): upgrade, or show the revision."""
-    from lada.server import schema
-    from lada.server.storage import make_engine
+    from lada.server.db import migrations
+    from lada.server.db.engine import make_engine
 
     url = args.db or cfg.db_url
     engine = make_engine(url)
     try:
         if args.db_cmd == "upgrade":
-            rev = schema.upgrade(engine, args.revision)
+            rev = migrations.upgrade(engine, args.revision)
             print(f"[lada] database {engine.url.render_as_string(hide_password=True)} at revision {rev}", flush=True)
             return 0
         with engine.connect() as conn:
-            rev = schema.current_revision(conn)
-        head = schema.head_revision()
+            rev = migrations.current_revision(conn)
+        head = migrations.head_revision()
         print(f"current {rev or '(none)'}; head {head}", flush=True)
         return 0 if rev == head else 1
     finally:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import sys
 import time
@@ -23,13 +22,14 @@ from lada.common.config import LadaConfig
 from lada.common.data import Sample
 from lada.common.learner import Pair
 from lada.common.proto.lada.v1 import allocation_pb2, messages_pb2
+from lada.common.redact import redact
 from lada.common.scenario import scenario_splits, server_train_set
 from lada.common.state import read_state_files, sync_dir_files, write_state_files
 from safetensors.torch import load_file, save_file
 
 from .allocation import LLM, AllocationService, PairView
+from .db.writer import RoundRecord, Store
 from .llm_host import LLMHost
-from .storage import RoundRecord, Store
 
 
 @dataclass
@@ -475,12 +475,7 @@ class Federation:
 
 def _redacted(conf: dict) -> dict:
     """The config as stored with the run: secrets (join token, DB password) never reach the database."""
-    server = dict(conf.get("server", {}))
-    if server.get("join_token"):
-        server["join_token"] = "***"
-    if server.get("db"):
-        server["db"] = re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", server["db"])
-    return {**conf, "server": server}
+    return redact(conf)
 
 
 def _comparable(conf: dict) -> dict:

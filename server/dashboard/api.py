@@ -1,12 +1,13 @@
-"""JSON API under /api. Thin: every read is a function of ``lada.server.queries``."""
+"""JSON API under /api. Thin: every read is a function of ``lada.server.db`` (``reads``, ``charts``)."""
 
 from __future__ import annotations
 
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
-from lada.server import queries as q
 from lada.server.dashboard import deps
+from lada.server.db import charts as db_charts
+from lada.server.db import reads, views
 from sqlalchemy.orm import Session
 
 router = APIRouter(prefix="/api", tags=["api"])
@@ -16,57 +17,57 @@ NOT_FOUND = {404: {"description": "unknown run (or sample)"}}
 
 
 def _need_run(s: Session, run_id: int) -> None:
-    if not q.schema_ready(s) or not q.run_exists(s, run_id):
+    if not reads.schema_ready(s) or not reads.run_exists(s, run_id):
         raise HTTPException(404, f"run {run_id} not found")
 
 
-@router.get("/runs", response_model=list[q.RunSummary], summary="All runs, newest first")
-def runs(s: DB) -> list[q.RunSummary]:
-    return q.list_runs(s)
+@router.get("/runs", response_model=list[views.RunSummary], summary="All runs, newest first")
+def runs(s: DB) -> list[views.RunSummary]:
+    return reads.list_runs(s)
 
 
-@router.get("/runs/{run_id}", response_model=q.RunDetail, responses=NOT_FOUND, summary="A run with its config")
-def run(s: DB, run_id: RunId) -> q.RunDetail:
+@router.get("/runs/{run_id}", response_model=views.RunDetail, responses=NOT_FOUND, summary="A run with its config")
+def run(s: DB, run_id: RunId) -> views.RunDetail:
     _need_run(s, run_id)
-    return q.run_detail(s, run_id)
+    return reads.run_detail(s, run_id)
 
 
-@router.get("/runs/{run_id}/clients", response_model=list[q.ClientInfo], responses=NOT_FOUND)
-def clients(s: DB, run_id: RunId) -> list[q.ClientInfo]:
+@router.get("/runs/{run_id}/clients", response_model=list[views.ClientInfo], responses=NOT_FOUND)
+def clients(s: DB, run_id: RunId) -> list[views.ClientInfo]:
     _need_run(s, run_id)
-    return q.clients(s, run_id)
+    return reads.clients(s, run_id)
 
 
-@router.get("/runs/{run_id}/rounds", response_model=list[q.RoundInfo], responses=NOT_FOUND)
-def rounds(s: DB, run_id: RunId) -> list[q.RoundInfo]:
+@router.get("/runs/{run_id}/rounds", response_model=list[views.RoundInfo], responses=NOT_FOUND)
+def rounds(s: DB, run_id: RunId) -> list[views.RoundInfo]:
     _need_run(s, run_id)
-    return q.rounds(s, run_id)
+    return reads.rounds(s, run_id)
 
 
-@router.get("/runs/{run_id}/metrics", response_model=list[q.MetricPoint], responses=NOT_FOUND)
+@router.get("/runs/{run_id}/metrics", response_model=list[views.MetricPoint], responses=NOT_FOUND)
 def metrics(
     s: DB,
     run_id: RunId,
     name: Annotated[str | None, Query(description="only this metric, e.g. accuracy")] = None,
     subject: Annotated[str | None, Query(description="only this subject: a client name or 'llm'")] = None,
-) -> list[q.MetricPoint]:
+) -> list[views.MetricPoint]:
     _need_run(s, run_id)
-    return q.metrics(s, run_id, name=name, subject=subject)
+    return reads.metrics(s, run_id, name=name, subject=subject)
 
 
-@router.get("/runs/{run_id}/charts", response_model=q.ChartData, responses=NOT_FOUND,
+@router.get("/runs/{run_id}/charts", response_model=views.ChartData, responses=NOT_FOUND,
             summary="Series for the run page's charts")
 def charts(
     s: DB,
     request: Request,
     run_id: RunId,
     budget_mb: Annotated[float | None, Query(description="communication budget in MB (overrides the app's)")] = None,
-) -> q.ChartData:
+) -> views.ChartData:
     _need_run(s, run_id)
-    return q.charts(s, run_id, deps.budget(request, budget_mb))
+    return db_charts.charts(s, run_id, deps.budget(request, budget_mb))
 
 
-@router.get("/runs/{run_id}/allocations", response_model=q.AllocationGrid, responses=NOT_FOUND,
+@router.get("/runs/{run_id}/allocations", response_model=views.AllocationGrid, responses=NOT_FOUND,
             summary="Allocation heat map: public samples x (client, round), with the filter's scores")
 def allocations(
     s: DB,
@@ -77,33 +78,33 @@ def allocations(
 ) -> Response:
     _need_run(s, run_id)
     # the biggest payload (one cell per allocation): serialised once by pydantic, not re-validated
-    return Response(q.allocation_grid(s, run_id, direction).model_dump_json(), media_type="application/json")
+    return Response(db_charts.allocation_grid(s, run_id, direction).model_dump_json(), media_type="application/json")
 
 
-@router.get("/runs/{run_id}/samples/{sample_id:path}", response_model=q.SampleDetail, responses=NOT_FOUND,
+@router.get("/runs/{run_id}/samples/{sample_id:path}", response_model=views.SampleDetail, responses=NOT_FOUND,
             summary="A public sample: question, paths, allocations, scores and rewards")
-def sample(s: DB, run_id: RunId, sample_id: str) -> q.SampleDetail:
+def sample(s: DB, run_id: RunId, sample_id: str) -> views.SampleDetail:
     _need_run(s, run_id)
-    detail = q.sample_detail(s, run_id, sample_id)
+    detail = reads.sample_detail(s, run_id, sample_id)
     if detail is None:
         raise HTTPException(404, f"sample {sample_id!r} not found in run {run_id}")
     return detail
 
 
-@router.get("/runs/{run_id}/events", response_model=list[q.EventInfo], responses=NOT_FOUND)
+@router.get("/runs/{run_id}/events", response_model=list[views.EventInfo], responses=NOT_FOUND)
 def events(
     s: DB,
     run_id: RunId,
     after_id: Annotated[int, Query(ge=0, description="only events with a larger id (live tail)")] = 0,
     limit: Annotated[int, Query(ge=1, le=5000)] = 200,
     kind: Annotated[str | None, Query(description="only this kind: join, drop, error, ...")] = None,
-) -> list[q.EventInfo]:
+) -> list[views.EventInfo]:
     _need_run(s, run_id)
-    return q.events(s, run_id, after_id=after_id, limit=limit, kind=kind)
+    return reads.events(s, run_id, after_id=after_id, limit=limit, kind=kind)
 
 
-@router.get("/runs/{run_id}/live", response_model=q.LiveState, responses=NOT_FOUND,
+@router.get("/runs/{run_id}/live", response_model=views.LiveState, responses=NOT_FOUND,
             summary="Cheap snapshot for polling: status and a version per part of the page")
-def live(s: DB, run_id: RunId) -> q.LiveState:
+def live(s: DB, run_id: RunId) -> views.LiveState:
     _need_run(s, run_id)
-    return q.live_state(s, run_id)
+    return reads.live_state(s, run_id)

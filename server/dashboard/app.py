@@ -26,7 +26,7 @@ from fastapi.staticfiles import StaticFiles
 from lada.server.dashboard import api, ops, pages
 from lada.server.dashboard.deps import Settings
 from lada.server.dashboard.security import SecurityHeaders, TokenAuth
-from lada.server.storage import make_engine
+from lada.server.db.engine import make_engine
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import sessionmaker
 from starlette.exceptions import HTTPException as StarletteHTTPException

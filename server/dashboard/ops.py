@@ -8,8 +8,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse, PlainTextResponse
-from lada.server import queries as q
 from lada.server.dashboard import deps
+from lada.server.db import prom, reads
 from pydantic import BaseModel
 from sqlalchemy import text
 from sqlalchemy.orm import Session
@@ -29,7 +29,7 @@ class Health(BaseModel):
 def healthz(s: DB) -> Health | JSONResponse:
     try:
         s.execute(text("SELECT 1"))
-        ready = q.schema_ready(s)
+        ready = reads.schema_ready(s)
     except Exception:  # noqa: BLE001 - any DB failure means unhealthy
         return JSONResponse(Health(status="db unavailable", db=False, schema_ready=False).model_dump(), 503)
     return Health(status="ok", db=True, schema_ready=ready)
@@ -64,7 +64,7 @@ class _Writer:
         return "\n".join(self.lines) + "\n"
 
 
-def render_prometheus(snap: q.PromSnapshot) -> str:
+def render_prometheus(snap: prom.PromSnapshot) -> str:
     w = _Writer()
     w.family("lada_dashboard_up", "gauge", "The dashboard is serving.", [({}, 1)])
     by_status: dict[str, int] = {s: 0 for s in ("pending", "running", "finished", "failed")}
@@ -101,4 +101,4 @@ def render_prometheus(snap: q.PromSnapshot) -> str:
 
 @router.get("/metrics", response_class=PlainTextResponse, summary="Prometheus metrics (text exposition format)")
 def prometheus(s: DB) -> PlainTextResponse:
-    return PlainTextResponse(render_prometheus(q.prometheus_snapshot(s)), media_type=PROM_CONTENT_TYPE)
+    return PlainTextResponse(render_prometheus(prom.prometheus_snapshot(s)), media_type=PROM_CONTENT_TYPE)

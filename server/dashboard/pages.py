@@ -12,9 +12,10 @@ from urllib.parse import urlencode
 import jinja2
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse
-from lada.server import queries as q
 from lada.server.dashboard import deps
 from lada.server.dashboard.security import request_token
+from lada.server.db import reads, views
+from lada.server.db.tables import TERMINAL_STATUSES
 from sqlalchemy.orm import Session
 from starlette.templating import Jinja2Templates
 
@@ -76,7 +77,7 @@ _env.filters.update(ts=_fmt_ts, iso=_fmt_iso, pct=_fmt_pct, secs=_fmt_secs, valu
 templates = Jinja2Templates(env=_env, context_processors=[_context])
 
 
-def phase_bars(rounds: list[q.RoundInfo], phases: list[str]) -> dict[int, list[dict[str, Any]]]:
+def phase_bars(rounds: list[views.RoundInfo], phases: list[str]) -> dict[int, list[dict[str, Any]]]:
     """Per round, the stacked-bar segments of its phase timings (x and width in % of the slowest round)."""
     longest = max((sum(r.timings.values()) for r in rounds), default=0.0) or 1.0
     out = {}
@@ -99,20 +100,20 @@ def not_found(request: Request, what: str) -> HTMLResponse:
 
 @router.get("/", response_class=HTMLResponse)
 def runs_page(request: Request, s: DB) -> HTMLResponse:
-    return templates.TemplateResponse(request, "runs.html", {"runs": q.list_runs(s),
+    return templates.TemplateResponse(request, "runs.html", {"runs": reads.list_runs(s),
                                                              "poll_ms": deps.settings(request).poll_ms})
 
 
 @router.get("/runs/{run_id}", response_class=HTMLResponse)
 def run_page(request: Request, s: DB, run_id: int, budget_mb: float | None = None) -> HTMLResponse:
-    if not q.schema_ready(s):
+    if not reads.schema_ready(s):
         return not_found(request, f"Run {run_id} not found (the database has no runs yet).")
-    run = q.run_detail(s, run_id)
+    run = reads.run_detail(s, run_id)
     if run is None:
         return not_found(request, f"Run {run_id} not found.")
-    rounds = q.rounds(s, run_id)
-    phases = q.phases(rounds)
-    live = q.live_state(s, run_id)
+    rounds = reads.rounds(s, run_id)
+    phases = reads.phases(rounds)
+    live = reads.live_state(s, run_id)
     config = run.config or {}
     sections = {k: v for k, v in config.items() if isinstance(v, dict)}
     loose = {k: v for k, v in config.items() if not isinstance(v, dict)}
@@ -120,16 +121,16 @@ def run_page(request: Request, s: DB, run_id: int, budget_mb: float | None = Non
         sections = {"(top level)": loose, **sections}
     ctx = {
         "run": run,
-        "clients": q.clients(s, run_id),
+        "clients": reads.clients(s, run_id),
         "rounds": rounds,
         "phases": phases,
         "phase_colors": {p: PHASE_COLORS[i % len(PHASE_COLORS)] for i, p in enumerate(phases)},
         "bars": phase_bars(rounds, phases),
-        "events": q.events(s, run_id, limit=200)[::-1],
+        "events": reads.events(s, run_id, limit=200)[::-1],
         "sections": sections,
         "live": live,
         "budget_mb": deps.budget(request, budget_mb),
         "poll_ms": deps.settings(request).poll_ms,
-        "terminal": run.status in q.TERMINAL_STATUSES,
+        "terminal": run.status in TERMINAL_STATUSES,
     }
     return templates.TemplateResponse(request, "run.html", ctx)

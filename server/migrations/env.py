@@ -1,8 +1,8 @@
 """Alembic environment for the LaDa run database (SQLite and PostgreSQL).
 
-The target schema is ``lada.server.storage.Base.metadata``. Three ways in:
+The target schema is ``lada.server.db.tables.Base.metadata``. Three ways in:
 
-* programmatically, from ``lada.server.schema.upgrade`` (what ``Store`` and
+* programmatically, from ``lada.server.db.migrations.upgrade`` (what ``Store`` and
   ``lada db upgrade`` use): the caller hands over an open connection in
   ``config.attributes["connection"]``;
 * the ``alembic`` command line: ``alembic -c server/alembic.ini upgrade head``
@@ -19,7 +19,8 @@ from __future__ import annotations
 import os
 
 from alembic import context
-from lada.server.storage import Base, make_engine
+from lada.server.db.engine import make_engine
+from lada.server.db.tables import Base
 
 config = context.config
 target_metadata = Base.metadata
@@ -47,7 +48,7 @@ def run_offline() -> None:
 
 def run_online() -> None:
     conn = config.attributes.get("connection")
-    if conn is not None:  # handed over by lada.server.schema (already inside a transaction)
+    if conn is not None:  # handed over by lada.server.db.migrations (already inside a transaction)
         _configure(connection=conn, render_as_batch=conn.dialect.name == "sqlite")
         with context.begin_transaction():
             context.run_migrations()

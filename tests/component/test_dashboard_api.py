@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from lada.server import queries as q
 from lada.server.dashboard.app import create_app
-from lada.server.storage import Store
+from lada.server.db import views
+from lada.server.db.writer import Store
 
 from tests.support import dashboard as fx
 
@@ -53,7 +53,7 @@ def _ok(client: TestClient, path: str, **params) -> object:
 # --------------------------------------------------------------------------- generic: any LaDa database
 def test_runs_list(runs: list[dict]) -> None:
     for r in runs:
-        q.RunSummary.model_validate(r)
+        views.RunSummary.model_validate(r)
         assert 0 <= r["rounds_done"] <= max(r["rounds_total"], r["current_round"])
         assert r["created_at"].endswith(("Z", "+00:00"))
     assert [r["id"] for r in runs] == sorted((r["id"] for r in runs), reverse=True)
@@ -61,16 +61,16 @@ def test_runs_list(runs: list[dict]) -> None:
 
 def test_run_detail_and_clients(client: TestClient, runs: list[dict]) -> None:
     for r in runs:
-        d = q.RunDetail.model_validate(_ok(client, f"/api/runs/{r['id']}"))
+        d = views.RunDetail.model_validate(_ok(client, f"/api/runs/{r['id']}"))
         assert d.id == r["id"] and isinstance(d.config, dict)
-        cl = [q.ClientInfo.model_validate(c) for c in _ok(client, f"/api/runs/{r['id']}/clients")]
+        cl = [views.ClientInfo.model_validate(c) for c in _ok(client, f"/api/runs/{r['id']}/clients")]
         assert len(cl) == r["n_clients"]
         assert [c.name for c in cl] == sorted(c.name for c in cl)
 
 
 def test_rounds(client: TestClient, runs: list[dict]) -> None:
     for r in runs:
-        rounds = [q.RoundInfo.model_validate(x) for x in _ok(client, f"/api/runs/{r['id']}/rounds")]
+        rounds = [views.RoundInfo.model_validate(x) for x in _ok(client, f"/api/runs/{r['id']}/rounds")]
         assert [x.idx for x in rounds] == sorted(x.idx for x in rounds)
         assert sum(x.status == "done" for x in rounds) == r["rounds_done"]
         for x in rounds:
@@ -81,7 +81,7 @@ def test_rounds(client: TestClient, runs: list[dict]) -> None:
 
 def test_metrics_filters(client: TestClient, runs: list[dict]) -> None:
     rid = runs[0]["id"]
-    every = [q.MetricPoint.model_validate(m) for m in _ok(client, f"/api/runs/{rid}/metrics")]
+    every = [views.MetricPoint.model_validate(m) for m in _ok(client, f"/api/runs/{rid}/metrics")]
     acc = _ok(client, f"/api/runs/{rid}/metrics", name="accuracy")
     assert {m["name"] for m in acc} <= {"accuracy"}
     assert len(acc) == sum(m.name == "accuracy" for m in every)
@@ -91,7 +91,7 @@ def test_metrics_filters(client: TestClient, runs: list[dict]) -> None:
 
 def test_charts(client: TestClient, runs: list[dict]) -> None:
     for r in runs:
-        c = q.ChartData.model_validate(_ok(client, f"/api/runs/{r['id']}/charts"))
+        c = views.ChartData.model_validate(_ok(client, f"/api/runs/{r['id']}/charts"))
         assert c.budget_mb == BUDGET
         for group in (c.accuracy, c.public_accuracy, c.reward, c.bytes_cumulative_mb):
             for s in group:
@@ -110,7 +110,7 @@ def test_charts(client: TestClient, runs: list[dict]) -> None:
 @pytest.mark.parametrize("direction", ["down", "up"])
 def test_allocation_grid(client: TestClient, runs: list[dict], direction: str) -> None:
     for r in runs:
-        g = q.AllocationGrid.model_validate(_ok(client, f"/api/runs/{r['id']}/allocations", direction=direction))
+        g = views.AllocationGrid.model_validate(_ok(client, f"/api/runs/{r['id']}/allocations", direction=direction))
         n = len(g.row)
         assert len(g.col) == len(g.score) == len(g.rank) == n
         assert len(g.samples) == len(g.domains) == len(set(g.samples))
@@ -131,7 +131,7 @@ def test_sample_detail_matches_grid(client: TestClient, runs: list[dict]) -> Non
             continue
         k = len(g["row"]) // 2
         sid, row = g["samples"][g["col"][k]], g["rows"][g["row"][k]]
-        d = q.SampleDetail.model_validate(_ok(client, f"/api/runs/{r['id']}/samples/{sid}"))
+        d = views.SampleDetail.model_validate(_ok(client, f"/api/runs/{r['id']}/samples/{sid}"))
         assert d.sample_id == sid
         hits = [a for a in d.allocations
                 if a.round_idx == row["round_idx"] and a.receiver == row["peer"] and a.sender == "llm"]
@@ -143,7 +143,7 @@ def test_sample_detail_matches_grid(client: TestClient, runs: list[dict]) -> Non
 
 def test_events(client: TestClient, runs: list[dict]) -> None:
     rid = runs[0]["id"]
-    evs = [q.EventInfo.model_validate(e) for e in _ok(client, f"/api/runs/{rid}/events", limit=5000)]
+    evs = [views.EventInfo.model_validate(e) for e in _ok(client, f"/api/runs/{rid}/events", limit=5000)]
     ids = [e.id for e in evs]
     assert ids == sorted(ids)
     if len(evs) >= 3:
@@ -156,7 +156,7 @@ def test_events(client: TestClient, runs: list[dict]) -> None:
 
 def test_live(client: TestClient, runs: list[dict]) -> None:
     for r in runs:
-        live = q.LiveState.model_validate(_ok(client, f"/api/runs/{r['id']}/live"))
+        live = views.LiveState.model_validate(_ok(client, f"/api/runs/{r['id']}/live"))
         assert live.status == r["status"] and live.rounds_done == r["rounds_done"]
         assert set(live.versions) >= {"run", "clients", "rounds", "metrics", "allocations", "events"}
         again = _ok(client, f"/api/runs/{r['id']}/live")

@@ -11,9 +11,9 @@ from lada.common.config import LadaConfig
 from lada.common.learner import Pair
 from lada.common.proto.lada.v1 import messages_pb2
 from lada.common.state import StateError
+from lada.server.db.writer import Store
 from lada.server.federation import Federation
 from lada.server.transport.inprocess import InProcessGrid
-from lada.server.storage import Store
 
 from tests.support.paths import TINY
 

@@ -22,9 +22,11 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from fastapi.testclient import TestClient
-from lada.server import schema
 from lada.server.dashboard.app import create_app
-from lada.server.storage import Base, Round, RoundRecord, Run, Store, make_engine, normalize_url
+from lada.server.db import migrations
+from lada.server.db.engine import make_engine, normalize_url
+from lada.server.db.tables import Base, Round, Run
+from lada.server.db.writer import RoundRecord, Store
 from sqlalchemy import inspect, select, text
 from sqlalchemy.engine import make_url
 
@@ -61,9 +63,9 @@ def _tables(url: str) -> set[str]:
 def test_migrations_build_exactly_the_models(db_url: str) -> None:
     """Upgrading an empty database to head gives the schema the SQLAlchemy models describe."""
     eng = make_engine(db_url)
-    assert schema.upgrade(eng) == schema.head_revision()
+    assert migrations.upgrade(eng) == migrations.head_revision()
     with eng.connect() as conn:
-        assert schema.current_revision(conn) == schema.head_revision()
+        assert migrations.current_revision(conn) == migrations.head_revision()
         diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata)
     eng.dispose()
     assert diff == [], f"migrations and models disagree; write a new revision: {diff}"
@@ -72,11 +74,11 @@ def test_migrations_build_exactly_the_models(db_url: str) -> None:
 
 def test_downgrade_to_base_and_back(db_url: str) -> None:
     eng = make_engine(db_url)
-    schema.upgrade(eng)
+    migrations.upgrade(eng)
     with eng.begin() as conn:
-        command.downgrade(schema.alembic_config(connection=conn), "base")
+        command.downgrade(migrations.alembic_config(connection=conn), "base")
     assert _tables(db_url) <= {"alembic_version"}
-    assert schema.upgrade(eng) == schema.head_revision()
+    assert migrations.upgrade(eng) == migrations.head_revision()
     eng.dispose()
     assert TABLES <= _tables(db_url)
 
@@ -103,7 +105,7 @@ def test_pre_alembic_database_is_adopted(db_url: str) -> None:
     eng.dispose()
     store = Store(db_url)
     with store.engine.connect() as conn:
-        assert schema.current_revision(conn) == schema.head_revision()
+        assert migrations.current_revision(conn) == migrations.head_revision()
         assert conn.execute(text("SELECT name FROM runs")).scalar_one() == "old"
     store.engine.dispose()
 
@@ -113,7 +115,7 @@ def test_concurrent_first_start_does_not_race(db_url: str, tmp_path: Path) -> No
     start_at = time.time() + 4.0
     code = (
         "import sys, time\n"
-        "from lada.server.storage import Store\n"
+        "from lada.server.db.writer import Store\n"
         f"time.sleep(max(0.0, {start_at!r} - time.time()))\n"
         "Store(sys.argv[1]).engine.dispose()\n"
     )
@@ -123,7 +125,8 @@ def test_concurrent_first_start_does_not_race(db_url: str, tmp_path: Path) -> No
     assert [p.returncode for p in procs] == [0] * 4, errs
     eng = make_engine(db_url)
     with eng.connect() as c:
-        assert c.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == [schema.head_revision()]
+        versions = c.execute(text("SELECT version_num FROM alembic_version")).scalars().all()
+        assert versions == [migrations.head_revision()]
     eng.dispose()
 
 
@@ -136,11 +139,11 @@ def test_cli_db_upgrade_and_current(db_url: str) -> None:
     assert before.returncode == 1 and "current (none)" in before.stdout
     up = lada("upgrade")
     assert up.returncode == 0, up.stderr
-    assert f"at revision {schema.head_revision()}" in up.stdout
+    assert f"at revision {migrations.head_revision()}" in up.stdout
     password = make_url(db_url).password
     assert not password or password not in up.stdout + up.stderr, "the password must not be printed"
     after = lada("current")
-    assert after.returncode == 0 and f"current {schema.head_revision()}" in after.stdout
+    assert after.returncode == 0 and f"current {migrations.head_revision()}" in after.stdout
 
 
 def test_url_forms() -> None:

@@ -25,7 +25,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from lada.server.storage import Client, Event, PublicSample, Round, RoundRecord, Run, Store
+from lada.server.db.tables import Client, Event, PublicSample, Round, Run
+from lada.server.db.writer import RoundRecord, Store
 
 XSS_QUESTION = "<script>window.__xss=1</script> What is 2 + 2 ?"
 XSS_EVENT = '<img src=x onerror="window.__xss=2"> client sent a malformed chunk'

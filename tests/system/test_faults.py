@@ -24,9 +24,9 @@ from lada.common.config import LadaConfig
 from lada.common.learner import Pair
 from lada.common.proto.lada.v1 import allocation_pb2, messages_pb2
 from lada.server.allocation import LLM
+from lada.server.db.writer import Store
 from lada.server.federation import Federation, ProbeReply, RoundFailed
 from lada.server.llm_host import LLMHost
-from lada.server.storage import Store
 from sqlalchemy import create_engine, text
 
 from tests.support.paths import TINY, free_port
@@ -287,7 +287,7 @@ def test_checkpoint_restores_the_llm_adapter_and_filters(tmp_path: Path, model_c
     want_adapter = {k: v.clone() for k, v in llm.learner.adapter_state().items()}
     want_filter = {k: v.clone() for k, v in pol.state_dict().items()}
     store.start_round(fed.run_id, 1)
-    from lada.server.storage import RoundRecord
+    from lada.server.db.writer import RoundRecord
 
     store.commit_round(fed.run_id, 1, RoundRecord())
     fed._checkpoint(1)

@@ -1,192 +1,23 @@
-"""Run state in a relational database through SQLAlchemy 2.
+"""The one writer of run state: small transactions, a round's results in one.
 
-The server is the only writer; the dashboard reads the same database. SQLite
-runs in WAL mode so readers never block the writer; any SQLAlchemy URL
-(PostgreSQL) works. A round's results are written in one transaction, so a
-crash leaves either the whole round or none of it.
+The server is the only writer. A round's results are written in one
+transaction, so a crash leaves either the whole round or none of it; redoing a
+round replaces what an earlier try of it wrote.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
-from sqlalchemy import (
-    JSON,
-    Boolean,
-    DateTime,
-    Float,
-    ForeignKey,
-    Integer,
-    String,
-    Text,
-    UniqueConstraint,
-    create_engine,
-    event,
-    select,
-)
-from sqlalchemy.engine import Engine
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
 
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
-
-
-class Base(DeclarativeBase):
-    pass
-
-
-class Run(Base):
-    __tablename__ = "runs"
-    id: Mapped[int] = mapped_column(primary_key=True)
-    name: Mapped[str] = mapped_column(String(200))
-    status: Mapped[str] = mapped_column(String(20), default="pending")  # pending|running|finished|failed
-    method: Mapped[str] = mapped_column(String(50), default="lada")
-    config: Mapped[dict] = mapped_column(JSON, default=dict)
-    rounds_total: Mapped[int] = mapped_column(Integer, default=0)
-    current_round: Mapped[int] = mapped_column(Integer, default=0)
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
-    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
-
-
-class Client(Base):
-    __tablename__ = "clients"
-    __table_args__ = (UniqueConstraint("run_id", "name"),)
-    id: Mapped[int] = mapped_column(primary_key=True)
-    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"), index=True)
-    name: Mapped[str] = mapped_column(String(100))
-    model: Mapped[str] = mapped_column(String(300), default="")
-    domain: Mapped[str] = mapped_column(String(100), default="")
-    state: Mapped[str] = mapped_column(String(20), default="registered")  # registered|active|dropped|left
-    joined_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
-    last_heartbeat: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
-
-
-class Round(Base):
-    __tablename__ = "rounds"
-    __table_args__ = (UniqueConstraint("run_id", "idx"),)
-    id: Mapped[int] = mapped_column(primary_key=True)
-    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"), index=True)
-    idx: Mapped[int] = mapped_column(Integer)
-    status: Mapped[str] = mapped_column(String(20), default="running")  # running|done
-    started_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
-    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
-    timings: Mapped[dict] = mapped_column(JSON, default=dict)  # phase -> seconds
-
-
-class PublicSample(Base):
-    __tablename__ = "public_samples"
-    __table_args__ = (UniqueConstraint("run_id", "sample_id"),)
-    id: Mapped[int] = mapped_column(primary_key=True)
-    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"), index=True)
-    sample_id: Mapped[str] = mapped_column(String(100))
-    domain: Mapped[str] = mapped_column(String(50))
-    question: Mapped[str] = mapped_column(Text)
-    answer: Mapped[str] = mapped_column(String(100))
-
-
-class ReasoningPath(Base):
-    """A path some model wrote for a public sample in a round (LLM or SLM)."""
-
-    __tablename__ = "paths"
-    __table_args__ = (UniqueConstraint("run_id", "round_idx", "author", "sample_id"),)
-    id: Mapped[int] = mapped_column(primary_key=True)
-    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"), index=True)
-    round_idx: Mapped[int] = mapped_column(Integer)
-    author: Mapped[str] = mapped_column(String(100))  # "llm" or a client name
-    sample_id: Mapped[str] = mapped_column(String(100))
-    text: Mapped[str] = mapped_column(Text)
-    correct: Mapped[bool] = mapped_column(Boolean)
-
-
-class Allocation(Base):
-    """One public sample sent to a receiver in a round, with the policy's score."""
-
-    __tablename__ = "allocations"
-    __table_args__ = (UniqueConstraint("run_id", "round_idx", "receiver", "sender", "sample_id"),)
-    id: Mapped[int] = mapped_column(primary_key=True)
-    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"), index=True)
-    round_idx: Mapped[int] = mapped_column(Integer, index=True)
-    receiver: Mapped[str] = mapped_column(String(100))  # client name, or "llm"
-    sender: Mapped[str] = mapped_column(String(100))  # "llm", or a client name
-    sample_id: Mapped[str] = mapped_column(String(100))
-    score: Mapped[float] = mapped_column(Float)
-    rank: Mapped[int] = mapped_column(Integer)
-
-
-class Reward(Base):
-    __tablename__ = "rewards"
-    __table_args__ = (UniqueConstraint("run_id", "round_idx", "receiver", "sender", "sample_id"),)
-    id: Mapped[int] = mapped_column(primary_key=True)
-    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"), index=True)
-    round_idx: Mapped[int] = mapped_column(Integer)
-    receiver: Mapped[str] = mapped_column(String(100))
-    sender: Mapped[str] = mapped_column(String(100))
-    sample_id: Mapped[str] = mapped_column(String(100))  # "*" = the round's batch reward
-    value: Mapped[float] = mapped_column(Float)
-
-
-class Metric(Base):
-    __tablename__ = "metrics"
-    __table_args__ = (UniqueConstraint("run_id", "round_idx", "subject", "name"),)
-    id: Mapped[int] = mapped_column(primary_key=True)
-    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"), index=True)
-    round_idx: Mapped[int] = mapped_column(Integer)  # 0 = before any collaboration
-    subject: Mapped[str] = mapped_column(String(100))  # client name, or "llm"
-    name: Mapped[str] = mapped_column(String(100))
-    value: Mapped[float] = mapped_column(Float)
-
-
-class Event(Base):
-    __tablename__ = "events"
-    id: Mapped[int] = mapped_column(primary_key=True)
-    run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id"), index=True, nullable=True)
-    ts: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
-    kind: Mapped[str] = mapped_column(String(50))  # join|leave|drop|error|round_start|round_end|...
-    subject: Mapped[str] = mapped_column(String(100), default="")
-    message: Mapped[str] = mapped_column(Text, default="")
-
-
-def normalize_url(url: str) -> str:
-    """``postgres://`` and a bare ``postgresql://`` mean psycopg 3 (the ``postgres`` extra)
-    unless psycopg2 is what is installed; every other URL is used as given."""
-    scheme, sep, rest = url.partition("://")
-    if sep and scheme in ("postgres", "postgresql"):
-        import importlib.util
-
-        have = importlib.util.find_spec
-        driver = "psycopg2" if have("psycopg") is None and have("psycopg2") is not None else "psycopg"
-        return f"postgresql+{driver}://{rest}"
-    return url
-
-
-def make_engine(url: str) -> Engine:
-    """Engine with SQLite tuned for one writer + concurrent readers (WAL); PostgreSQL through psycopg."""
-    url = normalize_url(url)
-    if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
-        Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
-    kwargs: dict[str, Any] = {}
-    if url.startswith("sqlite"):
-        kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
-    else:
-        kwargs["pool_pre_ping"] = True  # a restarted database server must not break a long run
-    engine = create_engine(url, **kwargs)
-    if url.startswith("sqlite"):
-
-        @event.listens_for(engine, "connect")
-        def _pragmas(dbapi_conn: Any, _rec: Any) -> None:  # pragma: no cover - trivial
-            cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=NORMAL")
-            cur.execute("PRAGMA foreign_keys=ON")
-            cur.close()
-
-    return engine
+from . import migrations
+from .engine import make_engine
+from .tables import Allocation, Client, Event, Metric, PublicSample, ReasoningPath, Reward, Round, Run, utcnow
 
 
 class Store:
@@ -194,13 +25,11 @@ class Store:
 
     def __init__(self, url: str, create: bool = True) -> None:
         """``create``: bring the schema up to date through the Alembic migrations
-        (``lada.server.schema``; one ``SELECT`` when it already is); False opens as is."""
+        (``migrations.upgrade``; one ``SELECT`` when it already is); False opens as is."""
         self.url = url
         self.engine = make_engine(url)
         if create:
-            from lada.server import schema
-
-            schema.upgrade(self.engine)
+            migrations.upgrade(self.engine)
         self._session = sessionmaker(self.engine, expire_on_commit=False)
 
     @contextmanager

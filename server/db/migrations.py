@@ -27,7 +27,7 @@ from pathlib import Path
 from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
 
-MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"  # server/migrations (package data)
 INITIAL = "0001"  # the revision equal to the tables create_all used to make
 _PG_LOCK_KEY = 0x1ADA5C4E  # advisory lock id for LaDa migrations
 

@@ -1,0 +1,149 @@
+"""The response models of the run database's reads: what the dashboard's JSON API returns.
+
+One definition serves the read functions (``reads``, ``charts``), the API's
+response schemas and the OpenAPI document. Timestamps are aware UTC.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+Direction = Literal["down", "up"]  # "down": the LLM's paths to clients; "up": clients' paths to the LLM
+
+
+class RunSummary(BaseModel):
+    id: int
+    name: str
+    status: str = Field(description="pending | running | finished | failed")
+    method: str
+    rounds_total: int
+    current_round: int
+    rounds_done: int = Field(description="rounds committed (status done)")
+    n_clients: int
+    created_at: dt.datetime
+    finished_at: dt.datetime | None = None
+    llm_accuracy: float | None = Field(None, description="the LLM's held-out accuracy at the latest round")
+    slm_accuracy: float | None = Field(None, description="mean SLM local test accuracy at the latest round")
+
+
+class RunDetail(RunSummary):
+    config: dict[str, Any] = Field(
+        description="the run config (sections run, data, models, ...), secrets such as the join token masked"
+    )
+
+
+class ClientInfo(BaseModel):
+    name: str
+    model: str
+    domain: str
+    state: str = Field(description="registered | active | dropped | left")
+    joined_at: dt.datetime | None = None
+    last_heartbeat: dt.datetime | None = None
+    accuracy: float | None = Field(None, description="latest local test accuracy")
+    accuracy_start: float | None = Field(None, description="local test accuracy at round 0")
+
+
+class RoundInfo(BaseModel):
+    idx: int
+    status: str
+    started_at: dt.datetime | None = None
+    finished_at: dt.datetime | None = None
+    duration_s: float | None = None
+    timings: dict[str, float] = Field(default_factory=dict, description="phase -> seconds")
+    n_allocated: int = Field(0, description="allocation rows of the round (both directions)")
+
+
+class MetricPoint(BaseModel):
+    round_idx: int
+    subject: str
+    name: str
+    value: float
+
+
+class Series(BaseModel):
+    name: str = Field(description="a client name or 'llm' (or 'total')")
+    x: list[int] = Field(description="round indices")
+    y: list[float]
+
+
+class ChartData(BaseModel):
+    rounds: list[int]
+    subjects: list[str] = Field(description="every subject with data, clients first then 'llm'")
+    accuracy: list[Series] = Field(description="local test accuracy of each SLM, held-out accuracy of the LLM")
+    public_accuracy: list[Series]
+    reward: list[Series] = Field(description="reward per receiver and round (batch reward, else mean)")
+    bytes_cumulative_mb: list[Series] = Field(description="cumulative MB (up + down) per subject, and 'total'")
+    budget_mb: float | None = Field(None, description="communication budget the totals are compared with")
+
+
+class GridRow(BaseModel):
+    peer: str = Field(description="the client on the other end (receiver for 'down', sender for 'up')")
+    round_idx: int
+
+
+class AllocationGrid(BaseModel):
+    """Public samples x (client, round), in columns: cell i is (row[i], col[i]) with score[i], rank[i].
+
+    Scores are rounded to 4 decimals (they colour a heat map; ``SampleDetail`` has them exact).
+    """
+
+    direction: Direction
+    rows: list[GridRow]
+    samples: list[str] = Field(description="sample ids, one per column")
+    domains: list[str] = Field(description="domain of each column's sample")
+    row: list[int]
+    col: list[int]
+    score: list[float]
+    rank: list[int]
+    score_min: float | None = None
+    score_max: float | None = None
+
+
+class AllocationInfo(BaseModel):
+    round_idx: int
+    receiver: str
+    sender: str
+    score: float
+    rank: int
+    reward: float | None = Field(None, description="per-sample reward, if the run records them")
+    batch_reward: float | None = Field(None, description="the batch reward of (round, receiver, sender)")
+
+
+class PathInfo(BaseModel):
+    round_idx: int
+    author: str
+    text: str
+    correct: bool
+
+
+class SampleDetail(BaseModel):
+    sample_id: str
+    domain: str
+    question: str
+    answer: str
+    allocations: list[AllocationInfo]
+    paths: list[PathInfo]
+
+
+class EventInfo(BaseModel):
+    id: int
+    ts: dt.datetime
+    kind: str
+    subject: str
+    message: str
+
+
+class LiveState(BaseModel):
+    """Small, cheap snapshot the pages poll; a changed version says which part to refetch."""
+
+    run_id: int
+    status: str
+    current_round: int
+    rounds_total: int
+    rounds_done: int
+    last_event_id: int
+    versions: dict[str, str] = Field(description="part -> opaque version (clients, rounds, metrics, ...)")
+    server_time: dt.datetime
