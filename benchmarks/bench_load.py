@@ -88,7 +88,7 @@ def worker(address: str, names: list[str], out: str, ca: str | None) -> int:
     """Run one simulated client per name (a thread each); write latencies and counts to ``out``."""
     import grpc  # noqa: F401 - fail early if the worker's environment lacks it
     from lada.client.runtime import Connection, run_client
-    from lada.server.tls import channel_credentials
+    from lada.common.tls import channel_credentials
 
     lat: list[tuple[str, float, str]] = []
     lock = threading.Lock()
@@ -220,7 +220,7 @@ def _wait_healthy(address: str, ca: str | None, proc: subprocess.Popen, timeout:
     """Until the server answers its gRPC health check (it loads the LLM before listening)."""
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
-    from lada.server.tls import channel_credentials
+    from lada.common.tls import channel_credentials
 
     ch = grpc.secure_channel(address, channel_credentials(ca)) if ca else grpc.insecure_channel(address)
     stub = health_pb2_grpc.HealthStub(ch)

@@ -20,8 +20,9 @@ def _server(cfg: LadaConfig, args: argparse.Namespace) -> int:
     from lada.server.auth import Credentials, load_secret
     from lada.server.db.writer import Store
     from lada.server.federation import Federation, RoundFailed
-    from lada.server.grpc_server import GrpcGrid, start_server
     from lada.server.tls import server_credentials
+    from lada.server.transport.grid import GrpcGrid
+    from lada.server.transport.serve import start_server
 
     torch.set_num_threads(cfg.run.threads)
     Path(cfg.server.data_dir).mkdir(parents=True, exist_ok=True)
@@ -62,7 +63,7 @@ def _server(cfg: LadaConfig, args: argparse.Namespace) -> int:
 def _client(cfg: LadaConfig, args: argparse.Namespace) -> int:
     from lada.client.app import ClientApp
     from lada.client.runtime import Connection, SupersededError, configure_logging, run_client
-    from lada.server.tls import channel_credentials
+    from lada.common.tls import channel_credentials
 
     configure_logging(logging.INFO if not args.quiet else logging.WARNING)
     tls = channel_credentials(args.tls_ca, args.tls_cert, args.tls_key, tls=args.tls)

@@ -15,8 +15,8 @@ import grpc
 import pytest
 from lada.client.runtime import Connection, SupersededError
 from lada.common.proto.lada.v1 import allocation_pb2, coordinator_pb2, exchange_pb2, messages_pb2
+from lada.common.tls import channel_credentials
 from lada.server.auth import AuthError, Credentials, load_secret
-from lada.server.tls import channel_credentials
 
 from tests.support.transport import (
     METHODS,

@@ -30,7 +30,8 @@ from lada.common.proto.lada.v1 import (
     exchange_pb2,
     messages_pb2,
 )
-from lada.server.grpc_server import MAX_NLL, GrpcGrid
+from lada.server.transport.grid import GrpcGrid
+from lada.server.transport.validation import MAX_NLL
 
 from tests.support.transport import (
     METHODS,

@@ -22,8 +22,10 @@ from hypothesis import strategies as st
 from lada.client.runtime import Connection, channel_options
 from lada.common import chunks
 from lada.common.proto.lada.v1 import allocation_pb2, coordinator_pb2, exchange_pb2, messages_pb2
-from lada.server.grpc_server import BlobStore, grpc_options
-from lada.server.tls import channel_credentials, server_credentials
+from lada.common.tls import channel_credentials
+from lada.server.tls import server_credentials
+from lada.server.transport.blobs import BlobStore
+from lada.server.transport.serve import grpc_options
 
 from tests.support.transport import (
     TOKEN,

@@ -21,9 +21,11 @@ from lada.common.proto.lada.v1 import (
     exchange_pb2_grpc,
     messages_pb2,
 )
+from lada.common.tls import channel_credentials
 from lada.server.auth import Credentials
-from lada.server.grpc_server import GrpcGrid, start_server
-from lada.server.tls import channel_credentials, server_credentials
+from lada.server.tls import server_credentials
+from lada.server.transport.grid import GrpcGrid
+from lada.server.transport.serve import start_server
 
 from tests.support.paths import ROOT, TINY
 

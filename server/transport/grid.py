@@ -1,0 +1,344 @@
+"""The gRPC ``Grid``: per-client task queues the round loop fills and the servicers drain.
+
+Liveness: a phase ends when every client it was sent to has reported, or has
+gone (left, re-registered as a new process, or sent no heartbeat for
+``liveness_s``), or at the round deadline. A client that did not report is
+dropped: its slot is removed, so its late calls get NOT_FOUND and it
+re-registers, and it takes part again from the next round on.
+
+The lock and the per-client dicts are the grid's own: the servicers go
+through the small methods below (enrol, leave, next task, what a round
+expects, accept a report), which raise :class:`UnknownClient`,
+:class:`Superseded` or :class:`NotOutstanding` for the servicers to turn into
+status codes, so the grid itself knows nothing of gRPC contexts.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+import uuid
+from collections import OrderedDict, deque
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field
+from typing import Any
+
+from lada.common.proto.lada.v1 import allocation_pb2, messages_pb2
+
+from ..auth import Credentials, Identity
+from ..federation import ProbeReply
+from .blobs import BlobStore
+
+log = logging.getLogger("lada.server")
+
+DONE_MEMORY = 64       # accepted task ids remembered per client, for idempotent retries
+
+
+class UnknownClient(Exception):
+    """The credential is valid but the server has no slot for it (restarted, or dropped it)."""
+
+
+class Superseded(Exception):
+    """The credential is of an older enrolment of a client that enrolled again since."""
+
+
+class NotOutstanding(Exception):
+    """A report for a task that is not (or no longer) outstanding for this client."""
+
+
+@dataclass
+class ClientSlot:
+    name: str
+    model: str = ""
+    domain: str = ""
+    instance: str = ""
+    nonce: str = ""
+    last_seen: float = field(default_factory=time.time)
+    tasks: deque = field(default_factory=deque)
+    outstanding: dict[str, messages_pb2.Task] = field(default_factory=dict)
+    done: OrderedDict = field(default_factory=OrderedDict)  # accepted task ids (idempotent retries)
+    up: int = 0
+    down: int = 0
+    cv: threading.Condition | None = None
+
+
+class GrpcGrid:
+    """Task queues per client; results arrive through the servicers.
+
+    ``timeout`` is the per-phase deadline (``server.round_timeout``),
+    ``heartbeat_s`` the interval clients are told to heartbeat at, and a
+    client silent for ``liveness_s`` counts as gone.
+    """
+
+    def __init__(self, creds: Credentials, max_blob: int, chunk_size: int, timeout: float,
+                 heartbeat_s: float = 5.0, liveness_s: float | None = None, max_waiters: int = 1 << 30,
+                 store_bytes: int | None = None, bind_peer_names: bool = False) -> None:
+        self.creds, self.chunk_size, self.timeout = creds, chunk_size, timeout
+        self.heartbeat_s = heartbeat_s
+        self.liveness_s = liveness_s if liveness_s is not None else max(6 * heartbeat_s, 30.0)
+        self.max_waiters = max_waiters
+        self.bind_peer_names = bind_peer_names
+        self.run_key = ""  # set by the Federation; tasks carry it so a client can spot a redone round
+        self.blobs = BlobStore(max_blob, store_bytes)
+        self.lock = threading.RLock()
+        self.cv = threading.Condition(self.lock)
+        self.clients: dict[str, ClientSlot] = {}
+        self.info: dict[str, tuple[str, str]] = {}  # name -> (model, domain), kept after a drop
+        self.probes: dict[tuple[int, str], ProbeReply] = {}
+        self.allocs: dict[tuple[int, str], list[allocation_pb2.AllocatedSample]] = {}
+        self.rewards: dict[tuple[int, str], allocation_pb2.RewardReport] = {}
+        self.candidates: dict[int, list[str]] = {}  # round -> public sample ids of the probe, in order
+        self.labels: dict[str, tuple[str, bool]] = {}  # sample id -> (answer label, the sender path is correct)
+        self.candidate_blob = ""
+        self.waiters = 0
+        self.round = 0
+        self.stopped = False
+        self.run_id = 0
+        self.on_event: Any = None  # callable(kind, subject, message)
+
+    # ------------------------------------------------------------------ Grid API
+    def _live(self, slot: ClientSlot, now: float) -> bool:
+        return now - slot.last_seen <= self.liveness_s
+
+    def live_clients(self) -> list[str]:
+        now = time.time()
+        with self.lock:
+            return sorted(n for n, s in self.clients.items() if self._live(s, now))
+
+    def wait_for_clients(self, n: int, timeout: float) -> list[str]:
+        """Registered, live clients, once there are ``n`` of them or ``timeout`` passed."""
+        end = time.time() + timeout
+        with self.cv:
+            while len(self.live_clients()) < n and not self.stopped and time.time() < end:
+                self.cv.wait(timeout=max(0.0, min(1.0, end - time.time())))
+            return self.live_clients()
+
+    def client_info(self, name: str) -> tuple[str, str]:
+        with self.lock:
+            return self.info.get(name, ("", ""))
+
+    def _dispatch(self, t: int, kind: int, names: list[str], blob_id: str = "", evaluate: Collection[str] = (),
+                  blob_size: int = 0) -> dict[str, tuple[str, str]]:
+        """Queue one task per client (``evaluate``: the clients that also measure their test
+        accuracy); returns name -> (client instance, task id) of those reached."""
+        sent: dict[str, tuple[str, str]] = {}
+        with self.lock:
+            self.round = t
+            for name in names:
+                slot = self.clients.get(name)
+                if slot is None:
+                    continue  # gone since the round started: reported as missing by _collect
+                task = messages_pb2.Task(task_id=uuid.uuid4().hex, round=t, kind=kind, blob_id=blob_id,
+                                         evaluate=name in evaluate, blob_size=blob_size, run_key=self.run_key)
+                slot.tasks.append(task)
+                slot.outstanding[task.task_id] = task
+                sent[name] = (slot.instance, task.task_id)
+                slot.cv.notify_all()
+        for name in names:
+            if name not in sent:
+                sent[name] = ("", "")
+        return sent
+
+    def _gone(self, name: str, sent: tuple[str, str], now: float) -> bool:
+        slot = self.clients.get(name)
+        return (slot is None or slot.instance != sent[0] or sent[1] not in slot.outstanding
+                or not self._live(slot, now))
+
+    def _collect(self, results: dict, t: int, sent: dict[str, tuple[str, str]], phase: str) -> dict:
+        """Wait for the reports of one phase; drop whoever has not reported when it ends."""
+        end = time.time() + self.timeout
+        with self.cv:
+            while not self.stopped:
+                now = time.time()
+                pending = [n for n in sent if (t, n) not in results]
+                if not pending or now >= end or all(self._gone(n, sent[n], now) for n in pending):
+                    break
+                self.cv.wait(timeout=max(0.0, min(1.0, end - now)))
+            out = {n: results.pop((t, n)) for n in sent if (t, n) in results}
+            for name in sent:
+                if name not in out:
+                    self._drop(name, sent[name], f"no {phase} result in round {t}")
+            for k in [k for k in results if k[0] <= t]:
+                del results[k]
+            return out
+
+    def _drop(self, name: str, sent: tuple[str, str], why: str) -> None:
+        """A client missed a phase: cancel its task; if it is still the same process, forget it."""
+        slot = self.clients.get(name)
+        if slot is None or not sent[1]:
+            return  # gone already, or never reached (it registered again since: it counts next round)
+        slot.outstanding.pop(sent[1], None)
+        slot.tasks = deque(x for x in slot.tasks if x.task_id != sent[1])
+        if slot.instance == sent[0]:
+            del self.clients[name]
+            slot.cv.notify_all()
+            log.info("dropped %s: %s", name, why)
+
+    def probe(self, round_idx: int, candidates: messages_pb2.PathBatch, evaluate: Collection[str],
+              clients: list[str]) -> dict[str, ProbeReply]:
+        data = candidates.SerializeToString()
+        bid = self.blobs.put(data, pin=True)
+        with self.lock:
+            old, self.candidate_blob = self.candidate_blob, bid
+            self.candidates = {round_idx: [p.sample_id for p in candidates.paths]}
+            self.labels = {p.sample_id: (p.answer, p.correct) for p in candidates.paths}
+        if old and old != bid:
+            self.blobs.unpin(old)
+            self.blobs.discard(old)
+        sent = self._dispatch(round_idx, messages_pb2.TASK_KIND_PROBE, clients, bid, evaluate, len(data))
+        return self._collect(self.probes, round_idx, sent, "probe")
+
+    def train(self, round_idx: int, allocations: dict[str, list[allocation_pb2.AllocatedSample]]
+              ) -> dict[str, allocation_pb2.RewardReport]:
+        with self.lock:
+            self.allocs = {(round_idx, name): list(samples) for name, samples in allocations.items()}
+        sent = self._dispatch(round_idx, messages_pb2.TASK_KIND_TRAIN, list(allocations))
+        out = self._collect(self.rewards, round_idx, sent, "train")
+        with self.lock:
+            self.allocs = {}
+        return out
+
+    def take_bytes(self) -> dict[str, tuple[int, int]]:
+        with self.lock:
+            out = {n: (s.up, s.down) for n, s in self.clients.items()}
+            for s in self.clients.values():
+                s.up = s.down = 0
+            return out
+
+    def stop(self) -> None:
+        with self.cv:
+            self.stopped = True
+            self.cv.notify_all()
+            for s in self.clients.values():
+                s.cv.notify_all()
+
+
+    # ------------------------------------------------------------------ for the servicers
+    def event(self, kind: str, subject: str, message: str) -> None:
+        """Record a transport event; a failing event sink never fails an RPC."""
+        if self.on_event is None:
+            return
+        try:
+            self.on_event(kind, subject, message)
+        except Exception:  # noqa: BLE001 - logging must not break the protocol
+            log.exception("event sink failed for %s %s", kind, subject)
+
+    def slot_of(self, ident: Identity) -> ClientSlot:
+        """The slot of a verified credential's client, marked as seen now."""
+        with self.lock:
+            slot = self.clients.get(ident.client_id)
+            if slot is not None and slot.nonce == ident.nonce:
+                slot.last_seen = time.time()
+                return slot
+        if slot is None:
+            raise UnknownClient(f"unknown client {ident.client_id!r}; register again")
+        raise Superseded(f"credential superseded by a newer enrolment of {ident.client_id!r}")
+
+    def enrol(self, name: str, instance: str, model: str, domain: str) -> tuple[str, str, int]:
+        """Give ``name`` a slot and a fresh credential; returns (event kind, credential, expiry).
+
+        The same process enrolling again (its credential expired, ...) keeps its
+        slot and tasks; a new process under this name replaces the old one, whose
+        tasks cannot finish any more."""
+        with self.cv:
+            old = self.clients.get(name)
+            if old is not None and old.instance == instance:
+                slot, kind = old, "reenrol"
+            else:
+                slot = ClientSlot(name, instance=instance, cv=threading.Condition(self.lock))
+                kind = "rejoin" if name in self.info else "join"
+                if old is not None:
+                    self.clients.pop(name)
+                    old.outstanding.clear()
+                    old.tasks.clear()
+                    old.cv.notify_all()
+                self.clients[name] = slot
+            slot.model, slot.domain = model, domain
+            slot.last_seen = time.time()
+            self.info[name] = (model, domain)
+            cred, exp, slot.nonce = self.creds.issue(name)
+            self.cv.notify_all()
+        return kind, cred, exp
+
+    def next_task(self, slot: ClientSlot, wait_s: float, active: Callable[[], bool]) -> messages_pb2.Task:
+        """Long-poll: the client's next task, or WAIT/STOP once ``wait_s`` passed (or the call ended)."""
+        end = time.time() + wait_s
+        with self.lock:
+            if not slot.tasks and self.waiters >= self.max_waiters and wait_s > 0 and not self.stopped:
+                # every long-poll holds a server thread: beyond max_waiters, send the client away briefly
+                return messages_pb2.Task(kind=messages_pb2.TASK_KIND_WAIT, round=self.round,
+                                         retry_after_s=1.0 + 2.0 * random.random())
+            self.waiters += 1
+            try:
+                while (not slot.tasks and not self.stopped and self.clients.get(slot.name) is slot
+                       and time.time() < end and active()):
+                    slot.cv.wait(timeout=max(0.0, min(1.0, end - time.time())))
+            finally:
+                self.waiters -= 1
+            slot.last_seen = time.time()
+            if slot.tasks and self.clients.get(slot.name) is slot:
+                task = slot.tasks.popleft()
+                slot.down += task.ByteSize()
+                return task
+            kind = messages_pb2.TASK_KIND_STOP if self.stopped else messages_pb2.TASK_KIND_WAIT
+            return messages_pb2.Task(kind=kind, round=self.round)
+
+    def leave(self, slot: ClientSlot) -> None:
+        """The client leaves; a phase waiting for it stops waiting."""
+        with self.cv:
+            if self.clients.get(slot.name) is slot:
+                del self.clients[slot.name]
+                slot.cv.notify_all()
+                self.cv.notify_all()
+
+    def reported(self, slot: ClientSlot, task_id: str, kind: int, t: int) -> bool:
+        """True if this task was already reported (a retry); raise unless it is outstanding."""
+        with self.lock:
+            if task_id in slot.done:
+                return True
+            task = slot.outstanding.get(task_id)
+            if task is not None and task.kind == kind and task.round == t:
+                return False
+        raise NotOutstanding(f"no outstanding {messages_pb2.TaskKind.Name(kind)} task {task_id[:12]} in round {t} "
+                             "(expired, cancelled, or never sent)")
+
+    def expected_candidates(self, t: int) -> list[str]:
+        """The public sample ids of round ``t``'s probe, in the order the stats must follow."""
+        with self.lock:
+            return list(self.candidates.get(t, []))
+
+    def answer_labels(self) -> dict[str, tuple[str, bool]]:
+        """Sample id -> (answer label, the sender's path is correct) of the current candidates."""
+        with self.lock:
+            return dict(self.labels)
+
+    def allocation_of(self, t: int, name: str) -> list[allocation_pb2.AllocatedSample] | None:
+        """What ``name`` is to learn in round ``t`` (None: nothing allocated to it)."""
+        with self.lock:
+            samples = self.allocs.get((t, name))
+            return None if samples is None else list(samples)
+
+    def accept_probe(self, slot: ClientSlot, task_id: str, t: int, reply: ProbeReply, nbytes: int) -> None:
+        self._accept(slot, task_id, self.probes, (t, slot.name), reply, nbytes)
+
+    def accept_reward(self, slot: ClientSlot, task_id: str, t: int, report: allocation_pb2.RewardReport,
+                      nbytes: int) -> None:
+        self._accept(slot, task_id, self.rewards, (t, slot.name), report, nbytes)
+
+    def _accept(self, slot: ClientSlot, task_id: str, results: dict, key: tuple[int, str], value: Any,
+                nbytes: int) -> None:
+        """Store a validated report, once; raise if it lost a race with a drop (a retry's twin is fine)."""
+        with self.cv:
+            if self.clients.get(slot.name) is not slot or task_id not in slot.outstanding:
+                if task_id in slot.done:
+                    return
+                raise NotOutstanding(f"task {task_id[:12]} is no longer outstanding")
+            slot.outstanding.pop(task_id)
+            slot.done[task_id] = None
+            while len(slot.done) > DONE_MEMORY:
+                slot.done.popitem(last=False)
+            slot.up += nbytes
+            results[key] = value
+            self.cv.notify_all()

@@ -1,0 +1,66 @@
+"""Starting the gRPC server: channel options and the servicers on one port.
+
+Separate from the servicers so what a deployment tunes (sizes, keepalive,
+threads, TLS) is in one place and the servicers stay testable on their own.
+"""
+
+from __future__ import annotations
+
+from concurrent import futures
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from lada.common.proto.lada.v1 import allocation_pb2_grpc, coordinator_pb2_grpc, exchange_pb2_grpc
+
+from ..auth import AuthInterceptor
+from .grid import GrpcGrid
+from .servicers import AllocationServicer, CoordinatorServicer, ExchangeServicer
+
+
+def grpc_options(max_message_mb: int) -> list[tuple[str, int]]:
+    """Explicit size limits, and keepalive that survives idle load balancers.
+
+    Clients ping every 30 s (below the 60-350 s idle timeouts of common cloud
+    load balancers) and the server accepts pings that often; connections are
+    recycled after an hour (with a grace longer than any transfer) so an L4
+    balancer can rebalance, and idle ones are closed after 10 minutes.
+    """
+    n = max_message_mb * 1024 * 1024
+    return [
+        ("grpc.max_send_message_length", n),
+        ("grpc.max_receive_message_length", n),
+        ("grpc.keepalive_time_ms", 30_000),
+        ("grpc.keepalive_timeout_ms", 10_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", 10_000),  # server: accept client pings >= 10 s apart
+        ("grpc.http2.max_pings_without_data", 0),
+        ("grpc.max_connection_idle_ms", 600_000),
+        ("grpc.max_connection_age_ms", 3_600_000),
+        ("grpc.max_connection_age_grace_ms", 300_000),
+    ]
+
+
+def start_server(grid: GrpcGrid, address: str, allowed: dict[str, str], max_message_mb: int,
+                 max_workers: int = 256, tls: grpc.ServerCredentials | None = None) -> tuple[grpc.Server, int]:
+    """Start the gRPC server (Coordinator, Allocation, Exchange, Health); returns it and its port.
+
+    Long-polls hold a worker thread, so at most ``grid.max_waiters`` (kept
+    below ``max_workers``) wait at once; beyond ``4 * max_workers`` concurrent
+    RPCs the server answers RESOURCE_EXHAUSTED and clients back off.
+    """
+    grid.max_waiters = min(grid.max_waiters, max(1, max_workers - 16))
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="lada-rpc"),
+                         interceptors=[AuthInterceptor(grid.creds)], options=grpc_options(max_message_mb),
+                         maximum_concurrent_rpcs=4 * max_workers)
+    coordinator_pb2_grpc.add_CoordinatorServicer_to_server(CoordinatorServicer(grid, allowed), server)
+    allocation_pb2_grpc.add_AllocationServicer_to_server(AllocationServicer(grid), server)
+    exchange_pb2_grpc.add_ExchangeServicer_to_server(ExchangeServicer(grid), server)
+    hs = health.HealthServicer()
+    hs.set("", health_pb2.HealthCheckResponse.SERVING)
+    hs.set("lada.v1.Coordinator", health_pb2.HealthCheckResponse.SERVING)
+    health_pb2_grpc.add_HealthServicer_to_server(hs, server)
+    port = server.add_secure_port(address, tls) if tls else server.add_insecure_port(address)
+    if port == 0:
+        raise RuntimeError(f"could not bind {address}")
+    server.start()
+    return server, port

@@ -1,0 +1,301 @@
+"""The gRPC servicers clients dial into. They only authenticate, validate,
+translate and hand over to the :class:`~lada.server.transport.grid.GrpcGrid`;
+the round logic stays in ``federation``.
+
+Contract of every RPC (docs/protocol.md, docs/security.md):
+
+- credentials are checked by :class:`~lada.server.auth.AuthInterceptor`
+  (UNAUTHENTICATED) and bound to one client here: a request naming another
+  client gets PERMISSION_DENIED, a credential of a client the server does not
+  know (restarted, or dropped for missing a deadline) gets NOT_FOUND
+  "register again", an older credential of a re-enrolled client gets
+  UNAUTHENTICATED "superseded";
+- every input is validated (ids, sizes, NaN/inf, lengths, enum values) before
+  anything is stored; a rejected call stores nothing and answers
+  INVALID_ARGUMENT with a message (FAILED_PRECONDITION when the input is well
+  formed but does not fit the server's state, e.g. a report for a task that
+  is not outstanding);
+- a report for a task that was already accepted is acknowledged again and
+  ignored, so a client may retry a call whose answer it did not get.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import grpc
+from lada.common import chunks
+from lada.common.data import is_correct
+from lada.common.proto.lada.v1 import (
+    allocation_pb2,
+    allocation_pb2_grpc,
+    coordinator_pb2,
+    coordinator_pb2_grpc,
+    exchange_pb2,
+    exchange_pb2_grpc,
+    messages_pb2,
+)
+
+from ..auth import AuthError
+from ..federation import ProbeReply
+from ..tls import peer_names
+from .blobs import DeniedError, QuotaError
+from .grid import ClientSlot, GrpcGrid, NotOutstanding, Superseded, UnknownClient
+from .validation import (
+    INSTANCE,
+    MAX_DOMAIN,
+    MAX_LEN,
+    MAX_MODEL,
+    MAX_NLL,
+    MAX_REASON,
+    MAX_STEPS,
+    MAX_WAIT_S,
+    check_id,
+    check_ids,
+    check_paths,
+    check_task,
+    finite,
+    invalid,
+)
+
+PROTOCOL_VERSION = 1
+
+
+def caller(g: GrpcGrid, ctx: grpc.ServicerContext, claimed: str) -> ClientSlot:
+    """The calling client's slot: credential verified, bound to ``claimed`` (when given)."""
+    try:
+        ident = g.creds.identity_of(ctx.invocation_metadata())
+    except AuthError as e:
+        ctx.abort(grpc.StatusCode.UNAUTHENTICATED, str(e))
+    if claimed:
+        check_id(ctx, claimed, "client_id")
+        if claimed != ident.client_id:
+            ctx.abort(grpc.StatusCode.PERMISSION_DENIED,
+                      f"credential is for {ident.client_id!r}, not {claimed!r}")
+    if g.bind_peer_names and ident.client_id not in peer_names(ctx):
+        ctx.abort(grpc.StatusCode.PERMISSION_DENIED, "client certificate does not name this client")
+    try:
+        return g.slot_of(ident)
+    except UnknownClient as e:
+        ctx.abort(grpc.StatusCode.NOT_FOUND, str(e))
+    except Superseded as e:
+        ctx.abort(grpc.StatusCode.UNAUTHENTICATED, str(e))
+    raise AssertionError("unreachable")  # ctx.abort raises
+
+
+def already_reported(g: GrpcGrid, ctx: grpc.ServicerContext, slot: ClientSlot, task_id: str, kind: int,
+                     t: int) -> bool:
+    """True if this task was already reported (a retry); abort unless it is outstanding."""
+    check_task(ctx, task_id, t)
+    try:
+        return g.reported(slot, task_id, kind, t)
+    except NotOutstanding as e:
+        ctx.abort(grpc.StatusCode.FAILED_PRECONDITION, str(e))
+    raise AssertionError("unreachable")
+
+
+def not_outstanding(ctx: grpc.ServicerContext, e: NotOutstanding) -> None:
+    ctx.abort(grpc.StatusCode.FAILED_PRECONDITION, str(e))
+
+
+def _judge(g: GrpcGrid, req: allocation_pb2.LearnabilityReport, own: messages_pb2.PathBatch) -> None:
+    """Correctness is the server's call, not the client's: grade the client's paths against the
+    public answer labels, and take the sender's correctness from the server's own candidates."""
+    labels = g.answer_labels()
+    for p in own.paths:
+        answer = labels.get(p.sample_id, (p.answer, False))[0]
+        p.answer, p.correct = answer, is_correct(p.text, answer)
+    graded = {p.sample_id: p.correct for p in own.paths}
+    for s in req.stats:
+        s.sender_correct = labels.get(s.sample_id, ("", s.sender_correct))[1]
+        s.own_correct = graded.get(s.sample_id, s.own_correct)
+
+
+class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServicer):
+    def __init__(self, grid: GrpcGrid, allowed: dict[str, str]) -> None:
+        self.grid, self.allowed = grid, allowed  # allowed: client name -> domain
+
+    def Register(self, req: coordinator_pb2.RegisterRequest, ctx: grpc.ServicerContext
+                 ) -> coordinator_pb2.RegisterReply:
+        g = self.grid
+        try:
+            g.creds.check_join_token(req.join_token)
+        except AuthError as e:
+            ctx.abort(grpc.StatusCode.UNAUTHENTICATED, str(e))
+        check_id(ctx, req.client_name, "client_name")
+        if len(req.model) > MAX_MODEL or len(req.domain) > MAX_DOMAIN:
+            invalid(ctx, f"model must be <= {MAX_MODEL} and domain <= {MAX_DOMAIN} characters")
+        if req.instance_id and not INSTANCE.fullmatch(req.instance_id):
+            invalid(ctx, "instance_id must be 1-64 characters of [A-Za-z0-9_-]")
+        if req.protocol_version < 0:
+            invalid(ctx, "protocol_version must be >= 0")
+        if req.protocol_version not in (0, PROTOCOL_VERSION):
+            ctx.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                      f"protocol {req.protocol_version} unsupported; this server speaks {PROTOCOL_VERSION}")
+        name = req.client_name
+        if self.allowed and name not in self.allowed:
+            ctx.abort(grpc.StatusCode.PERMISSION_DENIED,
+                      f"client {name!r} is not one of this run's clients {sorted(self.allowed)[:20]}")
+        domain = req.domain or self.allowed.get(name, "")
+        if self.allowed and req.domain and req.domain != self.allowed[name]:
+            invalid(ctx, f"client {name!r} has domain {self.allowed[name]!r} in this run, not {req.domain!r}")
+        if g.bind_peer_names and name not in peer_names(ctx):
+            ctx.abort(grpc.StatusCode.PERMISSION_DENIED, f"client certificate does not name {name!r}")
+        kind, cred, exp = g.enrol(name, req.instance_id, req.model, domain)
+        g.event(kind, name, f"model={req.model} instance={req.instance_id[:16]}")
+        return coordinator_pb2.RegisterReply(client_id=name, credential=cred, run_id=g.run_id,
+                                             heartbeat_interval_s=g.heartbeat_s, credential_expires_unix=exp)
+
+    def Heartbeat(self, req: coordinator_pb2.HeartbeatRequest, ctx: grpc.ServicerContext
+                  ) -> coordinator_pb2.HeartbeatReply:
+        g = self.grid
+        caller(g, ctx, req.client_id)
+        return coordinator_pb2.HeartbeatReply(round=g.round, server_time_unix=int(time.time()),
+                                              heartbeat_interval_s=g.heartbeat_s)
+
+    def PullTask(self, req: coordinator_pb2.PullTaskRequest, ctx: grpc.ServicerContext) -> messages_pb2.Task:
+        g = self.grid
+        slot = caller(g, ctx, req.client_id)
+        if not finite(req.wait_s, lo=0.0, hi=MAX_WAIT_S):
+            invalid(ctx, f"wait_s must be in [0, {MAX_WAIT_S:g}]")
+        return g.next_task(slot, req.wait_s, ctx.is_active)
+
+    def Leave(self, req: coordinator_pb2.LeaveRequest, ctx: grpc.ServicerContext) -> messages_pb2.Ack:
+        g = self.grid
+        slot = caller(g, ctx, req.client_id)
+        if len(req.reason) > MAX_REASON:
+            invalid(ctx, f"reason must be <= {MAX_REASON} characters")
+        g.leave(slot)
+        g.event("leave", slot.name, req.reason)
+        return messages_pb2.Ack(ok=True)
+
+
+class AllocationServicer(allocation_pb2_grpc.AllocationServicer):
+    def __init__(self, grid: GrpcGrid) -> None:
+        self.grid = grid
+
+    def ReportLearnability(self, req: allocation_pb2.LearnabilityReport, ctx: grpc.ServicerContext
+                           ) -> messages_pb2.Ack:
+        g = self.grid
+        slot = caller(g, ctx, req.client_id)
+        if already_reported(g, ctx, slot, req.task_id, messages_pb2.TASK_KIND_PROBE, req.round):
+            return messages_pb2.Ack(ok=True, message="duplicate report: already received")
+        expected = g.expected_candidates(req.round)
+        if len(req.stats) != len(expected):
+            invalid(ctx, f"{len(req.stats)} stats for {len(expected)} candidate samples")
+        for s, sid in zip(req.stats, expected):
+            if s.sample_id != sid:
+                invalid(ctx, f"stats out of order: {s.sample_id[:40]!r} where {sid!r} was expected")
+            if not finite(s.nll, s.answer_ce, lo=0.0, hi=MAX_NLL):
+                invalid(ctx, f"stats for {sid!r}: NLL values must be finite and in [0, {MAX_NLL:g}]")
+            if not (0 <= s.sender_len <= MAX_LEN and 0 <= s.own_len <= MAX_LEN):
+                invalid(ctx, f"stats for {sid!r}: path lengths must be in [0, {MAX_LEN}]")
+        if not finite(req.public_accuracy, req.test_accuracy, lo=0.0, hi=1.0):
+            invalid(ctx, "accuracies must be finite and in [0, 1]")
+        if req.bytes_down < 0:
+            invalid(ctx, "bytes_down must be >= 0")
+        if not chunks.is_sha256(req.own_paths_blob):
+            invalid(ctx, "own_paths_blob must be the sha256 id of an uploaded PathBatch")
+        blob = g.blobs.get(req.own_paths_blob, reader=slot.name)
+        if blob is None:
+            ctx.abort(grpc.StatusCode.FAILED_PRECONDITION, "own_paths_blob was not uploaded (upload it first)")
+        try:
+            own = messages_pb2.PathBatch.FromString(blob)
+        except Exception:  # noqa: BLE001 - protobuf raises DecodeError subclasses
+            invalid(ctx, "own_paths_blob is not a PathBatch")
+        check_paths(ctx, own, set(expected))
+        _judge(g, req, own)
+        try:
+            g.accept_probe(slot, req.task_id, req.round, ProbeReply(req, own), req.ByteSize() + len(blob))
+        except NotOutstanding as e:
+            not_outstanding(ctx, e)
+        g.blobs.discard(req.own_paths_blob)
+        return messages_pb2.Ack(ok=True)
+
+    def GetAllocation(self, req: allocation_pb2.AllocationRequest, ctx: grpc.ServicerContext) -> Any:
+        g = self.grid
+        slot = caller(g, ctx, req.client_id)
+        if req.round < 1:
+            invalid(ctx, f"round must be >= 1, got {req.round}")
+        samples = g.allocation_of(req.round, slot.name)
+        if samples is None:
+            ctx.abort(grpc.StatusCode.NOT_FOUND, f"no allocation for {slot.name!r} in round {req.round}")
+        for s in samples:
+            slot.down += s.ByteSize()
+            yield s
+
+    def ReportReward(self, req: allocation_pb2.RewardReport, ctx: grpc.ServicerContext) -> messages_pb2.Ack:
+        g = self.grid
+        slot = caller(g, ctx, req.client_id)
+        if already_reported(g, ctx, slot, req.task_id, messages_pb2.TASK_KIND_TRAIN, req.round):
+            return messages_pb2.Ack(ok=True, message="duplicate report: already received")
+        allocated = {s.sample_id for s in g.allocation_of(req.round, slot.name) or []}
+        check_ids(ctx, [s.sample_id for s in req.samples], allocated, "reward", "allocated")
+        for s in req.samples:
+            if not finite(s.nll_before, s.nll_after, lo=0.0, hi=MAX_NLL):
+                invalid(ctx, f"NLL values must be finite and in [0, {MAX_NLL:g}]")
+        if not finite(req.test_accuracy, lo=0.0, hi=1.0):
+            invalid(ctx, "test_accuracy must be finite and in [0, 1]")
+        if not 0 <= req.steps <= MAX_STEPS or not finite(req.train_seconds, lo=0.0):
+            invalid(ctx, "steps and train_seconds must be finite and >= 0")
+        if not finite(req.loss_sft, req.loss_cd):
+            invalid(ctx, "losses must be finite")
+        try:
+            g.accept_reward(slot, req.task_id, req.round, req, req.ByteSize())
+        except NotOutstanding as e:
+            not_outstanding(ctx, e)
+        return messages_pb2.Ack(ok=True)
+
+
+class ExchangeServicer(exchange_pb2_grpc.ExchangeServicer):
+    def __init__(self, grid: GrpcGrid) -> None:
+        self.grid = grid
+
+    def Upload(self, request_iterator: Any, ctx: grpc.ServicerContext) -> exchange_pb2.UploadReply:
+        g = self.grid
+        slot = caller(g, ctx, "")
+
+        def check(c: exchange_pb2.Chunk) -> None:
+            if c.client_id and c.client_id != slot.name:
+                raise DeniedError(f"chunk claims client {c.client_id[:40]!r}, credential is for {slot.name!r}")
+
+        def counted() -> Iterable[exchange_pb2.Chunk]:
+            for c in request_iterator:
+                slot.up += c.ByteSize()
+                yield c
+
+        try:
+            r = g.blobs.add_chunks(slot.name, counted(), check)
+        except chunks.ChunkError as e:
+            invalid(ctx, str(e))
+        except DeniedError as e:
+            ctx.abort(grpc.StatusCode.PERMISSION_DENIED, str(e))
+        except QuotaError as e:
+            ctx.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(e))
+        return exchange_pb2.UploadReply(blob_id=r.blob_id, size=r.size, already_present=r.already_present,
+                                        complete=r.complete, received=r.received, total=r.total)
+
+    def QueryUpload(self, req: exchange_pb2.UploadQuery, ctx: grpc.ServicerContext) -> exchange_pb2.UploadState:
+        g = self.grid
+        slot = caller(g, ctx, req.client_id)
+        if not chunks.is_sha256(req.blob_sha256):
+            invalid(ctx, "blob_sha256 must be 64 lower-case hex characters")
+        present, have, total, size = g.blobs.state(slot.name, req.blob_sha256)
+        return exchange_pb2.UploadState(present=present, received_chunks=have, total=total, blob_size=size)
+
+    def Download(self, req: exchange_pb2.DownloadRequest, ctx: grpc.ServicerContext) -> Any:
+        g = self.grid
+        slot = caller(g, ctx, req.client_id)
+        if not chunks.is_sha256(req.blob_id):
+            invalid(ctx, "blob_id must be 64 lower-case hex characters")
+        data = g.blobs.get(req.blob_id, reader=slot.name)
+        if data is None:
+            ctx.abort(grpc.StatusCode.NOT_FOUND, f"no blob {req.blob_id[:16]!r} for {slot.name!r}")
+        total = chunks.n_chunks(len(data), g.chunk_size)
+        if not 0 <= req.from_chunk <= total:
+            invalid(ctx, f"from_chunk must be in [0, {total}]")
+        for c in chunks.split(data, g.chunk_size, start=req.from_chunk):
+            slot.down += c.ByteSize()
+            yield c
