@@ -35,6 +35,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from lada.common.config import TransportConfig
+
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "common" / "configs" / "tiny.yaml"
 DOMAINS = ("arith", "shop", "clock")
@@ -142,7 +144,7 @@ def _free_port() -> int:
 
 def run_load(n_clients: int = 200, rounds: int = 1, procs: int = 2, workdir: Path | None = None,
              model_cache: str | None = None, tls: bool = False, timeout: float = 600.0, build_models: bool = True,
-             max_workers: int = 256) -> dict:
+             max_workers: int = TransportConfig().max_workers) -> dict:
     """Run the whole benchmark; returns the latencies, counts, database facts and timings."""
     work = Path(workdir or tempfile.mkdtemp(prefix="lada-load-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -170,15 +172,16 @@ def run_load(n_clients: int = 200, rounds: int = 1, procs: int = 2, workdir: Pat
         certs = work / "certs"
         subprocess.run([str(ROOT / "deploy" / "make-certs.sh"), str(certs), "--clients", ""], check=True,
                        capture_output=True, timeout=60)
-        server_args = ["--tls-cert", str(certs / "server.pem"), "--tls-key", str(certs / "server.key")]
+        server_args = ["--transport.tls_cert", str(certs / "server.pem"), "--transport.tls_key",
+                       str(certs / "server.key")]
         ca = str(certs / "ca.pem")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     if build_models:
         subprocess.run(_cli("models", "build", "--config", str(cfg_path)), check=True, capture_output=True,
                        timeout=600, env=env)
     t0 = time.time()
-    server = subprocess.Popen(_cli("server", "--config", str(cfg_path), "--linger", "3", "--max-workers",
-                                   str(max_workers), *server_args),
+    server = subprocess.Popen(_cli("server", "--config", str(cfg_path), "--transport.linger", "3",
+                                   "--transport.max_workers", str(max_workers), *server_args),
                               stdout=open(work / "server.out", "w"), stderr=subprocess.STDOUT, env=env)
     _wait_healthy(f"127.0.0.1:{port}", ca, server, timeout=300)
     t_ready = time.time()
@@ -362,7 +365,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--procs", type=int, default=2, help="worker processes the clients are spread over")
     ap.add_argument("--tls", action="store_true", help="server TLS (certificates from deploy/make-certs.sh)")
-    ap.add_argument("--max-workers", type=int, default=256, help="the server's gRPC worker threads")
+    ap.add_argument("--max-workers", type=int, default=TransportConfig().max_workers,
+                    help="the server's gRPC worker threads (its --transport.max_workers)")
     ap.add_argument("--workdir", help="keep the database, config and logs here")
     ap.add_argument("--model-cache", default=os.environ.get("LADA_TEST_MODEL_CACHE"))
     args = ap.parse_args(argv)

@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 
 import grpc
 from lada.common import chunks
+from lada.common.config import ClientConfig, TransportConfig
 from lada.common.proto.lada.v1 import (
     allocation_pb2,
     allocation_pb2_grpc,
@@ -76,7 +77,8 @@ class Connection:
 
     def __init__(self, address: str, name: str, join_token: str, model: str, domain: str,
                  max_message_mb: int = 64, chunk_kb: int = 256, tls: grpc.ChannelCredentials | None = None,
-                 call_timeout: float = 60.0, give_up_after: float = 600.0, server_name: str | None = None,
+                 call_timeout: float = 60.0, give_up_after: float = ClientConfig().give_up_after,
+                 server_name: str | None = None,
                  observer: Callable[[str, float, str], None] | None = None) -> None:
         self.name, self.join_token, self.model, self.domain = name, join_token, model, domain
         self.instance_id = uuid.uuid4().hex  # this process; a restarted client is a new instance
@@ -88,7 +90,7 @@ class Connection:
         self.chunk_size = chunk_kb * 1024
         self.call_timeout, self.give_up_after = call_timeout, give_up_after
         self.credential = ""
-        self.heartbeat_s = 5.0
+        self.heartbeat_s = TransportConfig().heartbeat  # until the server's enrol reply names its own
         self.bytes_down = 0
         self.enrolments = 0
         self.observer = observer  # (rpc name, seconds, status code name) per attempt, for metrics

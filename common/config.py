@@ -4,7 +4,11 @@ Every knob of the method lives here with its default and one line of help
 (``Field(description=...)``). The same object drives the YAML file, the CLI
 flags (``--section.knob value``, generated from these fields) and environment
 variables (``LADA_SECTION__KNOB=value``), and is what the dashboard shows.
-Precedence: defaults < YAML < environment < flags.
+Precedence: defaults < YAML < environment < flags. The server stores the whole
+config (secrets masked) with the run; sections that only say how processes talk
+or serve (``server``, ``transport``, ``client``, ``dashboard``) are not compared
+when a run is resumed. Library signatures that need one of these knobs take its
+default from here (``TransportConfig().heartbeat``) so each default is written once.
 """
 
 from __future__ import annotations
@@ -16,7 +20,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .policy_names import POLICY_NAMES, PolicyName
 
 DEFAULT_CLIENT_DOMAINS = {"client-1": "arith", "client-2": "shop", "client-3": "clock"}
 DEFAULT_CLIENT_MODELS = {
@@ -34,10 +40,7 @@ class RunConfig(Section):
     name: str = Field("demo", description="run name shown in the database and dashboard")
     seed: int = Field(0, description="run seed: LoRA init, batch order, allocation (data.seed fixes the scenario)")
     rounds: int = Field(3, ge=1, description="number of federated rounds R")
-    method: str = Field(
-        "lada",
-        description="allocation method: lada, random, lowest_nll, highest_nll, fedmkt, all_public, local_only",
-    )
+    method: PolicyName = Field("lada", description="allocation method: " + ", ".join(POLICY_NAMES))
     budget: int = Field(100, ge=1, description="B: public samples allocated to each client per round")
     server_budget: int = Field(50, ge=0, description="SLM paths the LLM learns from per client per round")
     bidirectional: bool = Field(True, description="also distil SLM -> LLM (False: one direction only)")
@@ -141,6 +144,65 @@ class ServerConfig(Section):
     wait_clients: int = Field(3, ge=1, description="clients to wait for before round 1 starts")
     max_message_mb: int = Field(64, ge=1, description="gRPC max message size (both ends)")
     chunk_kb: int = Field(256, ge=1, description="chunk size of streamed transfers")
+    resume: bool = Field(
+        True, description="resume the open run of the same run.name a killed server left in the database "
+        "(false: always start a new run)")
+
+
+class TransportConfig(Section):
+    """How the server serves gRPC: liveness, credentials, threads, TLS files. Not compared on resume."""
+
+    heartbeat: float = Field(5.0, gt=0, description="seconds between client heartbeats (the server tells clients)")
+    liveness: float | None = Field(
+        None, gt=0, description="seconds a silent client counts as gone; None = max(6 heartbeats, 30 s)")
+    credential_ttl: float = Field(
+        24 * 3600.0, gt=0, description="seconds a client credential lives before the client re-enrols")
+    max_workers: int = Field(256, ge=1, description="gRPC worker threads; long-polls may hold all but 16 of them")
+    linger: float = Field(3.0, ge=0, description="seconds the server stays up after the run (clients pull STOP)")
+    tls_cert: str | None = Field(None, description="server certificate PEM file (with tls_key: TLS)")
+    tls_key: str | None = Field(None, description="server private key PEM file")
+    tls_client_ca: str | None = Field(
+        None, description="require client certificates signed by this CA PEM file (mutual TLS)")
+    tls_name_binding: bool = Field(
+        True, description="with mutual TLS, a client certificate must name the client it enrols as "
+        "(false: any certificate the CA signed)")
+
+
+class ClientConfig(Section):
+    """How an edge client process connects and keeps its state. Not compared on resume."""
+
+    give_up_after: float = Field(
+        600.0, gt=0, description="seconds to keep retrying an unreachable server before exiting")
+    state_dir: str | None = Field(
+        None, description="this client's folder for its learner state (adapter, optimizer, kept paths), saved "
+        "each round to resume after a restart; None = <server.data_dir>/clients/<name> (per client: set it by "
+        "flag or env, not in a YAML several clients share)")
+    save_state: bool = Field(True, description="save the learner state each round (false: memory only)")
+    tls: bool = Field(False, description="TLS with the system's root certificates (tls_ca implies TLS)")
+    tls_ca: str | None = Field(None, description="CA PEM file that signed the server certificate (enables TLS)")
+    tls_cert: str | None = Field(None, description="client certificate PEM file (mutual TLS, with tls_key)")
+    tls_key: str | None = Field(None, description="client private key PEM file")
+    tls_server_name: str | None = Field(
+        None, description="name expected in the server certificate, if not the host of server.address")
+
+
+class DashboardConfig(Section):
+    """The read-only web dashboard (``lada dashboard``). Not compared on resume."""
+
+    host: str = Field("127.0.0.1", description="interface the dashboard listens on")
+    port: int = Field(8765, ge=0, le=65535, description="TCP port of the dashboard")
+    token: str = Field(
+        "", description="bearer token every page and API but /healthz requires; empty = open "
+        "(pass it as LADA_DASHBOARD__TOKEN; the config stored with a run masks it)")
+    comm_budget_mb: float | None = Field(
+        None, gt=0, description="communication budget drawn on the bytes chart (a page may override it)")
+    poll_ms: int = Field(2000, ge=100, description="how often open pages poll for changes while a run is live")
+
+    @field_validator("token", mode="before")
+    @classmethod
+    def _unset_is_open(cls, v: Any) -> Any:
+        """An empty env var or flag parses as YAML null: that too means no token."""
+        return "" if v is None else v
 
 
 class LadaConfig(Section):
@@ -152,6 +214,9 @@ class LadaConfig(Section):
     distill: DistillConfig = Field(default_factory=DistillConfig)
     filter: FilterConfig = Field(default_factory=FilterConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
+    transport: TransportConfig = Field(default_factory=TransportConfig)
+    client: ClientConfig = Field(default_factory=ClientConfig)
+    dashboard: DashboardConfig = Field(default_factory=DashboardConfig)
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -220,8 +285,26 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
         grp.add_argument(f"--{dotted}", dest=f"knob:{dotted}", metavar="V", help=f"{help_} [{shown}]")
 
 
+class ConfigError(ValueError):
+    """A config value (YAML, env or flag) that does not validate; the message names each knob."""
+
+
+def describe(err: ValidationError) -> str:
+    """One line per bad knob, ``section.knob='value': what it accepts`` (pydantic lists a Literal's values)."""
+    lines = []
+    for e in err.errors():
+        where = ".".join(str(p) for p in e["loc"])
+        got = "" if e["type"] == "missing" else f"={e['input']!r}"
+        lines.append(f"{where}{got}: {e['msg']}")
+    return "invalid config: " + "; ".join(lines)
+
+
 def config_from_args(args: argparse.Namespace) -> LadaConfig:
+    """The config of a parsed command line; raises ConfigError (not a traceback) on a bad value."""
     overrides = {
         k.split(":", 1)[1]: _parse(v) for k, v in vars(args).items() if k.startswith("knob:") and v is not None
     }
-    return LadaConfig.load(getattr(args, "config", None), overrides)
+    try:
+        return LadaConfig.load(getattr(args, "config", None), overrides)
+    except ValidationError as e:
+        raise ConfigError(describe(e)) from None

@@ -423,41 +423,14 @@ def build_embedded_models(
 
 
 # --------------------------------------------------------------------------- measuring
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m lada.common.models``: build the embedded models, time it, and
-    measure each one's greedy accuracy and generation time on the public mix."""
-    import argparse
-
-    from .data import build_splits
+def evaluate_models(paths: dict[str, str], samples: Sequence[Sample], max_new_tokens: int = 64) -> list[dict]:
+    """Each model's size, greedy accuracy on ``samples`` and evaluation time (``lada models eval``)."""
     from .textlm import evaluate, load_model
 
-    p = argparse.ArgumentParser(description=main.__doc__)
-    p.add_argument("--cache-dir", default=ModelsConfig().cache_dir)
-    p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads for this process")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--eval", type=int, default=500, help="public samples to evaluate on (0: none)")
-    p.add_argument("--names", nargs="*", default=None)
-    args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    cfg = ModelsConfig(cache_dir=args.cache_dir)
-    t0 = time.perf_counter()
-    paths = build_embedded_models(cfg, seed=args.seed, names=args.names)
-    print(f"build wall time: {time.perf_counter() - t0:.1f}s", flush=True)
-    if args.eval:
-        domains = {"client-1": "arith", "client-2": "shop", "client-3": "clock"}
-        public = build_splits(domains, 1000, 500, 1000, 500, seed=args.seed).public[: args.eval]
-        for name, path in paths.items():
-            model, tok = load_model(path)
-            t = time.perf_counter()
-            acc, _, _ = evaluate(model, tok, public, max_new_tokens=64)
-            secs = time.perf_counter() - t
-            print(
-                f"{name:<10} {n_params(model) / 1e6:.3f}M params  acc {100 * acc:5.1f}%  "
-                f"evaluate {secs:5.1f}s / {len(public)} samples",
-                flush=True,
-            )
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    rows = []
+    for name, path in paths.items():
+        model, tok = load_model(path)
+        t = time.perf_counter()
+        acc, _, _ = evaluate(model, tok, list(samples), max_new_tokens=max_new_tokens)
+        rows.append({"name": name, "params": n_params(model), "accuracy": acc, "seconds": time.perf_counter() - t})
+    return rows

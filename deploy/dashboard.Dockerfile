@@ -30,4 +30,4 @@ EXPOSE 8765
 HEALTHCHECK --interval=10s --timeout=5s --start-period=20s --retries=3 \
   CMD ["python", "/opt/lada/healthcheck.py", "http", "http://127.0.0.1:8765/healthz"]
 USER lada
-CMD ["lada", "dashboard", "--host", "0.0.0.0", "--port", "8765"]
+CMD ["lada", "dashboard", "--dashboard.host", "0.0.0.0", "--dashboard.port", "8765"]

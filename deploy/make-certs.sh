@@ -6,10 +6,10 @@
 #
 # OUT_DIR (default deploy/certs) receives:
 #   ca.pem ca.key                  the CA (keep ca.key off the servers; re-running reuses it)
-#   server.pem server.key          for `lada server --tls-cert server.pem --tls-key server.key`
+#   server.pem server.key          for `lada server --transport.tls_cert server.pem --transport.tls_key server.key`
 #   clients/NAME.pem clients/NAME.key  one per client, CN and SAN = the client name, for
-#                                      `lada client --tls-ca ca.pem --tls-cert ... --tls-key ...`
-# With `lada server --tls-client-ca ca.pem` (mutual TLS) a client must present a certificate
+#                                      `lada client --client.tls_ca ca.pem --client.tls_cert ... --client.tls_key ...`
+# With `lada server --transport.tls_client_ca ca.pem` (mutual TLS) a client must present a certificate
 # signed by this CA that names the client it enrols as.
 #
 # ECDSA P-256 keys, SHA-256 signatures. Development only: for production use your own PKI.

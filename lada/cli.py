@@ -1,4 +1,13 @@
-"""``lada``: demo, server, client, dashboard, experiment, models build, db upgrade, bench."""
+"""``lada``: demo, server, client, dashboard, experiment, models build|eval, db upgrade|current.
+
+Every setting is a ``--section.knob`` of ``LadaConfig`` (also YAML and
+``LADA_SECTION__KNOB``), so it is stored with the run and has one default. The
+few plain flags choose what one invocation does, not how the system behaves:
+``--config``, the client's ``--name`` (which client of the shared config this
+process is), ``--quiet``, demo's ``--no-dashboard``/``--keep-dashboard``,
+experiment's matrix (``--methods --seeds --out --workers --redraw``), ``models
+eval``'s ``--names --samples`` and ``db upgrade --revision``.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +18,12 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-from lada.common.config import LadaConfig, add_config_flags, config_from_args
+from lada.common.config import ConfigError, LadaConfig, add_config_flags, config_from_args
+
+Command = Callable[[LadaConfig, argparse.Namespace], int]
 
 
 def _server(cfg: LadaConfig, args: argparse.Namespace) -> int:
@@ -26,17 +38,18 @@ def _server(cfg: LadaConfig, args: argparse.Namespace) -> int:
 
     torch.set_num_threads(cfg.run.threads)
     Path(cfg.server.data_dir).mkdir(parents=True, exist_ok=True)
-    tls = server_credentials(args.tls_cert, args.tls_key, args.tls_client_ca)
+    t = cfg.transport
+    tls = server_credentials(t.tls_cert, t.tls_key, t.tls_client_ca)
     store = Store(cfg.db_url)
-    creds = Credentials(load_secret(cfg.server.data_dir), cfg.server.join_token, ttl_s=args.credential_ttl)
+    creds = Credentials(load_secret(cfg.server.data_dir), cfg.server.join_token, ttl_s=t.credential_ttl)
     grid = GrpcGrid(creds, max_blob=cfg.server.max_message_mb * 1024 * 1024 * 4,
                     chunk_size=cfg.server.chunk_kb * 1024, timeout=cfg.server.round_timeout,
-                    heartbeat_s=args.heartbeat, liveness_s=args.liveness,
-                    bind_peer_names=bool(args.tls_client_ca) and not args.tls_no_name_binding)
-    fed = Federation(cfg, grid, store, resume=not args.no_resume)  # loads the LLM before accepting clients
+                    heartbeat_s=t.heartbeat, liveness_s=t.liveness,
+                    bind_peer_names=bool(t.tls_client_ca) and t.tls_name_binding)
+    fed = Federation(cfg, grid, store, resume=cfg.server.resume)  # loads the LLM before accepting clients
     server, port = start_server(grid, cfg.server.address, cfg.data.client_domains, cfg.server.max_message_mb,
-                                max_workers=args.max_workers, tls=tls)
-    mode = "mutual TLS" if args.tls_client_ca else "TLS" if tls else "plaintext"
+                                max_workers=t.max_workers, tls=tls)
+    mode = "mutual TLS" if t.tls_client_ca else "TLS" if tls else "plaintext"
     print(f"[lada] server listening on {cfg.server.address} (port {port}, {mode}); database {cfg.db_url}",
           file=sys.stderr, flush=True)
 
@@ -50,10 +63,10 @@ def _server(cfg: LadaConfig, args: argparse.Namespace) -> int:
     try:
         fed.run()
         print(fed.summary_table(), flush=True)
-        time.sleep(args.linger)  # let clients pull their STOP task
+        time.sleep(t.linger)  # let clients pull their STOP task
     except RoundFailed as e:
         print(f"[lada] run {fed.run_id} failed: {e}", file=sys.stderr, flush=True)
-        time.sleep(args.linger)
+        time.sleep(t.linger)
         return 2
     finally:
         server.stop(grace=2)
@@ -66,12 +79,13 @@ def _client(cfg: LadaConfig, args: argparse.Namespace) -> int:
     from lada.common.tls import channel_credentials
 
     configure_logging(logging.INFO if not args.quiet else logging.WARNING)
-    tls = channel_credentials(args.tls_ca, args.tls_cert, args.tls_key, tls=args.tls)
-    state_dir = None if args.no_state else (args.state_dir or Path(cfg.server.data_dir) / "clients" / args.name)
+    c = cfg.client
+    tls = channel_credentials(c.tls_ca, c.tls_cert, c.tls_key, tls=c.tls)
+    state_dir = (c.state_dir or Path(cfg.server.data_dir) / "clients" / args.name) if c.save_state else None
     app = ClientApp(cfg, args.name, state_dir=state_dir)
     conn = Connection(cfg.server.address, args.name, cfg.server.join_token, app.model_name, app.domain,
-                      cfg.server.max_message_mb, cfg.server.chunk_kb, tls=tls, server_name=args.tls_server_name,
-                      give_up_after=args.give_up_after)
+                      cfg.server.max_message_mb, cfg.server.chunk_kb, tls=tls, server_name=c.tls_server_name,
+                      give_up_after=c.give_up_after)
     # SIGTERM (docker stop, systemd): leave cleanly instead of being dropped at the next deadline
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
@@ -93,6 +107,27 @@ def _models_build(cfg: LadaConfig, args: argparse.Namespace) -> int:
     for name in names:
         path = resolve_model(name, cfg.models, seed=cfg.data.seed)
         print(f"{name:<22} -> {path}", flush=True)
+    return 0
+
+
+def _models_eval(cfg: LadaConfig, args: argparse.Namespace) -> int:
+    """Build (or reuse) embedded models, time it, then each one's greedy accuracy and generation time."""
+    import torch
+
+    from lada.common.data import build_splits
+    from lada.common.models import build_embedded_models, evaluate_models
+
+    torch.set_num_threads(cfg.run.threads)
+    t0 = time.perf_counter()
+    paths = build_embedded_models(cfg.models, seed=cfg.data.seed, names=args.names)
+    print(f"build wall time: {time.perf_counter() - t0:.1f}s", flush=True)
+    if args.samples:
+        d = cfg.data
+        public = build_splits(d.client_domains, d.n_train, d.n_test, d.n_public, d.n_server_test,
+                              seed=d.seed).public[: args.samples]
+        for row in evaluate_models(paths, public, max_new_tokens=cfg.train.max_new_tokens):
+            print(f"{row['name']:<10} {row['params'] / 1e6:.3f}M params  acc {100 * row['accuracy']:5.1f}%  "
+                  f"evaluate {row['seconds']:5.1f}s / {len(public)} samples", flush=True)
     return 0
 
 
@@ -118,9 +153,9 @@ def _demo(cfg: LadaConfig, args: argparse.Namespace) -> int:
     dash = None
     try:
         if not args.no_dashboard:
-            dash = subprocess.Popen([*base, "dashboard", "--db", cfg.db_url, "--port", str(args.dashboard_port)],
+            dash = subprocess.Popen([*base, "dashboard", "--config", str(cfg_path)],
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            print(f"[demo] dashboard: http://127.0.0.1:{args.dashboard_port}/", flush=True)
+            print(f"[demo] dashboard: http://{cfg.dashboard.host}:{cfg.dashboard.port}/", flush=True)
         server = subprocess.Popen([*base, "server", "--config", str(cfg_path)])
         procs.append(server)
         for name in cfg.data.client_domains:
@@ -146,12 +181,12 @@ def _demo(cfg: LadaConfig, args: argparse.Namespace) -> int:
 def _dashboard(cfg: LadaConfig, args: argparse.Namespace) -> int:
     from lada.server.dashboard.app import serve
 
-    serve(args.db or cfg.db_url, host=args.host, port=args.port, token=args.token)
+    serve(cfg.db_url, cfg.dashboard)
     return 0
 
 
 def _experiment(cfg: LadaConfig, args: argparse.Namespace) -> int:
-    from lada.server.experiment import METHODS, redraw, run_matrix
+    from lada.experiment import METHODS, redraw, run_matrix
 
     if args.redraw:
         redraw(Path(args.out))
@@ -167,8 +202,7 @@ def _db(cfg: LadaConfig, args: argparse.Namespace) -> int:
     from lada.server.db import migrations
     from lada.server.db.engine import make_engine
 
-    url = args.db or cfg.db_url
-    engine = make_engine(url)
+    engine = make_engine(cfg.db_url)
     try:
         if args.db_cmd == "upgrade":
             rev = migrations.upgrade(engine, args.revision)
@@ -183,87 +217,59 @@ def _db(cfg: LadaConfig, args: argparse.Namespace) -> int:
         engine.dispose()
 
 
+def _command(sub: argparse._SubParsersAction, name: str, help_: str, fn: Command) -> argparse.ArgumentParser:
+    """A subcommand with every config knob as a flag; ``parser`` lets ``main`` report a bad value as usage."""
+    sp = sub.add_parser(name, help=help_)
+    add_config_flags(sp)
+    sp.set_defaults(fn=fn, parser=sp)
+    return sp
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lada", description="Federated reasoning distillation (LaDa)")
     sub = p.add_subparsers(dest="cmd", required=True)
 
-    d = sub.add_parser("demo", help="everything locally on the embedded default: models, server, 3 clients")
-    add_config_flags(d)
-    d.add_argument("--dashboard-port", type=int, default=8765)
-    d.add_argument("--no-dashboard", action="store_true")
+    d = _command(sub, "demo", "everything locally on the embedded default: models, server, 3 clients", _demo)
+    d.add_argument("--no-dashboard", action="store_true", help="do not start the dashboard process")
     d.add_argument("--keep-dashboard", action="store_true", help="keep serving the dashboard after the run")
-    d.set_defaults(fn=_demo)
 
-    s = sub.add_parser("server", help="the LaDa server: coordinator, allocation, LLM host (gRPC)")
-    add_config_flags(s)
-    s.add_argument("--tls-cert"), s.add_argument("--tls-key")
-    s.add_argument("--tls-client-ca", help="require client certificates signed by this CA (mutual TLS)")
-    s.add_argument("--tls-no-name-binding", action="store_true",
-                   help="with mutual TLS, accept a client certificate that does not name the client")
-    s.add_argument("--linger", type=float, default=3.0, help="seconds to stay up after the run")
-    s.add_argument("--no-resume", action="store_true",
-                   help="start a new run even if one of the same run.name is still open in the database")
-    s.add_argument("--heartbeat", type=float, default=5.0, help="seconds between client heartbeats [5]")
-    s.add_argument("--liveness", type=float, default=None,
-                   help="a client silent this long counts as gone [max(6 heartbeats, 30 s)]")
-    s.add_argument("--credential-ttl", type=float, default=24 * 3600, help="seconds a client credential lives [1 day]")
-    s.add_argument("--max-workers", type=int, default=256,
-                   help="gRPC worker threads; long-polls may hold all but 16 of them [256]")
-    s.set_defaults(fn=_server)
+    _command(sub, "server", "the LaDa server: coordinator, allocation, LLM host (gRPC)", _server)
 
-    c = sub.add_parser("client", help="an edge client: dials the server, learns on its private data")
-    add_config_flags(c)
+    c = _command(sub, "client", "an edge client: dials the server, learns on its private data", _client)
     c.add_argument("--name", required=True, help="this client's name (a key of data.client_domains)")
-    c.add_argument("--tls-ca", help="CA that signed the server certificate (enables TLS)")
-    c.add_argument("--tls", action="store_true", help="TLS with the system's root certificates")
-    c.add_argument("--tls-cert", help="client certificate (mutual TLS)"), c.add_argument("--tls-key")
-    c.add_argument("--tls-server-name", help="expected name in the server certificate, if not the address host")
-    c.add_argument("--give-up-after", type=float, default=600.0,
-                   help="seconds to keep retrying an unreachable server before exiting [600]")
-    c.add_argument("--state-dir", help="where this client saves its learner state (adapter, optimizer, kept paths) "
-                   "each round, to resume a run after a restart [<server.data_dir>/clients/<name>]")
-    c.add_argument("--no-state", action="store_true", help="keep the learner state in memory only")
-    c.add_argument("--quiet", action="store_true")
-    c.set_defaults(fn=_client)
+    c.add_argument("--quiet", action="store_true", help="log warnings only")
 
-    db = sub.add_parser("dashboard", help="web dashboard over a run database")
-    add_config_flags(db)
-    db.add_argument("--db", help="SQLAlchemy URL of the run database")
-    db.add_argument("--host", default="127.0.0.1")
-    db.add_argument("--port", type=int, default=8765)
-    db.add_argument("--token", default=os.environ.get("LADA_DASHBOARD_TOKEN"), help="require this bearer token")
-    db.set_defaults(fn=_dashboard)
+    _command(sub, "dashboard", "web dashboard over the run database (server.db)", _dashboard)
 
-    e = sub.add_parser("experiment", help="method x seed matrix -> metrics CSV, markdown table, plots")
-    add_config_flags(e)
-    e.add_argument("--methods", default="all", help="comma-separated (see lada.server.experiment.METHODS) or all")
-    e.add_argument("--seeds", default="0,1,2")
-    e.add_argument("--out", default="results/experiment")
+    e = _command(sub, "experiment", "method x seed matrix -> metrics CSV, markdown table, plots", _experiment)
+    e.add_argument("--methods", default="all", help="comma-separated (see lada.experiment.METHODS) or all")
+    e.add_argument("--seeds", default="0,1,2", help="comma-separated run seeds")
+    e.add_argument("--out", default="results/experiment", help="folder for metrics, table and plots")
     e.add_argument("--workers", type=int, default=2, help="runs in parallel (one CPU thread each)")
     e.add_argument("--redraw", action="store_true", help="rewrite the table and plots of --out from its metrics")
-    e.set_defaults(fn=_experiment)
 
     m = sub.add_parser("models", help="embedded model management")
     msub = m.add_subparsers(dest="models_cmd", required=True)
-    mb = msub.add_parser("build", help="build (or reuse) the embedded models in the cache")
-    add_config_flags(mb)
-    mb.set_defaults(fn=_models_build)
+    _command(msub, "build", "build (or reuse) the config's models in the cache", _models_build)
+    me = _command(msub, "eval", "build embedded models, then measure each one's greedy accuracy and speed "
+                  "on the public mix (threads: run.threads)", _models_eval)
+    me.add_argument("--names", nargs="*", default=None, help="embedded models to measure [all]")
+    me.add_argument("--samples", type=int, default=500, help="public samples to evaluate on (0: build only)")
 
-    dbp = sub.add_parser("db", help="run database schema (Alembic migrations)")
+    dbp = sub.add_parser("db", help="run database schema (Alembic migrations) of server.db")
     dsub = dbp.add_subparsers(dest="db_cmd", required=True)
-    du = dsub.add_parser("upgrade", help="bring the schema up to date (the server also does this when it starts)")
-    dc = dsub.add_parser("current", help="print the database's revision and the newest one (exit 1 if behind)")
-    for sp in (du, dc):
-        add_config_flags(sp)
-        sp.add_argument("--db", help="SQLAlchemy URL (default: --server.db, else sqlite under --server.data_dir)")
-        sp.set_defaults(fn=_db)
+    du = _command(dsub, "upgrade", "bring the schema up to date (the server also does this when it starts)", _db)
     du.add_argument("--revision", default="head", help="target revision [head]")
+    _command(dsub, "current", "print the database's revision and the newest one (exit 1 if behind)", _db)
     return p
 
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    cfg = config_from_args(args)
+    try:
+        cfg = config_from_args(args)
+    except (ConfigError, OSError) as e:  # a usage error, before anything loads
+        args.parser.exit(2, f"{args.parser.prog}: error: {e}\n")
     sys.exit(args.fn(cfg, args))
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from lada.common.config import TransportConfig
 
 OPEN_METHODS = {"/lada.v1.Coordinator/Register", "/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch"}
 MAX_CREDENTIAL = 512
@@ -58,7 +59,7 @@ def load_secret(data_dir: str | Path) -> bytes:
 
 
 class Credentials:
-    def __init__(self, secret: bytes, join_token: str, ttl_s: float = 24 * 3600) -> None:
+    def __init__(self, secret: bytes, join_token: str, ttl_s: float = TransportConfig().credential_ttl) -> None:
         if not join_token:
             raise ValueError("an empty join token would let anyone enrol")
         if ttl_s <= 0:

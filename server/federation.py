@@ -308,7 +308,7 @@ class Federation:
         if prev is not None and _comparable(prev.config) != _comparable(conf):
             raise RuntimeError(f"run {cfg.run.name!r} (id {prev.id}) is still open in {store.url} with a different "
                                "config; resume it with the same config, choose another run.name, or start the "
-                               "server with --no-resume")
+                               "server with --server.resume false")
         if prev is None:
             self.run_id = store.create_run(cfg.run.name, cfg.run.method, conf, cfg.run.rounds)
             store.add_public_samples(self.run_id, self.public)
@@ -480,7 +480,7 @@ def _redacted(conf: dict) -> dict:
 
 def _comparable(conf: dict) -> dict:
     """The parts of a run's config that must match to resume it (not addresses, paths, threads)."""
-    out = {k: v for k, v in (conf or {}).items() if k != "server"}
+    out = {k: v for k, v in (conf or {}).items() if k not in ("server", "transport", "client", "dashboard")}
     out["models"] = {k: v for k, v in out.get("models", {}).items() if k != "cache_dir"}
     out["run"] = {k: v for k, v in out.get("run", {}).items() if k != "threads"}
     return out

@@ -1,8 +1,8 @@
 """The LaDa dashboard: a read-only FastAPI app over the run database the server writes.
 
-``create_app(db_url)`` builds the app; ``serve(db_url, host, port)`` runs it with
-uvicorn (``lada dashboard --db URL`` calls it; ``python -m
-lada.server.dashboard.app --db URL`` works too).
+``create_app(db_url)`` builds the app; ``serve(db_url, cfg.dashboard)`` runs it
+with uvicorn (``lada dashboard`` calls it; the settings are the config's
+``dashboard`` section).
 
 * HTML pages: ``/`` (runs), ``/runs/{id}`` (one run, live);
 * JSON API under ``/api`` (see ``lada.server.dashboard.api``), OpenAPI document
@@ -12,8 +12,6 @@ lada.server.dashboard.app --db URL`` works too).
 
 from __future__ import annotations
 
-import argparse
-import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -23,6 +21,7 @@ from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from lada.common.config import DashboardConfig
 from lada.server.dashboard import api, ops, pages
 from lada.server.dashboard.deps import Settings
 from lada.server.dashboard.security import SecurityHeaders, TokenAuth
@@ -44,7 +43,7 @@ def create_app(
     db_url: str,
     token: str | None = None,
     comm_budget_mb: float | None = None,
-    poll_ms: int = 2000,
+    poll_ms: int = DashboardConfig().poll_ms,
 ) -> FastAPI:
     """The dashboard app over ``db_url`` (read only).
 
@@ -114,32 +113,11 @@ def create_app(
     return app
 
 
-def serve(
-    db_url: str,
-    host: str = "127.0.0.1",
-    port: int = 8000,
-    token: str | None = None,
-    comm_budget_mb: float | None = None,
-    log_level: str = "info",
-) -> None:
-    """Serve the dashboard with uvicorn until interrupted."""
+def serve(db_url: str, dash: DashboardConfig | None = None, log_level: str = "info") -> None:
+    """Serve the dashboard with uvicorn until interrupted (``lada dashboard``); ``dash`` is the
+    config's ``dashboard`` section (host, port, token, comm budget, poll interval)."""
     import uvicorn
 
-    app = create_app(db_url, token=token, comm_budget_mb=comm_budget_mb)
-    uvicorn.run(app, host=host, port=port, log_level=log_level, proxy_headers=True)
-
-
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m lada.server.dashboard.app", description=__doc__.splitlines()[0])
-    p.add_argument("--db", required=True, help="SQLAlchemy URL of the run database, e.g. sqlite:///.lada/lada.db")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--token", default=os.environ.get("LADA_DASHBOARD_TOKEN"),
-                   help="require this bearer token (default: $LADA_DASHBOARD_TOKEN; unset = open)")
-    p.add_argument("--comm-budget-mb", type=float, default=None, help="communication budget drawn on the chart")
-    a = p.parse_args(argv)
-    serve(a.db, a.host, a.port, token=a.token, comm_budget_mb=a.comm_budget_mb)
-
-
-if __name__ == "__main__":
-    main()
+    dash = dash or DashboardConfig()
+    app = create_app(db_url, token=dash.token, comm_budget_mb=dash.comm_budget_mb, poll_ms=dash.poll_ms)
+    uvicorn.run(app, host=dash.host, port=dash.port, log_level=log_level, proxy_headers=True)

@@ -11,10 +11,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 @dataclass(frozen=True)
 class Settings:
+    """What ``create_app`` was given (its defaults are the config's ``dashboard`` section)."""
+
     db_url: str
-    token: str | None = None
-    comm_budget_mb: float | None = None
-    poll_ms: int = 2000
+    token: str | None
+    comm_budget_mb: float | None
+    poll_ms: int
 
 
 def settings(request: Request) -> Settings:

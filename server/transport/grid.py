@@ -25,6 +25,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
+from lada.common.config import TransportConfig
 from lada.common.proto.lada.v1 import allocation_pb2, messages_pb2
 
 from ..auth import Credentials, Identity
@@ -73,7 +74,8 @@ class GrpcGrid:
     """
 
     def __init__(self, creds: Credentials, max_blob: int, chunk_size: int, timeout: float,
-                 heartbeat_s: float = 5.0, liveness_s: float | None = None, max_waiters: int = 1 << 30,
+                 heartbeat_s: float = TransportConfig().heartbeat, liveness_s: float | None = None,
+                 max_waiters: int = 1 << 30,
                  store_bytes: int | None = None, bind_peer_names: bool = False) -> None:
         self.creds, self.chunk_size, self.timeout = creds, chunk_size, timeout
         self.heartbeat_s = heartbeat_s

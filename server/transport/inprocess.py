@@ -13,7 +13,7 @@ from lada.server.federation import ProbeReply
 
 
 class InProcessGrid:
-    def __init__(self, apps: dict) -> None:  # name -> lada.client.app.ClientApp
+    def __init__(self, apps: dict) -> None:  # name -> a ClientApp (duck-typed: the server never imports it)
         self.apps = apps
         self.run_key = ""  # set by the Federation (see messages.proto Task.run_key)
         self._bytes: dict[str, list[int]] = {n: [0, 0] for n in apps}

@@ -10,6 +10,7 @@ from concurrent import futures
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from lada.common.config import TransportConfig
 from lada.common.proto.lada.v1 import allocation_pb2_grpc, coordinator_pb2_grpc, exchange_pb2_grpc
 
 from ..auth import AuthInterceptor
@@ -41,7 +42,8 @@ def grpc_options(max_message_mb: int) -> list[tuple[str, int]]:
 
 
 def start_server(grid: GrpcGrid, address: str, allowed: dict[str, str], max_message_mb: int,
-                 max_workers: int = 256, tls: grpc.ServerCredentials | None = None) -> tuple[grpc.Server, int]:
+                 max_workers: int = TransportConfig().max_workers, tls: grpc.ServerCredentials | None = None
+                 ) -> tuple[grpc.Server, int]:
     """Start the gRPC server (Coordinator, Allocation, Exchange, Health); returns it and its port.
 
     Long-polls hold a worker thread, so at most ``grid.max_waiters`` (kept

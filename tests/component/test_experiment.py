@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from lada.common.config import LadaConfig
-from lada.server.experiment import METHODS, redraw, run_cell, summary_table, write_outputs
 
+from lada.experiment import METHODS, redraw, run_cell, summary_table, write_outputs
 from tests.support.paths import TINY
 
 

@@ -132,7 +132,7 @@ def test_concurrent_first_start_does_not_race(db_url: str, tmp_path: Path) -> No
 
 def test_cli_db_upgrade_and_current(db_url: str) -> None:
     def lada(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "lada.cli", "db", *args, "--db", db_url],
+        return subprocess.run([sys.executable, "-m", "lada.cli", "db", *args, "--server.db", db_url],
                               capture_output=True, text=True, timeout=120)
 
     before = lada("current")

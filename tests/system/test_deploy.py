@@ -242,7 +242,7 @@ def test_health_checks(project: str) -> None:
             assert test[4].endswith(":" + svc["environment"]["LADA_SERVER__ADDRESS"].rsplit(":", 1)[1])
         elif name == "dashboard":
             assert test[1:4] == ["python", "/opt/lada/healthcheck.py", "http"]
-            port = svc["command"][svc["command"].index("--port") + 1]
+            port = _resolve(doc, svc)[1].dashboard.port
             assert test[4] == f"http://127.0.0.1:{port}/healthz"
         else:
             assert name == "postgres" and "pg_isready" in test
@@ -257,8 +257,8 @@ def test_split_tls_files_are_what_make_certs_makes(tmp_path: Path) -> None:
                     "--clients", "client-1 client-2 client-3 healthcheck"], check=True, capture_output=True,
                    timeout=120)
     env = {**ENV, "LADA_CERTS": str(certs)}
-    tls_flags = {"server": {"--tls-cert", "--tls-key", "--tls-client-ca"}, "client": {"--tls-ca", "--tls-cert",
-                                                                                      "--tls-key"}}
+    tls_flags = {"server": {"--transport.tls_cert", "--transport.tls_key", "--transport.tls_client_ca"},
+                 "client": {"--client.tls_ca", "--client.tls_cert", "--client.tls_key"}}
     for project, role in (("split-server", "server"), ("split-client", "client")):
         doc = cf.load(PROJECTS[project], env)
         svc = doc["services"][role]
@@ -343,8 +343,8 @@ def test_healthcheck_script_against_real_services(tmp_path: Path) -> None:
     dead = subprocess.run([sys.executable, str(HEALTHCHECK), "grpc", f"127.0.0.1:{free_port()}", "--timeout", "2"],
                           capture_output=True, timeout=60)
     assert dead.returncode == 1
-    dash = subprocess.Popen(_cli("dashboard", "--db", f"sqlite:///{tmp_path / 'lada.db'}", "--port", str(port)),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    dash = subprocess.Popen(_cli("dashboard", "--server.db", f"sqlite:///{tmp_path / 'lada.db'}",
+                                 "--dashboard.port", str(port)), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}/healthz"
     try:
         deadline = time.time() + 60

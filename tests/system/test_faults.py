@@ -57,7 +57,8 @@ class Run:
         return p
 
     def server(self, n: int = 1) -> subprocess.Popen:
-        return self._start(_cli("server", *self.common, "--linger", "2", *self.server_extra), f"server-{n}.log")
+        return self._start(_cli("server", *self.common, "--transport.linger", "2", *self.server_extra),
+                           f"server-{n}.log")
 
     def client(self, name: str) -> subprocess.Popen:
         return self._start(_cli("client", *self.common, "--name", name, *self.client_extra(name)), f"{name}.log")
@@ -142,12 +143,12 @@ def test_server_killed_mid_round_resumes_on_the_same_database(tmp_path: Path, bu
     committed it: the resumed server redoes round 2, and the clients undo their first try. In
     ``train+clients`` every client process dies with the server and restarts: the clients resume
     from their saved state folders, and undo round 2 from there."""
-    server_tls = ["--tls-cert", str(certs / "server.pem"), "--tls-key", str(certs / "server.key"),
-                  "--tls-client-ca", str(certs / "ca.pem"), "--heartbeat", "1"]
+    server_tls = ["--transport.tls_cert", str(certs / "server.pem"), "--transport.tls_key", str(certs / "server.key"),
+                  "--transport.tls_client_ca", str(certs / "ca.pem"), "--transport.heartbeat", "1"]
 
     def client_tls(name: str) -> list[str]:
-        return ["--tls-ca", str(certs / "ca.pem"), "--tls-cert", str(certs / "clients" / f"{name}.pem"),
-                "--tls-key", str(certs / "clients" / f"{name}.key")]
+        return ["--client.tls_ca", str(certs / "ca.pem"), "--client.tls_cert", str(certs / "clients" / f"{name}.pem"),
+                "--client.tls_key", str(certs / "clients" / f"{name}.key")]
 
     # a larger held-out set keeps the server busy for seconds after the clients' reports (it
     # evaluates the LLM before committing), so the kill lands between "learned" and "committed"
@@ -209,11 +210,12 @@ def test_server_killed_mid_round_resumes_on_the_same_database(tmp_path: Path, bu
 @pytest.mark.slow
 def test_killed_and_stopped_clients_are_dropped_and_rejoin_later_rounds(tmp_path: Path, built_models: Path,  # noqa: F811
                                                                         certs: Path) -> None:  # noqa: F811
-    server_tls = ["--tls-cert", str(certs / "server.pem"), "--tls-key", str(certs / "server.key"),
-                  "--heartbeat", "1", "--liveness", "120"]  # the deadline, not liveness, drops the stopped client
+    # the deadline, not liveness, drops the stopped client
+    server_tls = ["--transport.tls_cert", str(certs / "server.pem"), "--transport.tls_key", str(certs / "server.key"),
+                  "--transport.heartbeat", "1", "--transport.liveness", "120"]
 
     def client_tls(name: str) -> list[str]:
-        return ["--tls-ca", str(certs / "ca.pem")]
+        return ["--client.tls_ca", str(certs / "ca.pem")]
 
     with run_of(tmp_path, built_models, server_tls, client_tls, run__rounds=3, server__round_timeout=20) as r:
         server = r.server()
@@ -311,7 +313,7 @@ def test_checkpoint_restores_the_llm_adapter_and_filters(tmp_path: Path, model_c
     other = _cfg(tmp_path, model_cache, **{"run.budget": 3})
     with pytest.raises(RuntimeError, match="different config"):
         Federation(other, NoGrid(), store, llm=fresh, log=lambda s: None)._open_run()
-    # --no-resume starts a new run
+    # --server.resume false starts a new run
     new = Federation(cfg, NoGrid(), store, llm=fresh, log=lambda s: None, resume=False)
     assert new._open_run() == 1 and new.run_id != fed.run_id
 

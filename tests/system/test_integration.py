@@ -22,7 +22,7 @@ def run_grpc_federation(tmp_path: Path, model_cache: Path, extra: tuple[str, ...
     common = ["--config", str(TINY), "--models.cache_dir", str(model_cache), "--server.address",
               f"127.0.0.1:{port}", "--server.data_dir", str(tmp_path), "--server.db", db, *extra]
     subprocess.run(_cli("models", "build", *common), check=True, capture_output=True, timeout=300)
-    server = subprocess.Popen(_cli("server", *common, "--linger", "2"), stdout=subprocess.PIPE,
+    server = subprocess.Popen(_cli("server", *common, "--transport.linger", "2"), stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True)
     clients = [subprocess.Popen(_cli("client", *common, "--name", f"client-{i}", "--quiet"),
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for i in (1, 2, 3)]

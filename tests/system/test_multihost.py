@@ -173,7 +173,7 @@ def test_split_deployment_across_hosts(hosts: Hosts, tmp_path: Path, model_cache
     server_log = (tmp_path / "server.log").open("w")
     server = subprocess.Popen(
         hosts.exec("srv", _argv(server_doc, server_svc, [*paths, "--server.db", db, "--server.address",
-                                                         f"{SERVER_IP}:{PORT}", "--linger", "3"])),
+                                                         f"{SERVER_IP}:{PORT}", "--transport.linger", "3"])),
         stdout=server_log, stderr=subprocess.STDOUT, env=_service_env(server_svc, env), start_new_session=True)
     procs = [server]
     client_logs = []

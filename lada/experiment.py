@@ -4,6 +4,10 @@ Every cell runs the same round code as the gRPC path (``Federation``) over
 the in-process transport, with only the method's own knobs changed. Outputs:
 per-round metrics (CSV + JSON lines), a markdown table of final accuracies
 (mean ± std over seeds) and PNG plots.
+
+It wires the server's ``Federation`` to in-process ``ClientApp`` objects, so it
+lives beside the CLI in ``lada`` (which may depend on both), not in
+``lada.server`` (which must not depend on the client).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from lada.common.config import LadaConfig
 
 LLM = "llm"
@@ -50,10 +55,10 @@ METHODS: dict[str, Method] = {m.name: m for m in [
 def run_cell(base: dict[str, Any], method: str, seed: int) -> list[dict[str, Any]]:
     """One (method, seed) run; returns one row per round per subject."""
     import torch
-    from lada.client.app import ClientApp
 
-    from .federation import Federation
-    from .transport.inprocess import InProcessGrid
+    from lada.client.app import ClientApp
+    from lada.server.federation import Federation
+    from lada.server.transport.inprocess import InProcessGrid
 
     cfg = LadaConfig.load(overrides={**base, **METHODS[method].overrides, "run.seed": seed,
                                      "run.name": f"{method}-s{seed}"}, env=False)
