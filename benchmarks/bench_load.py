@@ -56,33 +56,29 @@ class SimApp:
         self.allocated: dict[int, int] = {}
         self.probed: dict[int, int] = {}
 
-    def probe(self, task: Any, cand: Any) -> tuple[Any, Any]:
-        from lada.common.proto.lada.v1 import allocation_pb2, messages_pb2
+    def probe(self, task: Any, cand: list) -> Any:
+        from lada.common.rounds import ProbeResult, ReasoningPath, SampleStats
 
-        rep = allocation_pb2.LearnabilityReport(client_id=self.name, task_id=task.task_id, round=task.round,
-                                                public_accuracy=self.rng.random())
-        own = messages_pb2.PathBatch()
-        for p in cand.paths:
+        public_accuracy = self.rng.random()
+        stats, own = [], []
+        for p in cand:
             ok = self.rng.random() < 0.3
-            rep.stats.add(sample_id=p.sample_id, nll=self.rng.uniform(0.5, 4.0), sender_len=self.rng.randint(5, 60),
-                          own_len=self.rng.randint(5, 60), own_correct=ok, sender_correct=p.correct,
-                          answer_ce=self.rng.uniform(0.1, 3.0))
-            own.paths.add(sample_id=p.sample_id, question=p.question, text=f"{self.name} thinks #### {p.answer}",
-                          correct=ok, answer=p.answer)
-        if task.evaluate:
-            rep.has_test_accuracy, rep.test_accuracy = True, self.rng.random()
-        self.probed[task.round] = len(cand.paths)
-        return rep, own
+            stats.append(SampleStats(p.sample_id, nll=self.rng.uniform(0.5, 4.0), sender_len=self.rng.randint(5, 60),
+                                     own_len=self.rng.randint(5, 60), own_correct=ok, sender_correct=p.correct,
+                                     answer_ce=self.rng.uniform(0.1, 3.0)))
+            own.append(ReasoningPath(p.sample_id, p.question, f"{self.name} thinks #### {p.answer}", p.answer, ok))
+        test_accuracy = self.rng.random() if task.evaluate else None
+        self.probed[task.round] = len(cand)
+        return ProbeResult(stats, own, public_accuracy, test_accuracy)
 
     def train(self, task: Any, samples: list) -> Any:
-        from lada.common.proto.lada.v1 import allocation_pb2
+        from lada.common.rounds import SampleReward, TrainResult
 
         self.allocated[task.round] = len(samples)
-        out = allocation_pb2.RewardReport(client_id=self.name, task_id=task.task_id, round=task.round,
-                                          test_accuracy=self.rng.random(), steps=1, train_seconds=0.01)
+        out = TrainResult(test_accuracy=self.rng.random(), steps=1, train_seconds=0.01)
         for s in samples:
             b = self.rng.uniform(1.0, 3.0)
-            out.samples.add(sample_id=s.sample_id, nll_before=b, nll_after=b * self.rng.uniform(0.7, 1.05))
+            out.samples.append(SampleReward(s.sample_id, b, b * self.rng.uniform(0.7, 1.05)))
         return out
 
 

@@ -1,8 +1,9 @@
 """What an edge client does with a task, independent of how the task arrived.
 
 The gRPC runtime (``lada.client.runtime``) and the in-process transport both
-call these two methods with protobuf messages, so the same code runs in the
-demo, the tests and the experiment harness.
+call these two methods with the round's dataclasses (``lada.common.rounds``;
+each transport converts its wire form through ``lada.common.wire``), so the
+same code runs in the demo, the tests and the experiment harness.
 """
 
 from __future__ import annotations
@@ -21,7 +22,15 @@ from lada.common.config import LadaConfig
 from lada.common.data import Sample, is_correct, path_steps
 from lada.common.learner import Learner, LearnerState, Pair
 from lada.common.models import resolve_model
-from lada.common.proto.lada.v1 import allocation_pb2, messages_pb2
+from lada.common.rounds import (
+    AllocatedPair,
+    ProbeResult,
+    ReasoningPath,
+    SampleReward,
+    SampleStats,
+    TaskInfo,
+    TrainResult,
+)
 from lada.common.scenario import scenario_splits
 from lada.common.state import read_meta, read_state_files, write_state_dir
 from lada.common.textlm import load_model
@@ -78,36 +87,27 @@ class ClientApp:
         self._seq = 0  # numbers the saved states of the current run: the highest is the newest
 
     # ------------------------------------------------------------------ PROBE
-    def probe(self, task: messages_pb2.Task, candidates: messages_pb2.PathBatch
-              ) -> tuple[allocation_pb2.LearnabilityReport, messages_pb2.PathBatch]:
+    def probe(self, task: TaskInfo, candidates: Sequence[ReasoningPath]) -> ProbeResult:
         """Learnability statistics of this SLM on the sender's paths, and its own paths."""
         self._enter_run(task.run_key)
         self._start_round(task)
-        paths = list(candidates.paths)
+        paths = list(candidates)
         qs = [p.question for p in paths]
         nll = self.learner.nll(qs, [p.text for p in paths])
         own = self.learner.paths(qs)
         ce = self.learner.answer_nll(qs, [p.answer for p in paths])
         tok = self.learner.tok
-        report = allocation_pb2.LearnabilityReport(client_id=self.name, task_id=task.task_id, round=task.round)
-        own_batch = messages_pb2.PathBatch()
-        n_right = 0
+        stats, own_paths = [], []
         for p, n, o, c in zip(paths, nll, own, ce):
             ok = is_correct(o, p.answer)
-            n_right += ok
-            report.stats.append(messages_pb2.SampleStats(
-                sample_id=p.sample_id, nll=float(n), sender_len=len(tok(p.text)["input_ids"]),
-                own_len=len(tok(o)["input_ids"]), own_correct=ok, sender_correct=p.correct, answer_ce=float(c),
-            ))
-            own_batch.paths.append(messages_pb2.ReasoningPath(
-                sample_id=p.sample_id, question=p.question, text=o, correct=ok, answer=p.answer))
-        report.public_accuracy = n_right / max(len(paths), 1)
-        if task.evaluate:
-            report.has_test_accuracy = True
-            report.test_accuracy = self.test_accuracy()
-        return report, own_batch
+            stats.append(SampleStats(p.sample_id, float(n), len(tok(p.text)["input_ids"]), len(tok(o)["input_ids"]),
+                                     own_correct=ok, sender_correct=p.correct, answer_ce=float(c)))
+            own_paths.append(ReasoningPath(p.sample_id, p.question, o, answer=p.answer, correct=ok))
+        public_accuracy = sum(s.own_correct for s in stats) / max(len(paths), 1)
+        return ProbeResult(stats, own_paths, public_accuracy,
+                           test_accuracy=self.test_accuracy() if task.evaluate else None)
 
-    def _start_round(self, task: messages_pb2.Task) -> None:
+    def _start_round(self, task: TaskInfo) -> None:
         """A probe opens a round. Seen before in this run: the server restarted and redoes the
         round, so go back to this round's starting state (its first try's learning never
         committed). New: remember the starting state. Without a run key nothing is kept."""
@@ -193,20 +193,17 @@ class ClientApp:
             shutil.rmtree(tmp, ignore_errors=True)
 
     # ------------------------------------------------------------------ TRAIN
-    def train(self, task: messages_pb2.Task, samples: Sequence[allocation_pb2.AllocatedSample]
-              ) -> allocation_pb2.RewardReport:
+    def train(self, task: TaskInfo, samples: Sequence[AllocatedPair]) -> TrainResult:
         """Local SFT + contrastive distillation on the allocated pairs; report NLL before/after."""
         t0 = time.perf_counter()
         self._enter_run(task.run_key)
         pairs = [Pair(s.sample_id, s.question, s.positive, s.negative) for s in samples]
         rep = self.learner.learn_round(self.local_targets(), pairs)
-        out = allocation_pb2.RewardReport(
-            client_id=self.name, task_id=task.task_id, round=task.round, steps=rep.steps,
-            loss_sft=rep.losses.get("sft", 0.0), loss_cd=rep.losses.get("cd", 0.0),
-        )
-        for sid, b, a in zip(rep.sample_ids, rep.nll_before, rep.nll_after):
-            out.samples.append(allocation_pb2.SampleReward(sample_id=sid, nll_before=float(b), nll_after=float(a)))
-        out.test_accuracy = self.test_accuracy()
+        out = TrainResult(
+            samples=[SampleReward(sid, float(b), float(a))
+                     for sid, b, a in zip(rep.sample_ids, rep.nll_before, rep.nll_after)],
+            steps=rep.steps, loss_sft=rep.losses.get("sft", 0.0), loss_cd=rep.losses.get("cd", 0.0),
+            test_accuracy=self.test_accuracy())
         self._save(self.learner.snapshot(), {"after": task.round})
         out.train_seconds = time.perf_counter() - t0
         return out

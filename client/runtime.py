@@ -8,6 +8,9 @@ fresh enrolment, after which the client keeps working with the model it holds
 in memory. A task the server no longer wants (its round moved on while this
 client was away) is skipped, not fatal. Uploads resume: the client asks the
 server which chunks it already holds and sends only the rest.
+
+What to do about an error is decided by its status code and the server's
+``lada-reason`` (:mod:`lada.common.errors`), never by its message text.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import grpc
-from lada.common import chunks
+from lada.common import chunks, errors, wire
 from lada.common.config import ClientConfig, TransportConfig
 from lada.common.proto.lada.v1 import (
     allocation_pb2,
@@ -68,8 +71,48 @@ def channel_options(max_message_mb: int, server_name: str | None = None) -> list
     return opts
 
 
-def _permanent_size_error(e: grpc.RpcError) -> bool:
-    return e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "larger than max" in (e.details() or "")
+class MessageTooLarge(ValueError):
+    """A request over this client's own message-size limit: refused before sending, never retried."""
+
+
+class _SizeGuard(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):
+    """Refuse a request gRPC would refuse for its size, before sending it.
+
+    gRPC reports an over-limit message as RESOURCE_EXHAUSTED with no LaDa reason,
+    the same as a server at its concurrent-RPC limit, which is transient; only
+    the message text would tell them apart. Checking the size here (the same
+    test gRPC makes: serialized bytes > max_send_message_length) makes the
+    permanent case a distinct error, so RESOURCE_EXHAUSTED can always be retried.
+    Upload's request stream is covered by the chunk size check in
+    :class:`Connection`.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+
+    def _check(self, method: str, request: Any) -> None:
+        n = request.ByteSize()
+        if n > self.limit:
+            raise MessageTooLarge(f"{method}: request of {n} bytes is over this client's limit of {self.limit} "
+                                  "(server.max_message_mb)")
+
+    def intercept_unary_unary(self, continuation: Callable, details: grpc.ClientCallDetails, request: Any) -> Any:
+        self._check(details.method, request)
+        return continuation(details, request)
+
+    def intercept_unary_stream(self, continuation: Callable, details: grpc.ClientCallDetails, request: Any) -> Any:
+        self._check(details.method, request)
+        return continuation(details, request)
+
+
+def _enrol_again(e: grpc.RpcError) -> bool:
+    """A fresh enrolment is the remedy: the server says so (CREDENTIAL_REJECTED, REGISTER_AGAIN), or
+    an UNAUTHENTICATED carries no LaDa reason (e.g. from a proxy): gRPC defines that code as "no valid
+    credentials for the operation", so a new credential is the only thing that can help."""
+    reason = errors.reason_of(e)
+    if reason in (errors.CREDENTIAL_REJECTED, errors.REGISTER_AGAIN):
+        return True
+    return not reason and e.code() == grpc.StatusCode.UNAUTHENTICATED
 
 
 class Connection:
@@ -83,11 +126,16 @@ class Connection:
         self.name, self.join_token, self.model, self.domain = name, join_token, model, domain
         self.instance_id = uuid.uuid4().hex  # this process; a restarted client is a new instance
         opts = channel_options(max_message_mb, server_name)
-        self.channel = grpc.secure_channel(address, tls, opts) if tls else grpc.insecure_channel(address, opts)
-        self.coord = coordinator_pb2_grpc.CoordinatorStub(self.channel)
-        self.alloc = allocation_pb2_grpc.AllocationStub(self.channel)
-        self.exchange = exchange_pb2_grpc.ExchangeStub(self.channel)
+        limit = max_message_mb * 1024 * 1024
         self.chunk_size = chunk_kb * 1024
+        if chunks.message_size(self.chunk_size) > limit:
+            raise ValueError(f"chunk_kb={chunk_kb} leaves no room in max_message_mb={max_message_mb} "
+                             f"(a chunk message is up to {chunks.CHUNK_OVERHEAD} bytes more than its data)")
+        self.channel = grpc.secure_channel(address, tls, opts) if tls else grpc.insecure_channel(address, opts)
+        guarded = grpc.intercept_channel(self.channel, _SizeGuard(limit))
+        self.coord = coordinator_pb2_grpc.CoordinatorStub(guarded)
+        self.alloc = allocation_pb2_grpc.AllocationStub(guarded)
+        self.exchange = exchange_pb2_grpc.ExchangeStub(guarded)
         self.call_timeout, self.give_up_after = call_timeout, give_up_after
         self.credential = ""
         self.heartbeat_s = TransportConfig().heartbeat  # until the server's enrol reply names its own
@@ -113,7 +161,14 @@ class Connection:
         return out
 
     def call(self, fn: Callable[[], T], what: str = "rpc") -> T:
-        """Retry transient failures with jittered exponential backoff; re-enrol on auth loss."""
+        """Retry transient failures with jittered exponential backoff; re-enrol on auth loss.
+
+        RESOURCE_EXHAUSTED is transient here: with a reason it is the server's full
+        transfer store (STORE_FULL); without one it comes from the gRPC library,
+        which raises it for a server at its concurrent-RPC limit and for a message
+        over a size limit, and :class:`_SizeGuard` has already refused what this
+        client would send over its own limit (a peer configured with a smaller
+        ``server.max_message_mb`` is retried until ``give_up_after``)."""
         delay, start, reenrols = 0.5, time.time(), 0
         while True:
             seen, cred = self.enrolments, self.credential
@@ -121,7 +176,7 @@ class Connection:
                 return self._timed(what, fn)
             except grpc.RpcError as e:
                 code, details = e.code(), e.details() or ""
-                if code == grpc.StatusCode.UNAUTHENTICATED and "superseded" in details:
+                if errors.reason_of(e) == errors.SUPERSEDED:
                     # the heartbeat thread may be enrolling again right now: the server has already
                     # superseded our credential but register() has not stored the new one yet, so
                     # wait for it (it holds the lock) before deciding another process took our name
@@ -130,15 +185,13 @@ class Connection:
                     if renewed:
                         continue  # this process enrolled again meanwhile
                     raise SupersededError(f"{self.name}: {details}") from e
-                lost = code == grpc.StatusCode.UNAUTHENTICATED or (
-                    code == grpc.StatusCode.NOT_FOUND and "register again" in details)
-                if lost and self.credential and reenrols < MAX_REENROL:
+                if _enrol_again(e) and self.credential and reenrols < MAX_REENROL:
                     reenrols += 1
                     self.reenrol(seen, f"{code.name} ({details})")
                     continue
-                if code not in RETRYABLE or _permanent_size_error(e) or time.time() - start > self.give_up_after:
+                if code not in RETRYABLE or time.time() - start > self.give_up_after:
                     raise
-                log.info("%s: %s on %s, retrying in ~%.1fs", self.name, code.name, what, delay)
+                log.info("%s: %s on %s (%s), retrying in ~%.1fs", self.name, code.name, what, details[:200], delay)
                 time.sleep(delay * (0.5 + random.random()))
                 delay = min(delay * 2, 10.0)
 
@@ -264,12 +317,15 @@ def run_client(conn: Connection, app: Any, poll_s: float = 10.0, stop: threading
 
 
 def _do_task(conn: Connection, app: Any, task: messages_pb2.Task) -> None:
+    """Run one PROBE or TRAIN: fetch its input, hand the app the round's dataclasses, report back."""
+    info = wire.task_info(task)
     if task.kind == messages_pb2.TASK_KIND_PROBE:
         b0 = conn.bytes_down
-        cand = messages_pb2.PathBatch.FromString(conn.download(task.blob_id))
-        report, own = app.probe(task, cand)
-        report.own_paths_blob = conn.upload(own.SerializeToString())
-        report.bytes_down = conn.bytes_down - b0
+        cand = wire.paths_of(messages_pb2.PathBatch.FromString(conn.download(task.blob_id)))
+        result = app.probe(info, cand)
+        blob = conn.upload(wire.path_batch(result.own_paths).SerializeToString())
+        result.bytes_down = conn.bytes_down - b0
+        report = wire.learnability_report(result, conn.name, info, own_paths_blob=blob)
         conn.call(lambda r=report: conn.alloc.ReportLearnability(r, metadata=conn.md, timeout=conn.call_timeout),
                   "ReportLearnability")
     else:
@@ -277,7 +333,7 @@ def _do_task(conn: Connection, app: Any, task: messages_pb2.Task) -> None:
         samples = conn.call(lambda r=req: list(conn.alloc.GetAllocation(r, metadata=conn.md,
                                                                         timeout=conn.call_timeout)),
                             "GetAllocation")
-        result = app.train(task, samples)
+        result = wire.reward_report(app.train(info, [wire.allocated_pair(s) for s in samples]), conn.name, info)
         conn.call(lambda r=result: conn.alloc.ReportReward(r, metadata=conn.md, timeout=conn.call_timeout),
                   "ReportReward")
 
@@ -292,9 +348,7 @@ def _heartbeats(conn: Connection, stop: threading.Event) -> None:
                 coordinator_pb2.HeartbeatRequest(client_id=conn.name), metadata=conn.md,
                 timeout=max(conn.heartbeat_s, 5.0)))
         except grpc.RpcError as e:
-            lost = e.code() == grpc.StatusCode.UNAUTHENTICATED and "superseded" not in (e.details() or "") or (
-                e.code() == grpc.StatusCode.NOT_FOUND and "register again" in (e.details() or ""))
-            if lost and not stop.is_set():
+            if _enrol_again(e) and not stop.is_set():
                 try:
                     conn.reenrol(seen, f"heartbeat: {e.code().name} ({e.details()})")
                 except grpc.RpcError:

@@ -123,6 +123,8 @@ class AllocationPolicy(ABC):
     ``state_dict`` holds only tensors, so it can be stored with safetensors."""
 
     name: str = ""
+    collaborates: bool = True  # False: the method allocates nothing in either direction (the round skips it)
+    needs_answer_ce: bool = False  # True: the round measures the answer cross-entropies (teacher_ce/student_ce)
 
     def __init__(self, cfg: FilterConfig, context_dim: int, seed: int) -> None:
         self.cfg = cfg
@@ -231,6 +233,7 @@ class FedMKTPolicy(AllocationPolicy):
     than B. Without CEs it uses ``sender_nll``/``receiver_nll``."""
 
     name = "fedmkt"
+    needs_answer_ce = True
 
     def allocate(self, ctx: AllocationContext, budget: int, round_idx: int) -> Allocation:
         teacher = ctx.teacher_ce if ctx.teacher_ce is not None else ctx.sender_nll
@@ -262,6 +265,7 @@ class LocalOnlyPolicy(AllocationPolicy):
     """No collaboration: allocates nothing (clients train on local data only)."""
 
     name = "local_only"
+    collaborates = False
 
     def allocate(self, ctx: AllocationContext, budget: int, round_idx: int) -> Allocation:
         return Allocation([], [], np.zeros(ctx.n))

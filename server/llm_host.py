@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from lada.common.config import LadaConfig
 from lada.common.data import Sample, is_correct
-from lada.common.learner import Learner, LearnReport, Pair
+from lada.common.learner import Learner, LearnerState, LearnReport, Pair
 from lada.common.models import resolve_model
 from lada.common.textlm import encode_pairs, load_model
 
@@ -67,3 +67,12 @@ class LLMHost:
 
     def evaluate(self, samples: Sequence[Sample]) -> float:
         return self.learner.evaluate(samples)[0]
+
+    def state_dict(self) -> LearnerState:
+        """The LLM's learner state (LoRA adapter, optimizer, kept paths, RNGs) for a checkpoint."""
+        return self.learner.snapshot()
+
+    def load_state_dict(self, state: LearnerState) -> None:
+        """Go on from a checkpoint; the LLM changed, so the teach cache is stale."""
+        self.learner.restore(state)
+        self.version += 1

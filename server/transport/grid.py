@@ -21,15 +21,16 @@ import threading
 import time
 import uuid
 from collections import OrderedDict, deque
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from lada.common import wire
 from lada.common.config import TransportConfig
-from lada.common.proto.lada.v1 import allocation_pb2, messages_pb2
+from lada.common.proto.lada.v1 import messages_pb2
+from lada.common.rounds import AllocatedPair, ProbeResult, ReasoningPath, TrainResult
 
 from ..auth import Credentials, Identity
-from ..federation import ProbeReply
 from .blobs import BlobStore
 
 log = logging.getLogger("lada.server")
@@ -88,11 +89,10 @@ class GrpcGrid:
         self.cv = threading.Condition(self.lock)
         self.clients: dict[str, ClientSlot] = {}
         self.info: dict[str, tuple[str, str]] = {}  # name -> (model, domain), kept after a drop
-        self.probes: dict[tuple[int, str], ProbeReply] = {}
-        self.allocs: dict[tuple[int, str], list[allocation_pb2.AllocatedSample]] = {}
-        self.rewards: dict[tuple[int, str], allocation_pb2.RewardReport] = {}
+        self.probes: dict[tuple[int, str], ProbeResult] = {}
+        self.allocs: dict[tuple[int, str], list[AllocatedPair]] = {}
+        self.rewards: dict[tuple[int, str], TrainResult] = {}
         self.candidates: dict[int, list[str]] = {}  # round -> public sample ids of the probe, in order
-        self.labels: dict[str, tuple[str, bool]] = {}  # sample id -> (answer label, the sender path is correct)
         self.candidate_blob = ""
         self.waiters = 0
         self.round = 0
@@ -178,22 +178,20 @@ class GrpcGrid:
             slot.cv.notify_all()
             log.info("dropped %s: %s", name, why)
 
-    def probe(self, round_idx: int, candidates: messages_pb2.PathBatch, evaluate: Collection[str],
-              clients: list[str]) -> dict[str, ProbeReply]:
-        data = candidates.SerializeToString()
+    def probe(self, round_idx: int, candidates: Sequence[ReasoningPath], evaluate: Collection[str],
+              clients: list[str]) -> dict[str, ProbeResult]:
+        data = wire.path_batch(candidates).SerializeToString()
         bid = self.blobs.put(data, pin=True)
         with self.lock:
             old, self.candidate_blob = self.candidate_blob, bid
-            self.candidates = {round_idx: [p.sample_id for p in candidates.paths]}
-            self.labels = {p.sample_id: (p.answer, p.correct) for p in candidates.paths}
+            self.candidates = {round_idx: [p.sample_id for p in candidates]}
         if old and old != bid:
             self.blobs.unpin(old)
             self.blobs.discard(old)
         sent = self._dispatch(round_idx, messages_pb2.TASK_KIND_PROBE, clients, bid, evaluate, len(data))
         return self._collect(self.probes, round_idx, sent, "probe")
 
-    def train(self, round_idx: int, allocations: dict[str, list[allocation_pb2.AllocatedSample]]
-              ) -> dict[str, allocation_pb2.RewardReport]:
+    def train(self, round_idx: int, allocations: dict[str, list[AllocatedPair]]) -> dict[str, TrainResult]:
         with self.lock:
             self.allocs = {(round_idx, name): list(samples) for name, samples in allocations.items()}
         sent = self._dispatch(round_idx, messages_pb2.TASK_KIND_TRAIN, list(allocations))
@@ -311,21 +309,16 @@ class GrpcGrid:
         with self.lock:
             return list(self.candidates.get(t, []))
 
-    def answer_labels(self) -> dict[str, tuple[str, bool]]:
-        """Sample id -> (answer label, the sender's path is correct) of the current candidates."""
-        with self.lock:
-            return dict(self.labels)
-
-    def allocation_of(self, t: int, name: str) -> list[allocation_pb2.AllocatedSample] | None:
+    def allocation_of(self, t: int, name: str) -> list[AllocatedPair] | None:
         """What ``name`` is to learn in round ``t`` (None: nothing allocated to it)."""
         with self.lock:
             samples = self.allocs.get((t, name))
             return None if samples is None else list(samples)
 
-    def accept_probe(self, slot: ClientSlot, task_id: str, t: int, reply: ProbeReply, nbytes: int) -> None:
+    def accept_probe(self, slot: ClientSlot, task_id: str, t: int, reply: ProbeResult, nbytes: int) -> None:
         self._accept(slot, task_id, self.probes, (t, slot.name), reply, nbytes)
 
-    def accept_reward(self, slot: ClientSlot, task_id: str, t: int, report: allocation_pb2.RewardReport,
+    def accept_reward(self, slot: ClientSlot, task_id: str, t: int, report: TrainResult,
                       nbytes: int) -> None:
         self._accept(slot, task_id, self.rewards, (t, slot.name), report, nbytes)
 

@@ -10,6 +10,9 @@ Contract of every RPC (docs/protocol.md, docs/security.md):
   know (restarted, or dropped for missing a deadline) gets NOT_FOUND
   "register again", an older credential of a re-enrolled client gets
   UNAUTHENTICATED "superseded";
+- every abort a client acts on carries a ``lada-reason``
+  (:mod:`lada.common.errors`): CREDENTIAL_REJECTED, REGISTER_AGAIN,
+  SUPERSEDED, JOIN_REJECTED, TASK_NOT_OUTSTANDING, STORE_FULL;
 - every input is validated (ids, sizes, NaN/inf, lengths, enum values) before
   anything is stored; a rejected call stores nothing and answers
   INVALID_ARGUMENT with a message (FAILED_PRECONDITION when the input is well
@@ -26,8 +29,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import grpc
-from lada.common import chunks
-from lada.common.data import is_correct
+from lada.common import chunks, errors, wire
 from lada.common.proto.lada.v1 import (
     allocation_pb2,
     allocation_pb2_grpc,
@@ -39,7 +41,6 @@ from lada.common.proto.lada.v1 import (
 )
 
 from ..auth import AuthError
-from ..federation import ProbeReply
 from ..tls import peer_names
 from .blobs import DeniedError, QuotaError
 from .grid import ClientSlot, GrpcGrid, NotOutstanding, Superseded, UnknownClient
@@ -68,7 +69,7 @@ def caller(g: GrpcGrid, ctx: grpc.ServicerContext, claimed: str) -> ClientSlot:
     try:
         ident = g.creds.identity_of(ctx.invocation_metadata())
     except AuthError as e:
-        ctx.abort(grpc.StatusCode.UNAUTHENTICATED, str(e))
+        errors.abort(ctx, grpc.StatusCode.UNAUTHENTICATED, errors.CREDENTIAL_REJECTED, str(e))
     if claimed:
         check_id(ctx, claimed, "client_id")
         if claimed != ident.client_id:
@@ -79,9 +80,9 @@ def caller(g: GrpcGrid, ctx: grpc.ServicerContext, claimed: str) -> ClientSlot:
     try:
         return g.slot_of(ident)
     except UnknownClient as e:
-        ctx.abort(grpc.StatusCode.NOT_FOUND, str(e))
+        errors.abort(ctx, grpc.StatusCode.NOT_FOUND, errors.REGISTER_AGAIN, str(e))
     except Superseded as e:
-        ctx.abort(grpc.StatusCode.UNAUTHENTICATED, str(e))
+        errors.abort(ctx, grpc.StatusCode.UNAUTHENTICATED, errors.SUPERSEDED, str(e))
     raise AssertionError("unreachable")  # ctx.abort raises
 
 
@@ -92,25 +93,12 @@ def already_reported(g: GrpcGrid, ctx: grpc.ServicerContext, slot: ClientSlot, t
     try:
         return g.reported(slot, task_id, kind, t)
     except NotOutstanding as e:
-        ctx.abort(grpc.StatusCode.FAILED_PRECONDITION, str(e))
+        not_outstanding(ctx, e)
     raise AssertionError("unreachable")
 
 
 def not_outstanding(ctx: grpc.ServicerContext, e: NotOutstanding) -> None:
-    ctx.abort(grpc.StatusCode.FAILED_PRECONDITION, str(e))
-
-
-def _judge(g: GrpcGrid, req: allocation_pb2.LearnabilityReport, own: messages_pb2.PathBatch) -> None:
-    """Correctness is the server's call, not the client's: grade the client's paths against the
-    public answer labels, and take the sender's correctness from the server's own candidates."""
-    labels = g.answer_labels()
-    for p in own.paths:
-        answer = labels.get(p.sample_id, (p.answer, False))[0]
-        p.answer, p.correct = answer, is_correct(p.text, answer)
-    graded = {p.sample_id: p.correct for p in own.paths}
-    for s in req.stats:
-        s.sender_correct = labels.get(s.sample_id, ("", s.sender_correct))[1]
-        s.own_correct = graded.get(s.sample_id, s.own_correct)
+    errors.abort(ctx, grpc.StatusCode.FAILED_PRECONDITION, errors.TASK_NOT_OUTSTANDING, str(e))
 
 
 class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServicer):
@@ -123,7 +111,7 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServicer):
         try:
             g.creds.check_join_token(req.join_token)
         except AuthError as e:
-            ctx.abort(grpc.StatusCode.UNAUTHENTICATED, str(e))
+            errors.abort(ctx, grpc.StatusCode.UNAUTHENTICATED, errors.JOIN_REJECTED, str(e))
         check_id(ctx, req.client_name, "client_name")
         if len(req.model) > MAX_MODEL or len(req.domain) > MAX_DOMAIN:
             invalid(ctx, f"model must be <= {MAX_MODEL} and domain <= {MAX_DOMAIN} characters")
@@ -206,9 +194,8 @@ class AllocationServicer(allocation_pb2_grpc.AllocationServicer):
         except Exception:  # noqa: BLE001 - protobuf raises DecodeError subclasses
             invalid(ctx, "own_paths_blob is not a PathBatch")
         check_paths(ctx, own, set(expected))
-        _judge(g, req, own)
         try:
-            g.accept_probe(slot, req.task_id, req.round, ProbeReply(req, own), req.ByteSize() + len(blob))
+            g.accept_probe(slot, req.task_id, req.round, wire.probe_result(req, own), req.ByteSize() + len(blob))
         except NotOutstanding as e:
             not_outstanding(ctx, e)
         g.blobs.discard(req.own_paths_blob)
@@ -221,10 +208,12 @@ class AllocationServicer(allocation_pb2_grpc.AllocationServicer):
             invalid(ctx, f"round must be >= 1, got {req.round}")
         samples = g.allocation_of(req.round, slot.name)
         if samples is None:
-            ctx.abort(grpc.StatusCode.NOT_FOUND, f"no allocation for {slot.name!r} in round {req.round}")
-        for s in samples:
-            slot.down += s.ByteSize()
-            yield s
+            errors.abort(ctx, grpc.StatusCode.NOT_FOUND, errors.TASK_NOT_OUTSTANDING,
+                         f"no allocation for {slot.name!r} in round {req.round}")
+        for p in samples:
+            msg = wire.allocated_sample(p)
+            slot.down += msg.ByteSize()
+            yield msg
 
     def ReportReward(self, req: allocation_pb2.RewardReport, ctx: grpc.ServicerContext) -> messages_pb2.Ack:
         g = self.grid
@@ -243,7 +232,7 @@ class AllocationServicer(allocation_pb2_grpc.AllocationServicer):
         if not finite(req.loss_sft, req.loss_cd):
             invalid(ctx, "losses must be finite")
         try:
-            g.accept_reward(slot, req.task_id, req.round, req, req.ByteSize())
+            g.accept_reward(slot, req.task_id, req.round, wire.train_result(req), req.ByteSize())
         except NotOutstanding as e:
             not_outstanding(ctx, e)
         return messages_pb2.Ack(ok=True)
@@ -273,7 +262,7 @@ class ExchangeServicer(exchange_pb2_grpc.ExchangeServicer):
         except DeniedError as e:
             ctx.abort(grpc.StatusCode.PERMISSION_DENIED, str(e))
         except QuotaError as e:
-            ctx.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(e))
+            errors.abort(ctx, grpc.StatusCode.RESOURCE_EXHAUSTED, errors.STORE_FULL, str(e))
         return exchange_pb2.UploadReply(blob_id=r.blob_id, size=r.size, already_present=r.already_present,
                                         complete=r.complete, received=r.received, total=r.total)
 

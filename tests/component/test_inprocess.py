@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 from lada.client.app import KEEP_ROUND_STARTS, ClientApp
 from lada.common.config import LadaConfig
+from lada.common.data import is_correct
 from lada.common.learner import Pair
-from lada.common.proto.lada.v1 import messages_pb2
+from lada.common.rounds import TaskInfo
 from lada.common.state import StateError
+from lada.server.allocation import LLM
 from lada.server.db.writer import Store
-from lada.server.federation import Federation
+from lada.server.federation import Federation, RoundState
 from lada.server.transport.inprocess import InProcessGrid
 
 from tests.support.paths import TINY
@@ -160,15 +163,15 @@ def test_clients_undo_a_round_the_restarted_server_redoes(tiny_overrides: dict, 
 
     # without a run key (no database) nothing is remembered or undone
     loose = ClientApp(cfg, "client-1")
-    task = messages_pb2.Task(round=1, kind=messages_pb2.TASK_KIND_PROBE)
+    task = TaskInfo(round=1)
     loose._start_round(task)
     loose._start_round(task)
     assert loose.rolled_back == [] and loose._round_start == {}
     # with one: the newest KEEP_ROUND_STARTS rounds of the current run only
     for t in range(1, 6):
-        loose._start_round(messages_pb2.Task(round=t, run_key="run-a"))
+        loose._start_round(TaskInfo(round=t, run_key="run-a"))
     assert sorted(loose._round_start) == [("run-a", t) for t in (3, 4, 5)]
-    loose._start_round(messages_pb2.Task(round=1, run_key="run-b"))  # a new run forgets the old one
+    loose._start_round(TaskInfo(round=1, run_key="run-b"))  # a new run forgets the old one
     assert sorted(loose._round_start) == [("run-b", 1)] and loose.rolled_back == []
 
 
@@ -228,30 +231,30 @@ def test_saved_state_of_another_model_or_a_new_run_is_not_used(tiny_overrides: d
     cfg = LadaConfig.load(TINY, overrides=tiny_overrides, env=False)
     app = ClientApp(cfg, "client-2", state_dir=tmp_path / "s")
     base = app.learner.adapter_state()
-    app.probe(messages_pb2.Task(round=1, run_key="run-a"), messages_pb2.PathBatch())
+    app.probe(TaskInfo(round=1, run_key="run-a"), [])
     with torch.no_grad():
         for p in app.learner.model.parameters():
             if p.requires_grad:
                 p.add_(1.0)
-    app.train(messages_pb2.Task(round=1, run_key="run-a"), [])
+    app.train(TaskInfo(round=1, run_key="run-a"), [])
     # a new run in the same process starts from the base model, not on top of run-a
-    app.probe(messages_pb2.Task(round=1, run_key="run-b"), messages_pb2.PathBatch())
+    app.probe(TaskInfo(round=1, run_key="run-b"), [])
     assert all(torch.equal(v, base[k]) for k, v in app.learner.adapter_state().items())
     # run-a's state is still on disk, and a restarted app resumes it
     again = ClientApp(cfg, "client-2", state_dir=tmp_path / "s")
-    again.probe(messages_pb2.Task(round=2, run_key="run-a"), messages_pb2.PathBatch())
+    again.probe(TaskInfo(round=2, run_key="run-a"), [])
     assert again.resumed_from is not None and not torch.equal(
         next(iter(again.learner.adapter_state().values())), next(iter(base.values())))
     # another client's model (client-1 is GPT-2) on the same folder is refused with a clear error
     other = ClientApp(cfg, "client-1", state_dir=tmp_path / "s")
     with pytest.raises(StateError, match="not this model's LoRA adapter"):
-        other.probe(messages_pb2.Task(round=3, run_key="run-a"), messages_pb2.PathBatch())
+        other.probe(TaskInfo(round=3, run_key="run-a"), [])
     # and a damaged folder is named, not silently replaced by a fresh start
     newest = again._saved("run-a")[-1][1]
     (newest / "adapter.safetensors").write_bytes(b"not safetensors")
     with pytest.raises(StateError, match="cannot read"):
         ClientApp(cfg, "client-2", state_dir=tmp_path / "s").probe(
-            messages_pb2.Task(round=3, run_key="run-a"), messages_pb2.PathBatch())
+            TaskInfo(round=3, run_key="run-a"), [])
 
 
 def test_fresh_only_never_gives_a_receiver_the_same_sample_twice(tiny_overrides: dict) -> None:
@@ -264,3 +267,30 @@ def test_fresh_only_never_gives_a_receiver_the_same_sample_twice(tiny_overrides:
         given = [sid for h in fed.history for sid in h.allocated[name]]
         assert len(given) == len(set(given)) > 4, name  # several rounds, no repeat
     assert fed.alloc.given[("client-1", "llm")] == {sid for h in fed.history for sid in h.allocated["client-1"]}
+
+
+class _Liars(InProcessGrid):
+    """Clients that claim every own path is right and flip every LLM path's grade."""
+
+    def probe(self, round_idx: int, *args: object, **kw: object) -> dict:
+        return {n: replace(pr, own_paths=[replace(p, correct=True) for p in pr.own_paths],
+                           stats=[replace(s, own_correct=True, sender_correct=not s.sender_correct)
+                                  for s in pr.stats])
+                for n, pr in super().probe(round_idx, *args, **kw).items()}
+
+
+def test_the_round_grades_what_clients_claim(tiny_overrides: dict) -> None:
+    """Grading happens once, in the round, whatever the transport: a client's claims about its own
+    paths and about the LLM's are replaced by the server's grading against the public labels."""
+    cfg = LadaConfig.load(TINY, overrides=tiny_overrides, env=False)
+    apps = {n: ClientApp(cfg, n) for n in cfg.data.client_domains}
+    fed = Federation(cfg, _Liars(apps), None, log=lambda s: None)
+    fed.before[LLM] = 0.0
+    r = RoundState(1)
+    teach = fed.teach(r)
+    label = {s.id: s.answer for s in fed.public}
+    for pr in fed.probe(r, teach, sorted(apps)).values():
+        assert [p.correct for p in pr.own_paths] == [is_correct(p.text, label[p.sample_id]) for p in pr.own_paths]
+        assert [s.own_correct for s in pr.stats] == [p.correct for p in pr.own_paths]
+        assert [s.sender_correct for s in pr.stats] == list(teach.correct)
+        assert not all(p.correct for p in pr.own_paths)  # the claim "all right" was overridden

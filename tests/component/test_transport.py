@@ -20,8 +20,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from lada.client.runtime import Connection, channel_options
-from lada.common import chunks
+from lada.common import chunks, wire
 from lada.common.proto.lada.v1 import allocation_pb2, coordinator_pb2, exchange_pb2, messages_pb2
+from lada.common.rounds import grade
 from lada.common.tls import channel_credentials
 from lada.server.tls import server_credentials
 from lada.server.transport.blobs import BlobStore
@@ -246,7 +247,7 @@ def test_a_silent_client_is_dropped_before_the_deadline_and_can_rejoin() -> None
         b = register(stubs(srv.channel()), "client-2")
         assert srv.grid.wait_for_clients(2, 5) == ["client-1", "client-2"]
         t0 = time.time()
-        th, box = in_thread(srv.grid.probe, 1, candidates(), (), ["client-1", "client-2"])
+        th, box = in_thread(srv.grid.probe, 1, wire.paths_of(candidates()), (), ["client-1", "client-2"])
         task = _pull(a, 5)
         stop = threading.Event()
         threading.Thread(target=lambda: [a.coord.Heartbeat(coordinator_pb2.HeartbeatRequest(), metadata=a.md,
@@ -282,7 +283,7 @@ def test_a_restarted_client_process_cancels_its_old_tasks_at_once() -> None:
     with grpc_server(timeout=30) as srv:
         a = register(stubs(srv.channel()), "client-1", instance="first")
         t0 = time.time()
-        th, box = in_thread(srv.grid.probe, 1, candidates(), (), ["client-1"])
+        th, box = in_thread(srv.grid.probe, 1, wire.paths_of(candidates()), (), ["client-1"])
         assert _pull(a, 5).kind == messages_pb2.TASK_KIND_PROBE
         register(stubs(srv.channel()), "client-1", instance="second")  # the process died and came back
         th.join(10)
@@ -317,7 +318,9 @@ def test_tls_flag_errors() -> None:
 
 
 def test_the_server_grades_correctness_itself() -> None:
-    """A client cannot claim its wrong paths are right (they would be taught to the LLM)."""
+    """A client cannot claim its wrong paths are right (they would be taught to the LLM): the
+    round grades what the servicer accepted against the labels it offered (``rounds.grade``,
+    the one grading step of both transports, ``Federation.probe``)."""
     with grpc_server() as srv:
         s = register(stubs(srv.channel()), "client-1")
         task = dispatch(srv.grid, messages_pb2.TASK_KIND_PROBE, ["client-1"])["client-1"]
@@ -331,10 +334,10 @@ def test_the_server_grades_correctness_itself() -> None:
         for p in own.paths:
             rep.stats.add(sample_id=p.sample_id, nll=1.0, own_correct=True, sender_correct=True)
         assert s.alloc.ReportLearnability(rep, metadata=s.md, timeout=10).ok
-        got = srv.grid.probes[(1, "client-1")]
-        assert [p.correct for p in got.own_paths.paths] == [True, False, True, True, True]
-        assert [x.own_correct for x in got.report.stats] == [True, False, True, True, True]
-        assert [x.sender_correct for x in got.report.stats] == [p.correct for p in candidates(5).paths]
+        got = grade(srv.grid.probes[(1, "client-1")], wire.paths_of(candidates(5)))
+        assert [p.correct for p in got.own_paths] == [True, False, True, True, True]
+        assert [x.own_correct for x in got.stats] == [True, False, True, True, True]
+        assert [x.sender_correct for x in got.stats] == [p.correct for p in candidates(5).paths]
 
 
 def test_knowing_a_blob_id_is_not_access_to_it() -> None:

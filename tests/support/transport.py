@@ -21,6 +21,7 @@ from lada.common.proto.lada.v1 import (
     exchange_pb2_grpc,
     messages_pb2,
 )
+from lada.common.rounds import AllocatedPair
 from lada.common.tls import channel_credentials
 from lada.server.auth import Credentials
 from lada.server.tls import server_credentials
@@ -199,9 +200,9 @@ def snapshot(grid: GrpcGrid) -> tuple:
     with grid.lock:
         clients = {n: (s.nonce, s.instance, s.model, s.domain, tuple(sorted(s.outstanding)),
                        tuple(t.task_id for t in s.tasks), tuple(s.done)) for n, s in grid.clients.items()}
-        probes = {k: v.report.SerializeToString() + v.own_paths.SerializeToString() for k, v in grid.probes.items()}
-        rewards = {k: v.SerializeToString() for k, v in grid.rewards.items()}
-        allocs = {k: [s.SerializeToString() for s in v] for k, v in grid.allocs.items()}
+        probes = {k: repr(v) for k, v in grid.probes.items()}
+        rewards = {k: repr(v) for k, v in grid.rewards.items()}
+        allocs = {k: [repr(s) for s in v] for k, v in grid.allocs.items()}
     b = grid.blobs
     with b.lock:
         blobs = (tuple(sorted(b.blobs)), {k: tuple(sorted(p.parts)) for k, p in b.partial.items()}, b.nbytes)
@@ -211,19 +212,15 @@ def snapshot(grid: GrpcGrid) -> tuple:
 def dispatch(grid: GrpcGrid, kind: int, names: list[str], t: int = 1, n: int = 5) -> dict[str, str]:
     """Make a PROBE (with ``n`` candidates) or TRAIN task outstanding for ``names``, as the
     round loop would, without waiting for the results; returns name -> task id."""
-    from lada.common.proto.lada.v1 import allocation_pb2
-
     if kind == messages_pb2.TASK_KIND_PROBE:
         cand = candidates(n)
         bid = grid.blobs.put(cand.SerializeToString(), pin=True)
         with grid.lock:
             grid.candidates = {t: [p.sample_id for p in cand.paths]}
-            grid.labels = {p.sample_id: (p.answer, p.correct) for p in cand.paths}
         sent = grid._dispatch(t, kind, names, bid, (), cand.ByteSize())
     else:
         with grid.lock:
-            grid.allocs = {(t, nm): [allocation_pb2.AllocatedSample(sample_id=f"s{i}", question=f"q{i}?",
-                                                                    positive="p", negative="n", rank=i)
+            grid.allocs = {(t, nm): [AllocatedPair(f"s{i}", f"q{i}?", positive="p", negative="n", rank=i)
                                      for i in range(3)] for nm in names}
         sent = grid._dispatch(t, kind, names)
     return {nm: tid for nm, (_, tid) in sent.items()}

@@ -22,10 +22,10 @@ import pytest
 import torch
 from lada.common.config import LadaConfig
 from lada.common.learner import Pair
-from lada.common.proto.lada.v1 import allocation_pb2, messages_pb2
+from lada.common.rounds import ProbeResult
 from lada.server.allocation import LLM
 from lada.server.db.writer import Store
-from lada.server.federation import Federation, ProbeReply, RoundFailed
+from lada.server.federation import Federation, RoundFailed
 from lada.server.llm_host import LLMHost
 from sqlalchemy import create_engine, text
 
@@ -333,8 +333,8 @@ def test_a_round_with_fewer_than_min_clients_fails_clearly(tmp_path: Path, model
         def client_info(self, name: str) -> tuple[str, str]:
             return "m", "arith"
 
-        def probe(self, t: int, cand: messages_pb2.PathBatch, evaluate: bool, clients: list[str]) -> dict:
-            return {"client-1": ProbeReply(allocation_pb2.LearnabilityReport(), messages_pb2.PathBatch())}
+        def probe(self, t: int, cand: list, evaluate: bool, clients: list[str]) -> dict:
+            return {"client-1": ProbeResult([], [], 0.0)}
 
         def stop(self) -> None:
             self.stopped = True

@@ -1,0 +1,66 @@
+"""The server's checkpoint of a committed round: the LLM's and the allocation service's state.
+
+``checkpoints/run-<id>/round-<t>/`` holds the LLM's LoRA adapter, its optimizer and
+every filter's state as safetensors, and the SLM paths the LLM keeps, its RNGs and
+what each receiver was given so far as JSON. It is written under a temporary name
+and renamed, so a checkpoint on disk is always whole; the two newest are kept.
+The objects that own the state say what it is (``state_dict``/``load_state_dict``);
+this module only decides where it goes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from lada.common.state import read_state_files, sync_dir_files, write_state_files
+from safetensors.torch import load_file, save_file
+
+from .allocation import AllocationService
+from .llm_host import LLMHost
+
+
+class Checkpoints:
+    """The checkpoints of one run; ``identity`` (run id, name, creation time) tells this run's
+    checkpoints from another database's run with the same id."""
+
+    def __init__(self, root: Path, identity: dict[str, Any]) -> None:
+        self.root, self.identity = root, identity
+
+    def write(self, t: int, llm: LLMHost, alloc: AllocationService) -> None:
+        final, tmp = self.root / f"round-{t}", self.root / f".round-{t}.{os.getpid()}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        write_state_files(llm.state_dict(), tmp, prefix="llm_")
+        state = alloc.state_dict()
+        (tmp / "given.json").write_text(json.dumps(state["given"]))
+        save_file(state["tensors"], str(tmp / "filters.safetensors"))
+        (tmp / "meta.json").write_text(json.dumps({**self.identity, "round": t, "dims": state["dims"]}))
+        sync_dir_files(tmp)
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        for old in self.root.glob("round-*"):
+            if old.name[6:].isdigit() and int(old.name[6:]) < t - 1:
+                shutil.rmtree(old, ignore_errors=True)
+
+    def restore(self, committed: int, llm: LLMHost, alloc: AllocationService) -> int:
+        """Load the newest checkpoint of this run at or before round ``committed``; its round, or 0."""
+        for t in range(committed, 0, -1):
+            d = self.root / f"round-{t}"
+            try:
+                meta = json.loads((d / "meta.json").read_text())
+            except (OSError, ValueError):
+                continue
+            if any(meta.get(k) != v for k, v in self.identity.items()):
+                continue  # another database's run with the same id
+            # files an older checkpoint lacks keep the fresh learner's (Adam restarts, nothing kept)
+            llm.load_state_dict(read_state_files(d, llm.state_dict(), prefix="llm_"))
+            given = d / "given.json"  # absent in older checkpoints
+            alloc.load_state_dict({"tensors": load_file(str(d / "filters.safetensors")), "dims": meta["dims"],
+                                   "given": json.loads(given.read_text()) if given.exists() else {}})
+            return t
+        return 0

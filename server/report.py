@@ -1,0 +1,57 @@
+"""What a run prints: one block per round, and the before/after table at the end."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from lada.common.config import LadaConfig
+
+LLM = "llm"
+
+
+@dataclass
+class RoundSummary:
+    idx: int
+    clients: dict[str, dict[str, float]] = field(default_factory=dict)
+    llm: dict[str, float] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    allocated: dict[str, list[str]] = field(default_factory=dict)  # client -> sample ids it was given
+
+
+def print_round(s: RoundSummary, rounds: int, before: dict[str, float], log: Callable[[str], None]) -> None:
+    tm = " ".join(f"{k}={v:.1f}s" for k, v in s.timings.items())
+    log(f"[round {s.idx}/{rounds}] {tm}")
+    for name, v in sorted(s.clients.items()):
+        start = before.get(name, float("nan"))
+        kb = (v.get("bytes_up", 0) + v.get("bytes_down", 0)) / 1024
+        log(f"  {name:<10} acc {v['accuracy']:.3f} (start {start:.3f})  reward {v['reward']:.3f}  "
+            f"allocated {int(v['n_allocated']):>4}  exchanged {kb:8.1f} kB")
+    llm = s.llm
+    log(f"  {'llm':<10} acc {llm['accuracy']:.3f} (start {before[LLM]:.3f})  "
+        f"reward {llm.get('reward', float('nan')):.3f}  learned from {int(llm.get('n_allocated', 0)):>4}")
+
+
+def summary_table(cfg: LadaConfig, history: Sequence[RoundSummary], before: dict[str, float],
+                  public_acc: dict[str, float]) -> str:
+    """Markdown table: accuracy before and after, per model."""
+    if not history:
+        return "(no rounds)"
+    last = history[-1]
+    nan = float("nan")
+    rows = ["| model | role | public mix before | accuracy before | accuracy after | change |",
+            "|---|---|---|---|---|---|"]
+    b = before.get(LLM, nan)
+    a = last.llm.get("accuracy", nan)
+    rows.append(f"| {cfg.models.llm} | LLM (held-out mix) | {public_acc.get(LLM, nan):.3f} | "
+                f"{b:.3f} | {a:.3f} | {a - b:+.3f} |")
+    for name in sorted(last.clients):
+        b = before.get(name, nan)
+        a = last.clients[name]["accuracy"]
+        model = cfg.models.clients.get(name, "?")
+        rows.append(f"| {model} | {name} ({cfg.data.client_domains.get(name, '?')}, local test) | "
+                    f"{public_acc.get(name, nan):.3f} | {b:.3f} | {a:.3f} | {a - b:+.3f} |")
+    total = {k: round(sum(h.timings.get(k, 0) for h in history), 1) for k in history[0].timings}
+    rows.append("")
+    rows.append("time per phase (s, all rounds): " + ", ".join(f"{k} {v}" for k, v in total.items()))
+    return "\n".join(rows)
