@@ -1,5 +1,5 @@
-"""Client-side TLS: channel credentials from PEM files (``--tls-ca``, ``--tls``,
-``--tls-cert/--tls-key``).
+"""Client-side TLS: channel credentials from PEM files (``client.tls_ca``,
+``client.tls``, ``client.tls_cert/tls_key``).
 
 In common, not in the server package, so the client never imports
 ``lada.server``; the server side (``lada.server.tls``) reads its PEM files
@@ -32,7 +32,7 @@ def channel_credentials(ca: str | None, cert: str | None = None, key: str | None
     if not (ca or cert or key or tls):
         return None
     if bool(cert) != bool(key):
-        raise ValueError("a client certificate needs both --tls-cert and --tls-key")
-    return grpc.ssl_channel_credentials(root_certificates=read_pem(ca, "--tls-ca"),
-                                        private_key=read_pem(key, "--tls-key"),
-                                        certificate_chain=read_pem(cert, "--tls-cert"))
+        raise ValueError("a client certificate needs both --client.tls_cert and --client.tls_key")
+    return grpc.ssl_channel_credentials(root_certificates=read_pem(ca, "--client.tls_ca"),
+                                        private_key=read_pem(key, "--client.tls_key"),
+                                        certificate_chain=read_pem(cert, "--client.tls_cert"))
