@@ -32,6 +32,7 @@ def _server(cfg: LadaConfig, args: argparse.Namespace) -> int:
     from lada.server.auth import Credentials, load_secret
     from lada.server.db.writer import Store
     from lada.server.federation import Federation, RoundFailed
+    from lada.server.heartbeats import HeartbeatRecorder
     from lada.server.tls import server_credentials
     from lada.server.transport.grid import GrpcGrid
     from lada.server.transport.serve import start_server
@@ -60,6 +61,8 @@ def _server(cfg: LadaConfig, args: argparse.Namespace) -> int:
             store.set_client_state(fed.run_id, subject, "left")
 
     grid.on_event = on_event
+    # the clients' last heartbeats, written once per interval for all of them, off the RPC threads
+    beats = HeartbeatRecorder(grid, store, lambda: fed.run_id, t.heartbeat).start()
     try:
         fed.run()
         print(fed.summary_table(), flush=True)
@@ -69,6 +72,7 @@ def _server(cfg: LadaConfig, args: argparse.Namespace) -> int:
         time.sleep(t.linger)
         return 2
     finally:
+        beats.stop()
         server.stop(grace=2)
     return 0
 

@@ -7,12 +7,13 @@ round replaces what an earlier try of it wrote.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from . import migrations
@@ -82,11 +83,23 @@ class Store:
             if c is not None:
                 c.state = state
 
-    def heartbeat(self, run_id: int, name: str) -> None:
+    def heartbeat(self, run_id: int, name: str, at: dt.datetime | None = None) -> None:
+        self.heartbeats(run_id, {name: at or utcnow()})
+
+    def heartbeats(self, run_id: int, seen: Mapping[str, dt.datetime]) -> None:
+        """The last heartbeat (naive UTC) of many clients of run ``run_id``, in one transaction.
+
+        A stored time only moves forward (the join time written by ``upsert_client`` is not
+        undone by an older sighting), and a name with no row in this run is skipped."""
+        if not seen:
+            return
+        t = Client.__table__
+        stmt = (update(t)
+                .where(t.c.run_id == run_id, t.c.name == bindparam("b_name"),
+                       or_(t.c.last_heartbeat.is_(None), t.c.last_heartbeat < bindparam("b_ts")))
+                .values(last_heartbeat=bindparam("b_ts")))
         with self.session() as s:
-            c = s.scalars(select(Client).where(Client.run_id == run_id, Client.name == name)).first()
-            if c is not None:
-                c.last_heartbeat = utcnow()
+            s.connection().execute(stmt, [{"b_name": n, "b_ts": ts} for n, ts in seen.items()])
 
     # ------------------------------------------------------------------ events
     def event(self, run_id: int | None, kind: str, subject: str = "", message: str = "") -> None:

@@ -121,6 +121,12 @@ class GrpcGrid:
         with self.lock:
             return self.info.get(name, ("", ""))
 
+    def last_seen(self) -> dict[str, float]:
+        """name -> Unix time each enrolled client was last heard from (its heartbeats, or any
+        other authenticated call); the RPC threads only note it, ``server.heartbeats`` stores it."""
+        with self.lock:
+            return {n: s.last_seen for n, s in self.clients.items()}
+
     def _dispatch(self, t: int, kind: int, names: list[str], blob_id: str = "", evaluate: Collection[str] = (),
                   blob_size: int = 0) -> dict[str, tuple[str, str]]:
         """Queue one task per client (``evaluate``: the clients that also measure their test
