@@ -16,6 +16,7 @@ from .proto.lada.v1 import exchange_pb2
 
 DEFAULT_CHUNK = 256 * 1024
 MAX_CHUNKS = 1 << 16  # a blob in more pieces than this is refused (bounds per-blob bookkeeping)
+CHUNK_OVERHEAD = 512  # bytes of a Chunk message besides its data, with room (two sha256 ids, a 200-char client id)
 _HEX = frozenset("0123456789abcdef")
 
 
@@ -30,6 +31,11 @@ def is_sha256(s: str) -> bool:
 
 def n_chunks(size: int, chunk_size: int = DEFAULT_CHUNK) -> int:
     return max(1, -(-size // chunk_size))
+
+
+def message_size(chunk_size: int) -> int:
+    """The most bytes one Chunk message of ``chunk_size`` data takes on the wire (to fit a message limit)."""
+    return chunk_size + CHUNK_OVERHEAD
 
 
 def split(data: bytes, chunk_size: int = DEFAULT_CHUNK, client_id: str = "", start: int = 0,

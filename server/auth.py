@@ -6,9 +6,10 @@ a per-deployment secret kept in ``data_dir/server.secret`` (so credentials
 survive a server restart). Every later RPC carries it as
 ``authorization: Bearer <credential>``; :class:`AuthInterceptor` rejects a
 missing, malformed, forged or expired one with UNAUTHENTICATED before any
-servicer runs. The nonce changes on every enrolment: the transport keeps the
-newest nonce per client and refuses older credentials of the same client
-("superseded"), so a credential that leaked before a re-enrolment is dead.
+servicer runs (reason ``CREDENTIAL_REJECTED``: the client enrols again). The
+nonce changes on every enrolment: the transport keeps the newest nonce per
+client and refuses older credentials of the same client (reason
+``SUPERSEDED``), so a credential that leaked before a re-enrolment is dead.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from lada.common import errors
 from lada.common.config import TransportConfig
 
 OPEN_METHODS = {"/lada.v1.Coordinator/Register", "/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch"}
@@ -125,7 +127,7 @@ class AuthInterceptor(grpc.ServerInterceptor):
 
 def _deny(handler: Any, message: str) -> Any:
     def abort(_req: Any, ctx: grpc.ServicerContext) -> Any:
-        ctx.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+        errors.abort(ctx, grpc.StatusCode.UNAUTHENTICATED, errors.CREDENTIAL_REJECTED, message)
 
     if handler is None:
         return None
