@@ -22,7 +22,8 @@ def run_grpc_federation(tmp_path: Path, model_cache: Path, extra: tuple[str, ...
     common = ["--config", str(TINY), "--models.cache_dir", str(model_cache), "--server.address",
               f"127.0.0.1:{port}", "--server.data_dir", str(tmp_path), "--server.db", db, *extra]
     subprocess.run(_cli("models", "build", *common), check=True, capture_output=True, timeout=300)
-    server = subprocess.Popen(_cli("server", *common, "--transport.linger", "2"), stdout=subprocess.PIPE,
+    server = subprocess.Popen(_cli("server", *common, "--transport.linger", "2", "--transport.heartbeat", "1"),
+                              stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True)
     clients = [subprocess.Popen(_cli("client", *common, "--name", f"client-{i}", "--quiet"),
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for i in (1, 2, 3)]
@@ -68,6 +69,9 @@ def test_grpc_run_end_to_end(tmp_path: Path, model_cache: Path, run_db: str) -> 
         assert vals and all(0.0 <= v <= 1.0 for _, v in vals)
         n_clients = c.execute(text("select count(*) from clients")).scalar_one()
         assert n_clients == 3
+        # `lada server` records heartbeats: the last one is later than the join, for every client
+        beat = c.execute(text("select count(*) from clients where last_heartbeat > joined_at")).scalar_one()
+        assert beat == 3
         kinds = set(c.execute(text("select kind from events")).scalars())
         assert {"join", "round_start", "round_end"} <= kinds
         up = c.execute(text("select sum(value) from metrics where name='bytes_up'")).scalar_one()
