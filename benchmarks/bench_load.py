@@ -15,7 +15,7 @@ Prints, per RPC and overall (unary RPCs and streams; the PullTask long-poll is
 shown apart, its latency is mostly waiting by design), p50/p99 latency and
 counts, and throughput: database rows the run committed per second of round
 time, and learnability statistics ingested per second of probe phase. Then it
-checks every row is in the database (``verify``); tests/test_load.py runs the
+checks every row is in the database (``verify``); tests/system/test_load.py runs the
 same thing and asserts no errors and no missing row.
 """
 

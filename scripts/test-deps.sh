@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # System packages the test suite needs: headless Chromium for the dashboard tests; a Compose
-# implementation, openssl and iproute2 for the deploy tests (tests/test_deploy.py, test_multihost.py).
+# implementation, openssl and iproute2 for the deploy tests (tests/system/test_deploy.py, tests/system/test_multihost.py).
 # PostgreSQL: scripts/start-postgres.sh.
 set -euo pipefail
 if [ ! -x /usr/bin/chromium ]; then

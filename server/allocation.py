@@ -82,7 +82,7 @@ def up_view(teach: Teaching, probe: ProbeResult, paths: list[str], correct: np.n
 
 
 def contexts(embedding: np.ndarray | None, v: PairView) -> np.ndarray:
-    """Context = sample embedding ⊕ learnability statistics (DESIGN.md §4)."""
+    """Context = sample embedding ⊕ learnability statistics (docs/architecture.md, "One round")."""
     stats = np.stack(
         [
             v.receiver_nll,

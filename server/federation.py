@@ -1,6 +1,6 @@
 """The LaDa round loop: teach, probe, allocate, client learn, server learn, record.
 
-``Federation.run_round`` reads top to bottom as the six phases of DESIGN.md §3,
+``Federation.run_round`` reads top to bottom as the six phases of a round (docs/architecture.md),
 each a method of its own (Flower's strategy loop is the model). The transport
 hides behind ``Grid`` (in-process or gRPC), speaking the round's dataclasses
 (``lada.common.rounds``); the allocation method behind ``AllocationService``,

@@ -2,7 +2,7 @@
 translate and hand over to the :class:`~lada.server.transport.grid.GrpcGrid`;
 the round logic stays in ``federation``.
 
-Contract of every RPC (docs/protocol.md, docs/security.md):
+Contract of every RPC (docs/security.md, docs/architecture.md):
 
 - credentials are checked by :class:`~lada.server.auth.AuthInterceptor`
   (UNAUTHENTICATED) and bound to one client here: a request naming another
