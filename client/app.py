@@ -35,8 +35,19 @@ from lada.common.scenario import scenario_splits
 from lada.common.state import read_meta, read_state_files, write_state_dir
 from lada.common.textlm import load_model
 
+from .state_owner import claim_state_dir
+
 log = logging.getLogger("lada.client")
 KEEP_ROUND_STARTS = 3  # a resumed server redoes a round after its last checkpoint: one of the newest
+
+
+def check_client_name(cfg: LadaConfig, name: str) -> None:
+    """A name the config has no data domain and model for is a usage error, said before anything loads
+    (else the empty model name reaches the model hub and fails there with an unrelated message)."""
+    valid = sorted(set(cfg.data.client_domains) & set(cfg.models.clients))
+    if name not in valid:
+        raise ValueError(f"unknown client name {name!r}: this config's clients are {valid} "
+                         "(keys of both data.client_domains and models.clients)")
 
 
 def client_data(cfg: LadaConfig, name: str) -> tuple[list[Sample], list[Sample]]:
@@ -68,9 +79,13 @@ class ClientApp:
 
     def __init__(self, cfg: LadaConfig, name: str, model_path: str | None = None,
                  state_dir: str | Path | None = None) -> None:
+        check_client_name(cfg, name)
         self.cfg, self.name = cfg, name
         torch.set_num_threads(cfg.run.threads)
-        self.model_name = cfg.models.clients.get(name, "")
+        self.model_name = cfg.models.clients[name]
+        self.state_dir = Path(state_dir) if state_dir else None
+        if self.state_dir:  # another client's or model's folder is refused before the model loads
+            claim_state_dir(self.state_dir, name, self.model_name)
         path = model_path or resolve_model(self.model_name, cfg.models, seed=cfg.data.seed)
         model, tok = load_model(path)
         self.learner = Learner(model, tok, cfg.train, cfg.distill, cfg.lora,
@@ -80,7 +95,6 @@ class ClientApp:
         # (run key, round) -> learner state at that round's start; the newest few rounds of one run
         self._round_start: dict[tuple[str, int], LearnerState] = {}
         self.rolled_back: list[int] = []  # rounds this app undid because the server redid them
-        self.state_dir = Path(state_dir) if state_dir else None
         self.resumed_from: Path | None = None  # the saved state this app went on from, if any
         self._run_key = ""  # the run this app's learner state belongs to ("" before its first keyed task)
         self._base = self.learner.snapshot()  # every run starts here, unless a saved state of it exists

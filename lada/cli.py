@@ -78,15 +78,24 @@ def _server(cfg: LadaConfig, args: argparse.Namespace) -> int:
 
 
 def _client(cfg: LadaConfig, args: argparse.Namespace) -> int:
-    from lada.client.app import ClientApp
+    from lada.client.app import ClientApp, check_client_name
     from lada.client.runtime import Connection, SupersededError, configure_logging, run_client
+    from lada.common.state import StateError
     from lada.common.tls import channel_credentials
 
+    try:  # a name the config lacks is a usage error, before the model loads
+        check_client_name(cfg, args.name)
+    except ValueError as e:
+        args.parser.exit(2, f"{args.parser.prog}: error: {e}\n")
     configure_logging(logging.INFO if not args.quiet else logging.WARNING)
     c = cfg.client
     tls = channel_credentials(c.tls_ca, c.tls_cert, c.tls_key, tls=c.tls)
     state_dir = (c.state_dir or Path(cfg.server.data_dir) / "clients" / args.name) if c.save_state else None
-    app = ClientApp(cfg, args.name, state_dir=state_dir)
+    try:
+        app = ClientApp(cfg, args.name, state_dir=state_dir)
+    except StateError as e:  # another client's or model's state folder: refused, nothing trained
+        logging.getLogger("lada.client").error("%s", e)
+        return 2
     conn = Connection(cfg.server.address, args.name, cfg.server.join_token, app.model_name, app.domain,
                       cfg.server.max_message_mb, cfg.server.chunk_kb, tls=tls, server_name=c.tls_server_name,
                       give_up_after=c.give_up_after)

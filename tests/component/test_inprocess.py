@@ -246,9 +246,8 @@ def test_saved_state_of_another_model_or_a_new_run_is_not_used(tiny_overrides: d
     assert again.resumed_from is not None and not torch.equal(
         next(iter(again.learner.adapter_state().values())), next(iter(base.values())))
     # another client's model (client-1 is GPT-2) on the same folder is refused with a clear error
-    other = ClientApp(cfg, "client-1", state_dir=tmp_path / "s")
-    with pytest.raises(StateError, match="not this model's LoRA adapter"):
-        other.probe(TaskInfo(round=3, run_key="run-a"), [])
+    with pytest.raises(StateError, match="belongs to client 'client-2', model 'embedded:slm-llama'"):
+        ClientApp(cfg, "client-1", state_dir=tmp_path / "s")
     # and a damaged folder is named, not silently replaced by a fresh start
     newest = again._saved("run-a")[-1][1]
     (newest / "adapter.safetensors").write_bytes(b"not safetensors")
