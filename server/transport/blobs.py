@@ -50,8 +50,9 @@ class BlobStore:
     A completed blob is stored once however often it is sent; a partial upload
     belongs to the client sending it (another client cannot poison it) and
     survives an interrupted stream. Readers: a blob the server publishes is
-    readable by every client, an uploaded one only by its uploaders. Memory is
-    bounded: least recently used unpinned blobs and stale partials are evicted,
+    readable by every client, an uploaded one only by its uploaders. The
+    readers are also the blob's claims: :meth:`discard` drops one, and the bytes
+    go when none is left. Memory is bounded: least recently used unpinned blobs and stale partials are evicted,
     and beyond that uploads get RESOURCE_EXHAUSTED.
     """
 
@@ -85,12 +86,27 @@ class BlobStore:
         with self.lock:
             self.pinned.discard(bid)
 
-    def discard(self, bid: str) -> None:
-        """Forget a blob nobody needs any more (pinned blobs stay)."""
+    def discard(self, bid: str, reader: str = "*") -> None:
+        """Drop ``reader``'s claim on a blob ("*": the server's publication); the bytes go once
+        nobody holds a claim and it is not pinned. Content addressing stores byte-identical
+        uploads of two clients once, so one client's report must not delete the other's."""
         with self.lock:
-            if bid in self.blobs and bid not in self.pinned:
+            claims = self.readers.get(bid)
+            if claims is None:
+                return
+            claims.discard(reader)
+            if not claims and bid in self.blobs and bid not in self.pinned:
                 self.nbytes -= len(self.blobs.pop(bid))
                 self.readers.pop(bid, None)
+
+    def uploaded_by(self, bid: str, owner: str) -> bytes | None:
+        """The blob if ``owner`` itself uploaded it (a blob the server published does not count:
+        a client's own paths are bytes it sent, not ones it was given)."""
+        with self.lock:
+            if not self._owned(bid, owner):
+                return None
+            self.blobs.move_to_end(bid)
+            return self.blobs[bid]
 
     def get(self, bid: str, reader: str | None = None) -> bytes | None:
         """The blob, if ``reader`` (None = the server) may read it."""
@@ -98,7 +114,7 @@ class BlobStore:
             data = self.blobs.get(bid)
             if data is None:
                 return None
-            if reader is not None and not self.readers.get(bid, set()) & {"*", reader}:
+            if reader is not None and not self._readable(bid, reader):
                 return None
             self.blobs.move_to_end(bid)
             return data
@@ -106,14 +122,17 @@ class BlobStore:
     def _readable(self, bid: str, reader: str) -> bool:
         return bid in self.blobs and bool(self.readers.get(bid, set()) & {"*", reader})
 
+    def _owned(self, bid: str, owner: str) -> bool:
+        return bid in self.blobs and owner in self.readers.get(bid, set())
+
     def state(self, owner: str, bid: str) -> tuple[bool, list[int], int, int]:
         """(present, chunk indices held of owner's partial upload, its total, its size).
 
-        "present" only if ``owner`` may already read the blob: knowing a blob's id is no proof
+        "present" only if ``owner`` itself uploaded the blob: knowing a blob's id is no proof
         of holding its content, so a client sends the bytes of a blob someone else uploaded
-        (verified, then not stored again) before it may use it."""
+        or the server published (verified, then not stored again) before it may use it as its own."""
         with self.lock:
-            if self._readable(bid, owner):
+            if self._owned(bid, owner):
                 return True, [], 0, len(self.blobs[bid])
             mine = [p for k, p in self.partial.items() if k[:2] == (owner, bid)]
             if not mine:
@@ -144,7 +163,7 @@ class BlobStore:
                                             f"size={c.blob_size}; one upload stream carries one blob, one layout")
                 bid, total, size = c.blob_sha256, c.total, c.blob_size
                 with self.lock:
-                    if self._readable(bid, owner):
+                    if self._owned(bid, owner):
                         present = present or not completed_here
                         continue
                     p = self._partial_for(owner, c)
@@ -173,7 +192,7 @@ class BlobStore:
             mine = sorted((q.touched, k) for k, q in self.partial.items() if k[0] == owner)
             for _, k in mine[: max(0, len(mine) - self.max_partials)]:
                 self._drop_partial(k)  # a client resumes its newest uploads, not ancient ones
-            if self._readable(bid, owner):
+            if self._owned(bid, owner):
                 return UploadResult(bid, len(self.blobs[bid]), present, True, total, total)
             p = self.partial.get((owner, bid, total, size))
             return UploadResult(bid, size, False, False, len(p.parts) if p else 0, total)

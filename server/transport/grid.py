@@ -60,7 +60,7 @@ class ClientSlot:
     last_seen: float = field(default_factory=time.time)
     tasks: deque = field(default_factory=deque)
     outstanding: dict[str, messages_pb2.Task] = field(default_factory=dict)
-    done: OrderedDict = field(default_factory=OrderedDict)  # accepted task ids (idempotent retries)
+    done: OrderedDict = field(default_factory=OrderedDict)  # accepted task id -> (kind, round), for retries
     up: int = 0
     down: int = 0
     cv: threading.Condition | None = None
@@ -193,7 +193,7 @@ class GrpcGrid:
             self.candidates = {round_idx: [p.sample_id for p in candidates]}
         if old and old != bid:
             self.blobs.unpin(old)
-            self.blobs.discard(old)
+            self.blobs.discard(old, "*")
         sent = self._dispatch(round_idx, messages_pb2.TASK_KIND_PROBE, clients, bid, evaluate, len(data))
         return self._collect(self.probes, round_idx, sent, "probe")
 
@@ -303,7 +303,10 @@ class GrpcGrid:
         """True if this task was already reported (a retry); raise unless it is outstanding."""
         with self.lock:
             if task_id in slot.done:
-                return True
+                if slot.done[task_id] == (kind, t):
+                    return True  # a retry of this very report
+                raise NotOutstanding(f"task {task_id[:12]} was a {messages_pb2.TaskKind.Name(slot.done[task_id][0])} "
+                                     f"task of round {slot.done[task_id][1]}, not this report's")
             task = slot.outstanding.get(task_id)
             if task is not None and task.kind == kind and task.round == t:
                 return False
@@ -336,8 +339,8 @@ class GrpcGrid:
                 if task_id in slot.done:
                     return
                 raise NotOutstanding(f"task {task_id[:12]} is no longer outstanding")
-            slot.outstanding.pop(task_id)
-            slot.done[task_id] = None
+            task = slot.outstanding.pop(task_id)
+            slot.done[task_id] = (task.kind, task.round)
             while len(slot.done) > DONE_MEMORY:
                 slot.done.popitem(last=False)
             slot.up += nbytes

@@ -186,7 +186,9 @@ class AllocationServicer(allocation_pb2_grpc.AllocationServicer):
             invalid(ctx, "bytes_down must be >= 0")
         if not chunks.is_sha256(req.own_paths_blob):
             invalid(ctx, "own_paths_blob must be the sha256 id of an uploaded PathBatch")
-        blob = g.blobs.get(req.own_paths_blob, reader=slot.name)
+        if req.own_paths_blob == g.candidate_blob:
+            invalid(ctx, "own_paths_blob is the server's candidate blob: own paths are the client's own")
+        blob = g.blobs.uploaded_by(req.own_paths_blob, slot.name)  # not one it was only given
         if blob is None:
             ctx.abort(grpc.StatusCode.FAILED_PRECONDITION, "own_paths_blob was not uploaded (upload it first)")
         try:
@@ -198,7 +200,7 @@ class AllocationServicer(allocation_pb2_grpc.AllocationServicer):
             g.accept_probe(slot, req.task_id, req.round, wire.probe_result(req, own), req.ByteSize() + len(blob))
         except NotOutstanding as e:
             not_outstanding(ctx, e)
-        g.blobs.discard(req.own_paths_blob)
+        g.blobs.discard(req.own_paths_blob, slot.name)  # another uploader of the same bytes keeps its claim
         return messages_pb2.Ack(ok=True)
 
     def GetAllocation(self, req: allocation_pb2.AllocationRequest, ctx: grpc.ServicerContext) -> Any:
@@ -222,6 +224,8 @@ class AllocationServicer(allocation_pb2_grpc.AllocationServicer):
             return messages_pb2.Ack(ok=True, message="duplicate report: already received")
         allocated = {s.sample_id for s in g.allocation_of(req.round, slot.name) or []}
         check_ids(ctx, [s.sample_id for s in req.samples], allocated, "reward", "allocated")
+        if len(req.samples) != len(allocated):  # the allocation's rewards are per sample: none may be missing
+            invalid(ctx, f"{len(req.samples)} rewards for {len(allocated)} allocated samples; report every one")
         for s in req.samples:
             if not finite(s.nll_before, s.nll_after, lo=0.0, hi=MAX_NLL):
                 invalid(ctx, f"NLL values must be finite and in [0, {MAX_NLL:g}]")

@@ -186,8 +186,8 @@ def test_a_replayed_report_is_acknowledged_once_and_stored_once() -> None:
         s = register(stubs(srv.channel()), "client-1")
         task = dispatch(srv.grid, messages_pb2.TASK_KIND_TRAIN, ["client-1"])["client-1"]
         rep = allocation_pb2.RewardReport(client_id="client-1", task_id=task, round=1, test_accuracy=0.5,
-                                          samples=[allocation_pb2.SampleReward(sample_id="s0", nll_before=2.0,
-                                                                               nll_after=1.5)])
+                                          samples=[allocation_pb2.SampleReward(sample_id=f"s{i}", nll_before=2.0,
+                                                                               nll_after=1.5) for i in range(3)])
         assert s.alloc.ReportReward(rep, metadata=s.md, timeout=5).ok
         stored = snapshot(srv.grid)
         again = s.alloc.ReportReward(rep, metadata=s.md, timeout=5)

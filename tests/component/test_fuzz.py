@@ -129,6 +129,7 @@ class Bench:
         with g.lock:
             g.clients["client-1"].tasks.clear()
         self.own = candidates(5)
+        self.own.paths[0].text = "own step 0 #### 0"  # the client's paths, not the server's candidate blob
         own = self.own.SerializeToString()
         self.own_blob = g.blobs.add_chunks("client-1", chunks.split(own, 100, "client-1")).blob_id
         self.cand_blob = g.candidate_blob = next(iter(g.blobs.pinned))

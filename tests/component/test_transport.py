@@ -227,6 +227,7 @@ def test_blob_store_is_bounded() -> None:
 # ---------------------------------------------------------------------- liveness and deadlines
 def _report_probe(s, task_id: str, n: int = 5) -> None:  # noqa: ANN001
     own = candidates(n)
+    own.paths[0].text = "my own step 0 #### 0"  # the client's paths, not the server's candidate blob
     bid = s.exchange.Upload(chunks.split(own.SerializeToString(), 1 << 16, s.name), metadata=s.md,
                             timeout=10).blob_id
     rep = allocation_pb2.LearnabilityReport(client_id=s.name, task_id=task_id, round=1, own_paths_blob=bid,
