@@ -159,6 +159,9 @@ class TransportConfig(Section):
         24 * 3600.0, gt=0, description="seconds a client credential lives before the client re-enrols")
     max_workers: int = Field(256, ge=1, description="gRPC worker threads; long-polls may hold all but 16 of them")
     linger: float = Field(3.0, ge=0, description="seconds the server stays up after the run (clients pull STOP)")
+    allow_default_token: bool = Field(
+        False, description="serve a non-loopback server.address with the public default server.join_token "
+        "(a loud warning instead of a refusal; closed test networks only)")
     tls_cert: str | None = Field(None, description="server certificate PEM file (with tls_key: TLS)")
     tls_key: str | None = Field(None, description="server private key PEM file")
     tls_client_ca: str | None = Field(

@@ -29,7 +29,7 @@ Command = Callable[[LadaConfig, argparse.Namespace], int]
 def _server(cfg: LadaConfig, args: argparse.Namespace) -> int:
     import torch
 
-    from lada.server.auth import Credentials, load_secret
+    from lada.server.auth import Credentials, default_token_exposed, load_secret
     from lada.server.db.writer import Store
     from lada.server.federation import Federation, RoundFailed
     from lada.server.heartbeats import HeartbeatRecorder
@@ -37,6 +37,14 @@ def _server(cfg: LadaConfig, args: argparse.Namespace) -> int:
     from lada.server.transport.grid import GrpcGrid
     from lada.server.transport.serve import start_server
 
+    if default_token_exposed(cfg.server.address, cfg.server.join_token):
+        msg = (f"server.address {cfg.server.address} is reachable from other hosts but server.join_token is the "
+               "public default: anyone could enrol; set --server.join_token (or LADA_SERVER__JOIN_TOKEN)")
+        if not cfg.transport.allow_default_token:
+            print(f"[lada] error: {msg} (or --transport.allow_default_token true on a closed network)",
+                  file=sys.stderr, flush=True)
+            return 2
+        print(f"[lada] WARNING: {msg}", file=sys.stderr, flush=True)
     torch.set_num_threads(cfg.run.threads)
     Path(cfg.server.data_dir).mkdir(parents=True, exist_ok=True)
     t = cfg.transport
@@ -49,7 +57,7 @@ def _server(cfg: LadaConfig, args: argparse.Namespace) -> int:
                     bind_peer_names=bool(t.tls_client_ca) and t.tls_name_binding)
     fed = Federation(cfg, grid, store, resume=cfg.server.resume)  # loads the LLM before accepting clients
     server, port = start_server(grid, cfg.server.address, cfg.data.client_domains, cfg.server.max_message_mb,
-                                max_workers=t.max_workers, tls=tls)
+                                max_workers=t.max_workers, tls=tls, models=cfg.models.clients)
     mode = "mutual TLS" if t.tls_client_ca else "TLS" if tls else "plaintext"
     print(f"[lada] server listening on {cfg.server.address} (port {port}, {mode}); database {cfg.db_url}",
           file=sys.stderr, flush=True)

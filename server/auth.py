@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import ipaddress
 import os
 import secrets
 import time
@@ -27,7 +28,7 @@ from typing import Any
 
 import grpc
 from lada.common import errors
-from lada.common.config import TransportConfig
+from lada.common.config import ServerConfig, TransportConfig
 
 OPEN_METHODS = {"/lada.v1.Coordinator/Register", "/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch"}
 MAX_CREDENTIAL = 512
@@ -35,6 +36,23 @@ MAX_CREDENTIAL = 512
 
 class AuthError(Exception):
     pass
+
+
+DEFAULT_JOIN_TOKEN = ServerConfig().join_token  # public: it is in the source and the docs
+
+
+def default_token_exposed(address: str, join_token: str) -> bool:
+    """The public default join token on an address other hosts can reach: anyone could enrol.
+    A host name other than ``localhost`` counts as reachable (it is not resolved here)."""
+    if join_token != DEFAULT_JOIN_TOKEN or address.startswith("unix:"):
+        return False
+    host = address.rsplit(":", 1)[0].strip("[]") if ":" in address else address
+    if host == "localhost":
+        return False
+    try:
+        return not ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return True
 
 
 @dataclass(frozen=True)

@@ -42,10 +42,11 @@ def grpc_options(max_message_mb: int) -> list[tuple[str, int]]:
 
 
 def start_server(grid: GrpcGrid, address: str, allowed: dict[str, str], max_message_mb: int,
-                 max_workers: int = TransportConfig().max_workers, tls: grpc.ServerCredentials | None = None
-                 ) -> tuple[grpc.Server, int]:
+                 max_workers: int = TransportConfig().max_workers, tls: grpc.ServerCredentials | None = None,
+                 models: dict[str, str] | None = None) -> tuple[grpc.Server, int]:
     """Start the gRPC server (Coordinator, Allocation, Exchange, Health); returns it and its port.
 
+    ``allowed`` maps each client name to its domain, ``models`` to its SLM; Register refuses others.
     Long-polls hold a worker thread, so at most ``grid.max_waiters`` (kept
     below ``max_workers``) wait at once; beyond ``4 * max_workers`` concurrent
     RPCs the server answers RESOURCE_EXHAUSTED and clients back off.
@@ -54,7 +55,7 @@ def start_server(grid: GrpcGrid, address: str, allowed: dict[str, str], max_mess
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="lada-rpc"),
                          interceptors=[AuthInterceptor(grid.creds)], options=grpc_options(max_message_mb),
                          maximum_concurrent_rpcs=4 * max_workers)
-    coordinator_pb2_grpc.add_CoordinatorServicer_to_server(CoordinatorServicer(grid, allowed), server)
+    coordinator_pb2_grpc.add_CoordinatorServicer_to_server(CoordinatorServicer(grid, allowed, models), server)
     allocation_pb2_grpc.add_AllocationServicer_to_server(AllocationServicer(grid), server)
     exchange_pb2_grpc.add_ExchangeServicer_to_server(ExchangeServicer(grid), server)
     hs = health.HealthServicer()

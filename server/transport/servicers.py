@@ -102,8 +102,9 @@ def not_outstanding(ctx: grpc.ServicerContext, e: NotOutstanding) -> None:
 
 
 class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServicer):
-    def __init__(self, grid: GrpcGrid, allowed: dict[str, str]) -> None:
+    def __init__(self, grid: GrpcGrid, allowed: dict[str, str], models: dict[str, str] | None = None) -> None:
         self.grid, self.allowed = grid, allowed  # allowed: client name -> domain
+        self.models = models or {}  # client name -> the SLM the run's config gives it (models.clients)
 
     def Register(self, req: coordinator_pb2.RegisterRequest, ctx: grpc.ServicerContext
                  ) -> coordinator_pb2.RegisterReply:
@@ -129,6 +130,10 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServicer):
         domain = req.domain or self.allowed.get(name, "")
         if self.allowed and req.domain and req.domain != self.allowed[name]:
             invalid(ctx, f"client {name!r} has domain {self.allowed[name]!r} in this run, not {req.domain!r}")
+        if req.model and name in self.models and req.model != self.models[name]:
+            # the run records and compares each client's SLM: another model is refused, not run silently
+            invalid(ctx, f"client {name!r} runs {self.models[name]!r} in this run (models.clients), "
+                    f"not {req.model[:MAX_MODEL]!r}")
         if g.bind_peer_names and name not in peer_names(ctx):
             ctx.abort(grpc.StatusCode.PERMISSION_DENIED, f"client certificate does not name {name!r}")
         kind, cred, exp = g.enrol(name, req.instance_id, req.model, domain)
