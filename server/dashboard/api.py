@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from lada.server.dashboard import deps
+from lada.server.dashboard.errors import NOT_FOUND, UNAVAILABLE
 from lada.server.db import charts as db_charts
 from lada.server.db import reads, views
 from sqlalchemy.orm import Session
 
-router = APIRouter(prefix="/api", tags=["api"])
+router = APIRouter(prefix="/api", tags=["api"], responses=UNAVAILABLE)
 DB = Annotated[Session, Depends(deps.session)]
-RunId = Annotated[int, Path(description="run id")]
-NOT_FOUND = {404: {"description": "unknown run (or sample)"}}
+RunId = deps.RunId
 
 
 def _need_run(s: Session, run_id: int) -> None:
@@ -61,7 +61,7 @@ def charts(
     s: DB,
     request: Request,
     run_id: RunId,
-    budget_mb: Annotated[float | None, Query(description="communication budget in MB (overrides the app's)")] = None,
+    budget_mb: deps.BudgetMb = None,
 ) -> views.ChartData:
     _need_run(s, run_id)
     return db_charts.charts(s, run_id, deps.budget(request, budget_mb))
@@ -95,7 +95,7 @@ def sample(s: DB, run_id: RunId, sample_id: str) -> views.SampleDetail:
 def events(
     s: DB,
     run_id: RunId,
-    after_id: Annotated[int, Query(ge=0, description="only events with a larger id (live tail)")] = 0,
+    after_id: deps.EventId = 0,
     limit: Annotated[int, Query(ge=1, le=5000)] = 200,
     kind: Annotated[str | None, Query(description="only this kind: join, drop, error, ...")] = None,
 ) -> list[views.EventInfo]:

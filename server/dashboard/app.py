@@ -17,26 +17,18 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from lada.common.config import DashboardConfig
-from lada.server.dashboard import api, ops, pages
+from lada.server.dashboard import api, errors, ops, pages
 from lada.server.dashboard.deps import Settings
-from lada.server.dashboard.security import SecurityHeaders, TokenAuth
+from lada.server.dashboard.security import OPEN_PATHS, SecurityHeaders, TokenAuth
 from lada.server.db.engine import make_engine
-from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import sessionmaker
-from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.gzip import GZipMiddleware
 
 STATIC_DIR = Path(__file__).parent / "static"
-
-
-def _is_api(request: Request) -> bool:
-    p = request.url.path
-    return p.startswith("/api") or p in ("/metrics", "/healthz", "/openapi.json")
 
 
 def create_app(
@@ -84,18 +76,7 @@ def create_app(
     app.add_middleware(TokenAuth, token=token or None)
     app.add_middleware(SecurityHeaders)
 
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException) -> Any:
-        if _is_api(request) or exc.status_code != 404:
-            return JSONResponse({"detail": exc.detail}, exc.status_code, headers=getattr(exc, "headers", None))
-        return pages.not_found(request, str(exc.detail) if exc.detail != "Not Found" else "No such page.")
-
-    @app.exception_handler(OperationalError)
-    async def db_error(request: Request, exc: OperationalError) -> Any:
-        msg = "database unavailable or not initialised yet"
-        if _is_api(request):
-            return JSONResponse({"detail": msg}, 503)
-        return HTMLResponse(f"<!doctype html><title>LaDa dashboard</title><p>{msg}</p>", 503)
+    errors.install(app)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
@@ -105,6 +86,12 @@ def create_app(
                     "bearer": {"type": "http", "scheme": "bearer"}
                 }
                 schema["security"] = [{"bearer": []}]
+                for path, methods in schema["paths"].items():
+                    for op in methods.values():
+                        if path in OPEN_PATHS:
+                            op["security"] = []  # /healthz needs no token
+                        else:
+                            op.setdefault("responses", {})["401"] = errors.UNAUTHORIZED
             app.openapi_schema = schema
         return app.openapi_schema
 

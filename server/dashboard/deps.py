@@ -4,9 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Annotated
 
-from fastapi import HTTPException, Request
+from fastapi import Path, Query, Request
 from sqlalchemy.orm import Session, sessionmaker
+
+ID_MAX = 2**63 - 1
+"""The largest integer SQLite (and a PostgreSQL BIGINT) holds: binding a larger one raises OverflowError (a 500),
+so every id a route takes is bounded to it by its declared type (a 422 before any query)."""
+
+RunId = Annotated[int, Path(ge=0, le=ID_MAX, description="run id")]
+EventId = Annotated[int, Query(ge=0, le=ID_MAX, description="only events with a larger id (live tail)")]
+BudgetMb = Annotated[float | None, Query(gt=0, allow_inf_nan=False,
+                                         description="communication budget in MB (overrides the app's)")]
 
 
 @dataclass(frozen=True)
@@ -34,9 +44,5 @@ def session(request: Request) -> Iterator[Session]:
 
 
 def budget(request: Request, budget_mb: float | None) -> float | None:
-    """The communication budget: ``?budget_mb=`` wins over the app's ``comm_budget_mb``."""
-    if budget_mb is not None:
-        if budget_mb <= 0:
-            raise HTTPException(422, "budget_mb must be > 0")
-        return budget_mb
-    return settings(request).comm_budget_mb
+    """The communication budget: ``?budget_mb=`` (already checked > 0 by ``BudgetMb``) wins over the app's."""
+    return budget_mb if budget_mb is not None else settings(request).comm_budget_mb

@@ -9,6 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse, PlainTextResponse
 from lada.server.dashboard import deps
+from lada.server.dashboard.errors import UNAVAILABLE
 from lada.server.db import prom, reads
 from pydantic import BaseModel
 from sqlalchemy import text
@@ -99,6 +100,7 @@ def render_prometheus(snap: prom.PromSnapshot) -> str:
     return w.text()
 
 
-@router.get("/metrics", response_class=PlainTextResponse, summary="Prometheus metrics (text exposition format)")
+@router.get("/metrics", response_class=PlainTextResponse, responses=UNAVAILABLE,
+            summary="Prometheus metrics (text exposition format)")
 def prometheus(s: DB) -> PlainTextResponse:
     return PlainTextResponse(render_prometheus(prom.prometheus_snapshot(s)), media_type=PROM_CONTENT_TYPE)

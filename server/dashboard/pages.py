@@ -94,8 +94,12 @@ def phase_bars(rounds: list[views.RoundInfo], phases: list[str]) -> dict[int, li
     return out
 
 
+def error_page(request: Request, status: int, title: str, message: str) -> HTMLResponse:
+    return templates.TemplateResponse(request, "error.html", {"title": title, "message": message}, status)
+
+
 def not_found(request: Request, what: str) -> HTMLResponse:
-    return templates.TemplateResponse(request, "error.html", {"title": "Not found", "message": what}, 404)
+    return error_page(request, 404, "Not found", what)
 
 
 @router.get("/", response_class=HTMLResponse)
@@ -105,7 +109,7 @@ def runs_page(request: Request, s: DB) -> HTMLResponse:
 
 
 @router.get("/runs/{run_id}", response_class=HTMLResponse)
-def run_page(request: Request, s: DB, run_id: int, budget_mb: float | None = None) -> HTMLResponse:
+def run_page(request: Request, s: DB, run_id: deps.RunId, budget_mb: deps.BudgetMb = None) -> HTMLResponse:
     if not reads.schema_ready(s):
         return not_found(request, f"Run {run_id} not found (the database has no runs yet).")
     run = reads.run_detail(s, run_id)

@@ -18,6 +18,7 @@ from lada.server.db import views
 from lada.server.db.writer import Store
 
 from tests.support import dashboard as fx
+from tests.support import openapi
 
 BUDGET = 5.0
 RUN_ENDPOINTS = ["", "/clients", "/rounds", "/metrics", "/charts", "/allocations", "/allocations?direction=up",
@@ -396,3 +397,85 @@ def test_live_versions_change_when_the_server_writes(tmp_path: Path) -> None:
     assert after["last_event_id"] > before["last_event_id"]
     for part in ("run", "rounds", "metrics", "allocations", "events"):
         assert after["versions"][part] != before["versions"][part], part
+
+
+# --------------------------------------------------------------------------- hostile input (issue 15 item 7)
+ID_LIMIT = 2**63  # one past SQLite's largest INTEGER: binding it raised OverflowError, a 500
+API_ROUTES = ["/api/runs/{run_id}", "/api/runs/{run_id}/clients", "/api/runs/{run_id}/rounds",
+              "/api/runs/{run_id}/metrics", "/api/runs/{run_id}/charts", "/api/runs/{run_id}/allocations",
+              "/api/runs/{run_id}/samples/{sample_id}", "/api/runs/{run_id}/events", "/api/runs/{run_id}/live"]
+
+
+@pytest.fixture(scope="module")
+def lenient(demo):
+    """The demo database's app, answering a server error as a 500 instead of raising it into the test."""
+    with TestClient(create_app(demo[1]), raise_server_exceptions=False) as c:
+        yield c, c.get("/openapi.json").json(), c.get("/api/runs").json()[0]["id"]
+
+
+def _conforms(doc: dict, route: str, r, status: int) -> None:
+    assert r.status_code == status, (r.url, r.status_code, r.text[:300])
+    assert openapi.response_errors(doc, route, status, r.json()) == [], r.text[:300]
+
+
+@pytest.mark.parametrize("route", API_ROUTES)
+@pytest.mark.parametrize("bad", [ID_LIMIT, -ID_LIMIT - 1, 10**30, -1])
+def test_run_ids_outside_sqlite_range_are_422(lenient, route: str, bad: int) -> None:
+    c, doc, _ = lenient
+    _conforms(doc, route, c.get(route.format(run_id=bad, sample_id="public-00001")), 422)
+
+
+def test_largest_sqlite_id_is_an_unknown_run(lenient) -> None:
+    c, doc, _ = lenient
+    for route in API_ROUTES:
+        _conforms(doc, route, c.get(route.format(run_id=2**63 - 1, sample_id="x")), 404)
+    assert c.get(f"/runs/{2**63 - 1}").status_code == 404
+
+
+@pytest.mark.parametrize("after_id", [ID_LIMIT, 10**30, -1])
+def test_event_cursor_outside_sqlite_range_is_422(lenient, after_id: int) -> None:
+    c, doc, rid = lenient
+    _conforms(doc, "/api/runs/{run_id}/events", c.get(f"/api/runs/{rid}/events", params={"after_id": after_id}), 422)
+    _conforms(doc, "/api/runs/{run_id}/events", c.get(f"/api/runs/{rid}/events", params={"after_id": 2**63 - 1}), 200)
+
+
+@pytest.mark.parametrize("budget", ["-1", "0", "nan", "inf", "-inf", "x"])
+def test_bad_budget_is_a_schema_valid_422(lenient, budget: str) -> None:
+    c, doc, rid = lenient
+    _conforms(doc, "/api/runs/{run_id}/charts", c.get(f"/api/runs/{rid}/charts", params={"budget_mb": budget}), 422)
+
+
+@pytest.mark.parametrize("query", [{}, {"budget_mb": "-1"}, {"budget_mb": "nan"}])
+@pytest.mark.parametrize("bad", [ID_LIMIT, -ID_LIMIT - 1, -1])
+def test_run_page_rejects_bad_input_as_an_html_422(lenient, bad: int, query: dict) -> None:
+    c, _, _ = lenient
+    r = c.get(f"/runs/{bad}", params=query)
+    assert r.status_code == 422 and r.headers["content-type"].startswith("text/html"), r.text[:200]
+    assert "Bad request" in r.text
+    r = c.get(f"/runs/{lenient[2]}", params={"budget_mb": "-1"})
+    assert r.status_code == 422 and "budget_mb" in r.text
+
+
+def test_not_found_bodies_match_the_schema(lenient) -> None:
+    c, doc, rid = lenient
+    for route in API_ROUTES:
+        _conforms(doc, route, c.get(route.format(run_id=rid + 1000, sample_id="x")), 404)
+    _conforms(doc, "/api/runs/{run_id}/samples/{sample_id}", c.get(f"/api/runs/{rid}/samples/no-such"), 404)
+
+
+def test_unauthorized_bodies_match_the_schema(db_url: str) -> None:
+    with TestClient(create_app(db_url, token="s3cret")) as c:
+        doc = c.get("/openapi.json", params={"token": "s3cret"}).json()
+        for route in ["/api/runs", *API_ROUTES, "/metrics"]:
+            _conforms(doc, route, c.get(route.format(run_id=1, sample_id="x")), 401)
+        assert doc["paths"]["/healthz"]["get"]["security"] == [], "/healthz needs no token"
+
+
+def test_unreadable_database_is_a_schema_valid_503(tmp_path: Path) -> None:
+    bad = tmp_path / "not-a.db"
+    bad.write_bytes(b"not a database " * 1000)
+    with TestClient(create_app(f"sqlite:///{bad}"), raise_server_exceptions=False) as c:
+        doc = c.get("/openapi.json").json()
+        for route in ["/api/runs", *API_ROUTES, "/metrics"]:
+            _conforms(doc, route, c.get(route.format(run_id=1, sample_id="x")), 503)
+        assert c.get("/runs/1").status_code == 503 and c.get("/").status_code == 503
