@@ -3,7 +3,9 @@
 ``checkpoints/run-<id>/round-<t>/`` holds the LLM's LoRA adapter, its optimizer and
 every filter's state as safetensors, and the SLM paths the LLM keeps, its RNGs and
 what each receiver was given so far as JSON. It is written under a temporary name
-and renamed, so a checkpoint on disk is always whole; the two newest are kept.
+and renamed, so a checkpoint on disk is always whole; the two newest are kept. A
+temporary folder that a killed server left behind is removed by the next write or
+restore of the run (only one server writes a data dir: ``server/lock.py``).
 The objects that own the state say what it is (``state_dict``/``load_state_dict``);
 this module only decides where it goes.
 """
@@ -17,10 +19,15 @@ from pathlib import Path
 from typing import Any
 
 from lada.common.state import read_state_files, sync_dir_files, write_state_files
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .allocation import AllocationService
 from .llm_host import LLMHost
+
+#: what a failed checkpoint write raises: the file system's errors, and safetensors' own for the
+#: same causes (a full disk during ``save_file`` is a ``SafetensorError``, not an ``OSError``)
+CHECKPOINT_ERRORS: tuple[type[Exception], ...] = (OSError, SafetensorError)
 
 
 class Checkpoints:
@@ -31,15 +38,20 @@ class Checkpoints:
         self.root, self.identity = root, identity
 
     def write(self, t: int, llm: LLMHost, alloc: AllocationService) -> None:
+        """Checkpoint round ``t``; raises one of ``CHECKPOINT_ERRORS`` with nothing half-written left."""
         final, tmp = self.root / f"round-{t}", self.root / f".round-{t}.{os.getpid()}.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        write_state_files(llm.state_dict(), tmp, prefix="llm_")
-        state = alloc.state_dict()
-        (tmp / "given.json").write_text(json.dumps(state["given"]))
-        save_file(state["tensors"], str(tmp / "filters.safetensors"))
-        (tmp / "meta.json").write_text(json.dumps({**self.identity, "round": t, "dims": state["dims"]}))
-        sync_dir_files(tmp)
+        self.remove_stale()
+        try:
+            tmp.mkdir(parents=True)
+            write_state_files(llm.state_dict(), tmp, prefix="llm_")
+            state = alloc.state_dict()
+            (tmp / "given.json").write_text(json.dumps(state["given"]))
+            save_file(state["tensors"], str(tmp / "filters.safetensors"))
+            (tmp / "meta.json").write_text(json.dumps({**self.identity, "round": t, "dims": state["dims"]}))
+            sync_dir_files(tmp)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)  # frees what a full disk needs for the next try
+            raise
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
@@ -49,6 +61,7 @@ class Checkpoints:
 
     def restore(self, committed: int, llm: LLMHost, alloc: AllocationService) -> int:
         """Load the newest checkpoint of this run at or before round ``committed``; its round, or 0."""
+        self.remove_stale()
         for t in range(committed, 0, -1):
             d = self.root / f"round-{t}"
             try:
@@ -64,3 +77,9 @@ class Checkpoints:
                                    "given": json.loads(given.read_text()) if given.exists() else {}})
             return t
         return 0
+
+    def remove_stale(self) -> None:
+        """Remove the temporary folders of writes that never finished (a server killed mid-write):
+        this process writes one checkpoint at a time, so none is in progress now."""
+        for old in self.root.glob(".round-*.tmp"):
+            shutil.rmtree(old, ignore_errors=True)

@@ -27,7 +27,7 @@ from lada.common.rounds import AllocatedPair, ProbeResult, ReasoningPath, grade
 from lada.common.scenario import scenario_splits, server_train_set
 
 from .allocation import LLM, AllocationService, Teaching, down_view, up_view
-from .checkpoint import Checkpoints
+from .checkpoint import CHECKPOINT_ERRORS, Checkpoints
 from .db.writer import RoundRecord, Store
 from .llm_host import LLMHost
 from .report import RoundSummary, print_round, summary_table
@@ -347,9 +347,10 @@ class Federation:
         committed, and a resume redoes it from the previous checkpoint."""
         try:
             self._checkpoints().write(t, self.llm, self.alloc)
-        except OSError as e:
-            self._event("checkpoint_failed", "server", f"round {t}: {e}")
-            self.log(f"[lada] checkpoint of round {t} failed: {e}")
+        except CHECKPOINT_ERRORS as e:  # a full disk raises SafetensorError, not OSError
+            self.log(f"[lada] checkpoint of round {t} failed ({type(e).__name__}: {e}); the round stays "
+                     "committed, a resume redoes it from the previous checkpoint")
+            self._event("checkpoint_failed", "server", f"round {t}: {type(e).__name__}: {e}")
 
     # ------------------------------------------------------------------ helpers
     def _mark_dropped(self, expected: list[str], got: dict, phase: str) -> None:
