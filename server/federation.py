@@ -99,10 +99,14 @@ class Federation:
                     clients = self._clients_for_round(t, cfg.server.min_clients)
                 self.history.append(self.run_round(t, clients))
         except Exception as exc:
-            self._event("error", "server", f"{type(exc).__name__}: {exc}")
-            if self.store:
-                self.store.finish_run(self.run_id, "failed")
-            self.grid.stop()
+            try:  # the database itself may be what failed: the clients are still told to stop
+                self._event("error", "server", f"{type(exc).__name__}: {exc}")
+                if self.store:
+                    self.store.finish_run(self.run_id, "failed")
+            except Exception as e:  # noqa: BLE001 - reported, and the first error is what is raised
+                self.log(f"[lada] could not record that the run failed: {type(e).__name__}: {e}")
+            finally:
+                self.grid.stop()
             raise
         if self.store:
             self.store.finish_run(self.run_id, "finished")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -19,6 +20,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from . import migrations
 from .engine import make_engine
 from .tables import Allocation, Client, Event, Metric, PublicSample, ReasoningPath, Reward, Round, Run, utcnow
+
+
+class DatabaseGone(RuntimeError):
+    """The SQLite file the server opened was deleted or replaced: nothing more can be committed to it."""
 
 
 class Store:
@@ -32,11 +37,33 @@ class Store:
         if create:
             migrations.upgrade(self.engine)
         self._session = sessionmaker(self.engine, expire_on_commit=False)
+        self._file, self._identity = _sqlite_path(self.engine), None
+        if self._file is not None:
+            with self.engine.connect():  # the file exists once a connection opened it
+                pass
+            self._identity = _file_identity(self._file)
 
     @contextmanager
     def session(self) -> Iterator[Session]:
+        self.check_file()
         with self._session.begin() as s:
             yield s
+            self.check_file()  # before the commit: never into a deleted file
+
+    def check_file(self) -> None:
+        """Raise ``DatabaseGone`` if the SQLite file on disk is not the one opened at start.
+
+        A deleted database stays writable through the open connection, and a new
+        connection creates an empty file in its place: either way every commit from
+        then on would be lost silently, so every transaction checks first."""
+        if self._file is None:
+            return
+        now = _file_identity(self._file)
+        if now != self._identity:
+            what = "was deleted" if now is None else "was replaced by another file"
+            raise DatabaseGone(f"the database file {self._file} {what} while the server was using it; nothing "
+                               "more is committed. Restore the file (or choose another --server.db) and restart "
+                               "the server")
 
     # ------------------------------------------------------------------ runs
     def create_run(self, name: str, method: str, config: dict, rounds_total: int) -> int:
@@ -181,6 +208,22 @@ class Store:
     def metrics(self, run_id: int) -> list[Metric]:
         with self.session() as s:
             return list(s.scalars(select(Metric).where(Metric.run_id == run_id).order_by(Metric.round_idx)))
+
+
+def _sqlite_path(engine: Any) -> str | None:
+    """The file of a SQLite engine, or None (another database, or in memory)."""
+    db = engine.url.database
+    if engine.dialect.name != "sqlite" or not db or db == ":memory:" or db.startswith("file:"):
+        return None
+    return os.path.abspath(db)
+
+
+def _file_identity(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 class RoundRecord:

@@ -1,5 +1,5 @@
-"""What the server's own files survive (issue 15): a full disk during a checkpoint and
-temporary folders of a killed checkpoint write.
+"""What the server's own files survive (issue 15): a full disk during a checkpoint, the
+database deleted under a running server, and temporary folders of a killed checkpoint write.
 
 Real parts: the in-process transport with real clients, a real SQLite database and,
 for the full disk, a real tmpfs of a few MB (needs root to mount; skipped otherwise).
@@ -8,6 +8,7 @@ for the full disk, a real tmpfs of a few MB (needs root to mount; skipped otherw
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,7 +18,7 @@ import pytest
 import torch
 from lada.client.app import ClientApp
 from lada.common.config import LadaConfig
-from lada.server.db.writer import Store
+from lada.server.db.writer import DatabaseGone, Store
 from lada.server.federation import Federation
 from lada.server.transport.inprocess import InProcessGrid
 from sqlalchemy import create_engine, text
@@ -117,6 +118,51 @@ def test_a_full_disk_during_a_checkpoint_does_not_end_the_run(tmp_path: Path, mo
     assert any("resuming run 1 at round 2" in s and "checkpoint of round 1" in s for s in logs2), logs2
     assert _q(db, "select id, status from runs") == [(1, "finished")]
     assert [i for (i,) in _q(db, "select idx from rounds where status='done' order by idx")] == [1, 2, 3]
+
+
+def test_a_deleted_database_stops_the_run_loudly(tmp_path: Path, model_cache: Path) -> None:
+    """Issue 15 item 3: ``rm lada.db lada.db-wal lada.db-shm`` after round 1. The server must not
+    commit rounds 2-3 into the deleted file (nor into an empty new one) and finish as if all was
+    well: the run stops with DatabaseGone, the clients are told to stop, and the deleted file
+    (kept reachable here by hard links) holds round 1 only."""
+    path = tmp_path / "lada.db"
+    db = f"sqlite:///{path}"
+    kept = tmp_path / "kept"
+    kept.mkdir()
+
+    def delete_db() -> None:
+        for suffix in ("", "-wal", "-shm"):
+            f = Path(f"{path}{suffix}")
+            if f.exists():
+                os.link(f, kept / f"lada.db{suffix}")
+                f.unlink()
+
+    cfg = _cfg(model_cache, tmp_path / "data", rounds=3)
+    logs: list[str] = []
+    fed, grid = _federation(cfg, db, {2: delete_db}, logs)
+    with pytest.raises(DatabaseGone, match=r"lada\.db was deleted"):
+        fed.run()  # before the fix: rounds 2-3 "committed", the run "finished"
+    assert grid.stopped  # the clients are told the run is over, though nothing could be recorded
+    assert any("could not record that the run failed" in s and "DatabaseGone" in s for s in logs), logs
+    assert not path.exists() or not _q(db, "select name from sqlite_master where name='rounds'")
+    fed.store.engine.dispose()
+    (kept / "lada.db-shm").unlink(missing_ok=True)
+    old = f"sqlite:///{kept / 'lada.db'}"
+    assert _q(old, "select idx, status from rounds order by idx") == [(1, "done")]
+    assert _q(old, "select status from runs") == [("running",)]  # resumable once the file is back
+
+
+def test_a_replaced_database_is_refused(tmp_path: Path) -> None:
+    """Another file at the database's path (a restored backup, a new empty file) is not the one the
+    server opened: no transaction commits into either."""
+    path = tmp_path / "lada.db"
+    store = Store(f"sqlite:///{path}")
+    store.event(None, "note", "server", "before")
+    shutil.copy(path, tmp_path / "copy.db")
+    os.replace(tmp_path / "copy.db", path)
+    with pytest.raises(DatabaseGone, match="was replaced by another file"):
+        store.event(None, "note", "server", "after")
+    assert [m for (m,) in _q(f"sqlite:///{path}", "select message from events")] == ["before"]
 
 
 def test_temporary_folders_of_a_killed_checkpoint_write_are_removed(tmp_path: Path, model_cache: Path) -> None:
