@@ -107,4 +107,17 @@ def serve(db_url: str, dash: DashboardConfig | None = None, log_level: str = "in
 
     dash = dash or DashboardConfig()
     app = create_app(db_url, token=dash.token, comm_budget_mb=dash.comm_budget_mb, poll_ms=dash.poll_ms)
-    uvicorn.run(app, host=dash.host, port=dash.port, log_level=log_level, proxy_headers=True)
+    uvicorn.run(app, host=dash.host, port=dash.port, log_level=log_level, proxy_headers=True,
+                log_config=log_config())
+
+
+def log_config() -> dict[str, Any]:
+    """uvicorn's logging config with the access log's ``?token=`` values redacted."""
+    import copy
+
+    from uvicorn.config import LOGGING_CONFIG
+
+    cfg = copy.deepcopy(LOGGING_CONFIG)
+    cfg.setdefault("filters", {})["redact_token"] = {"()": "lada.server.dashboard.security.RedactTokenFilter"}
+    cfg["handlers"]["access"].setdefault("filters", []).append("redact_token")
+    return cfg

@@ -4,14 +4,16 @@ With a token configured, every page and API (``/api/*``, ``/metrics``,
 ``/openapi.json``, HTML pages) needs ``Authorization: Bearer <token>`` or
 ``?token=<token>``; only ``/healthz`` and the static assets (no data in them)
 are open. Pages carry a ``?token=`` they were opened with into their links and
-the JavaScript sends it as a bearer header.
+the JavaScript sends it as a bearer header. The access log ``lada dashboard``
+writes shows such a token as ``token=***`` (``RedactTokenFilter``).
 """
 
 from __future__ import annotations
 
 import hmac
 import html
-from urllib.parse import parse_qs
+import logging
+from urllib.parse import parse_qs, unquote_plus
 
 from starlette.responses import HTMLResponse, JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -40,6 +42,31 @@ def request_token(scope: Scope) -> str | None:
                 return cred.strip()
     vals = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("token")
     return vals[0] if vals else None
+
+
+def redact_token(target: str) -> str:
+    """``target`` (a path with its query) with every ``token`` parameter's value replaced by ``***``.
+
+    Pages need ``?token=`` (the browser opens them with it), so the access log must not keep
+    it: names are compared decoded, as the auth middleware reads them (``%74oken`` is ``token``)."""
+    path, sep, query = target.partition("?")
+    if not sep:
+        return target
+    parts = []
+    for item in query.split("&"):
+        name, eq, _ = item.partition("=")
+        parts.append(f"{name}=***" if unquote_plus(name) == "token" else item)
+    return f"{path}?{'&'.join(parts)}"
+
+
+class RedactTokenFilter(logging.Filter):
+    """Drops the token from uvicorn's access-log records (args: client, method, path, version, status)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str):
+            record.args = (*args[:2], redact_token(args[2]), *args[3:])
+        return True
 
 
 def _wants_html(scope: Scope) -> bool:
