@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .policy_names import POLICY_NAMES, PolicyName
 
@@ -169,6 +169,9 @@ class TransportConfig(Section):
     tls_name_binding: bool = Field(
         True, description="with mutual TLS, a client certificate must name the client it enrols as "
         "(false: any certificate the CA signed)")
+    store_mb: int | None = Field(
+        None, ge=1, description="MiB the server's transfer store (uploaded blobs and partial uploads) may hold; "
+        "more get RESOURCE_EXHAUSTED; None = twice the largest blob (2 x 4 x server.max_message_mb: 512 MiB)")
 
 
 class ClientConfig(Section):
@@ -251,6 +254,23 @@ class LadaConfig(Section):
         if self.server.db:
             return self.server.db
         return f"sqlite:///{Path(self.server.data_dir).resolve() / 'lada.db'}"
+
+    @property
+    def max_blob_bytes(self) -> int:
+        """The largest blob the transport takes (a file is chunked: four messages' worth)."""
+        return 4 * self.server.max_message_mb << 20
+
+    @property
+    def store_bytes(self) -> int:
+        """What the transfer store may hold: ``transport.store_mb``, else two of the largest blobs."""
+        return self.transport.store_mb << 20 if self.transport.store_mb else 2 * self.max_blob_bytes
+
+    @model_validator(mode="after")
+    def _store_holds_a_blob(self) -> LadaConfig:
+        if self.store_bytes < self.max_blob_bytes:
+            raise ValueError(f"transport.store_mb ({self.transport.store_mb}) must hold the largest blob, "
+                             f"4 x server.max_message_mb = {self.max_blob_bytes >> 20} MiB")
+        return self
 
 
 def _parse(val: str) -> Any:

@@ -51,7 +51,7 @@ def _server(cfg: LadaConfig, args: argparse.Namespace) -> int:
     tls = server_credentials(t.tls_cert, t.tls_key, t.tls_client_ca)
     store = Store(cfg.db_url)
     creds = Credentials(load_secret(cfg.server.data_dir), cfg.server.join_token, ttl_s=t.credential_ttl)
-    grid = GrpcGrid(creds, max_blob=cfg.server.max_message_mb * 1024 * 1024 * 4,
+    grid = GrpcGrid(creds, max_blob=cfg.max_blob_bytes, store_bytes=cfg.store_bytes,
                     chunk_size=cfg.server.chunk_kb * 1024, timeout=cfg.server.round_timeout,
                     heartbeat_s=t.heartbeat, liveness_s=t.liveness,
                     bind_peer_names=bool(t.tls_client_ca) and t.tls_name_binding)

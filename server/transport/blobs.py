@@ -59,7 +59,7 @@ class BlobStore:
     def __init__(self, max_blob: int, max_bytes: int | None = None, max_partials: int = 4,
                  partial_ttl_s: float = 3600.0) -> None:
         self.max_blob = max_blob
-        self.max_bytes = max_bytes or 8 * max_blob
+        self.max_bytes = max_bytes or 2 * max_blob  # was 8x: 2 GiB of partial uploads by default
         self.max_partials, self.partial_ttl_s = max_partials, partial_ttl_s
         self.blobs: OrderedDict[str, bytes] = OrderedDict()
         self.readers: dict[str, set[str]] = {}
