@@ -157,7 +157,16 @@ class TransportConfig(Section):
         None, gt=0, description="seconds a silent client counts as gone; None = max(6 heartbeats, 30 s)")
     credential_ttl: float = Field(
         24 * 3600.0, gt=0, description="seconds a client credential lives before the client re-enrols")
-    max_workers: int = Field(256, ge=1, description="gRPC worker threads; long-polls may hold all but 16 of them")
+    max_workers: int = Field(256, ge=1, description="gRPC worker threads; streams and long-polls may hold all but "
+                             "rpc_reserve of them")
+    rpc_reserve: int = Field(
+        16, ge=1, description="worker threads kept for short calls (health, Register, reports): streams and "
+        "long-polls together hold at most max_workers - rpc_reserve (at least 1)")
+    streams_per_client: int = Field(
+        4, ge=1, description="streams (Upload, Download, GetAllocation) and long-polls one client may hold at "
+        "once; more get RESOURCE_EXHAUSTED (reason BUSY)")
+    stream_idle: float = Field(
+        30.0, gt=0, description="seconds a stream may go without a message before the server cancels it")
     linger: float = Field(3.0, ge=0, description="seconds the server stays up after the run (clients pull STOP)")
     allow_default_token: bool = Field(
         False, description="serve a non-loopback server.address with the public default server.join_token "

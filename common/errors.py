@@ -20,7 +20,13 @@ reason                     status code       what the client does
 ``TASK_NOT_OUTSTANDING``   FAILED_PRECOND.,  skip the task: its round moved on
                            NOT_FOUND
 ``STORE_FULL``             RESOURCE_EXH.     retry later with backoff
+``BUSY``                   RESOURCE_EXH.     retry later with backoff: this client
+                                             (or the server) has as many streams
+                                             and long-polls open as allowed
 =========================  ================  ===================================
+
+A stream that stops sending (or receiving) for ``transport.stream_idle``
+seconds is cancelled by the server: the client sees CANCELLED and retries.
 
 A reason is what tells apart errors that share a code but ask for different
 actions (NOT_FOUND: enrol again or skip the task; UNAUTHENTICATED: enrol again
@@ -42,8 +48,9 @@ SUPERSEDED = "SUPERSEDED"
 JOIN_REJECTED = "JOIN_REJECTED"
 TASK_NOT_OUTSTANDING = "TASK_NOT_OUTSTANDING"
 STORE_FULL = "STORE_FULL"
+BUSY = "BUSY"
 REASONS = frozenset({CREDENTIAL_REJECTED, REGISTER_AGAIN, SUPERSEDED, JOIN_REJECTED, TASK_NOT_OUTSTANDING,
-                     STORE_FULL})
+                     STORE_FULL, BUSY})
 
 
 def abort(ctx: grpc.ServicerContext, code: grpc.StatusCode, reason: str, message: str) -> NoReturn:

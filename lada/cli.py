@@ -57,7 +57,7 @@ def _server(cfg: LadaConfig, args: argparse.Namespace) -> int:
                     bind_peer_names=bool(t.tls_client_ca) and t.tls_name_binding)
     fed = Federation(cfg, grid, store, resume=cfg.server.resume)  # loads the LLM before accepting clients
     server, port = start_server(grid, cfg.server.address, cfg.data.client_domains, cfg.server.max_message_mb,
-                                max_workers=t.max_workers, tls=tls, models=cfg.models.clients)
+                                max_workers=t.max_workers, tls=tls, models=cfg.models.clients, limits=t)
     mode = "mutual TLS" if t.tls_client_ca else "TLS" if tls else "plaintext"
     print(f"[lada] server listening on {cfg.server.address} (port {port}, {mode}); database {cfg.db_url}",
           file=sys.stderr, flush=True)

@@ -32,6 +32,7 @@ from lada.common.rounds import AllocatedPair, ProbeResult, ReasoningPath, TrainR
 
 from ..auth import Credentials, Identity
 from .blobs import BlobStore
+from .limits import Busy, StreamGate
 
 log = logging.getLogger("lada.server")
 
@@ -85,6 +86,7 @@ class GrpcGrid:
         self.bind_peer_names = bind_peer_names
         self.run_key = ""  # set by the Federation; tasks carry it so a client can spot a redone round
         self.blobs = BlobStore(max_blob, store_bytes)
+        self.gate = StreamGate()  # sized to the worker pool by serve.start_server
         self.lock = threading.RLock()
         self.cv = threading.Condition(self.lock)
         self.clients: dict[str, ClientSlot] = {}
@@ -214,6 +216,7 @@ class GrpcGrid:
             return out
 
     def stop(self) -> None:
+        self.gate.stop()
         with self.cv:
             self.stopped = True
             self.cv.notify_all()
@@ -272,10 +275,15 @@ class GrpcGrid:
         """Long-poll: the client's next task, or WAIT/STOP once ``wait_s`` passed (or the call ended)."""
         end = time.time() + wait_s
         with self.lock:
-            if not slot.tasks and self.waiters >= self.max_waiters and wait_s > 0 and not self.stopped:
-                # every long-poll holds a server thread: beyond max_waiters, send the client away briefly
-                return messages_pb2.Task(kind=messages_pb2.TASK_KIND_WAIT, round=self.round,
-                                         retry_after_s=1.0 + 2.0 * random.random())
+            ticket = None
+            if not slot.tasks and wait_s > 0 and not self.stopped:
+                try:  # every long-poll holds a server thread: it shares the gate with the streams
+                    ticket = self.gate.enter(slot.name) if self.waiters < self.max_waiters else None
+                except Busy:
+                    pass
+                if ticket is None:  # send the client away briefly
+                    return messages_pb2.Task(kind=messages_pb2.TASK_KIND_WAIT, round=self.round,
+                                             retry_after_s=1.0 + 2.0 * random.random())
             self.waiters += 1
             try:
                 while (not slot.tasks and not self.stopped and self.clients.get(slot.name) is slot
@@ -283,6 +291,8 @@ class GrpcGrid:
                     slot.cv.wait(timeout=max(0.0, min(1.0, end - time.time())))
             finally:
                 self.waiters -= 1
+                if ticket is not None:
+                    ticket.close()
             slot.last_seen = time.time()
             if slot.tasks and self.clients.get(slot.name) is slot:
                 task = slot.tasks.popleft()

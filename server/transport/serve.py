@@ -15,6 +15,7 @@ from lada.common.proto.lada.v1 import allocation_pb2_grpc, coordinator_pb2_grpc,
 
 from ..auth import AuthInterceptor
 from .grid import GrpcGrid
+from .limits import StreamGate
 from .servicers import AllocationServicer, CoordinatorServicer, ExchangeServicer
 
 
@@ -43,15 +44,23 @@ def grpc_options(max_message_mb: int) -> list[tuple[str, int]]:
 
 def start_server(grid: GrpcGrid, address: str, allowed: dict[str, str], max_message_mb: int,
                  max_workers: int = TransportConfig().max_workers, tls: grpc.ServerCredentials | None = None,
-                 models: dict[str, str] | None = None) -> tuple[grpc.Server, int]:
+                 models: dict[str, str] | None = None, limits: TransportConfig | None = None
+                 ) -> tuple[grpc.Server, int]:
     """Start the gRPC server (Coordinator, Allocation, Exchange, Health); returns it and its port.
 
     ``allowed`` maps each client name to its domain, ``models`` to its SLM; Register refuses others.
-    Long-polls hold a worker thread, so at most ``grid.max_waiters`` (kept
-    below ``max_workers``) wait at once; beyond ``4 * max_workers`` concurrent
-    RPCs the server answers RESOURCE_EXHAUSTED and clients back off.
+    Streams and long-polls hold a worker thread until they end, so together at
+    most ``max_workers - limits.rpc_reserve`` of them run, at most
+    ``limits.streams_per_client`` per client (``grid.gate``); the rest are
+    refused at once (RESOURCE_EXHAUSTED, reason BUSY; a long-poll gets WAIT), and
+    the reserve keeps health checks, enrolments and reports answered. A stream
+    silent for ``limits.stream_idle`` seconds is cancelled. Beyond
+    ``4 * max_workers`` concurrent RPCs gRPC itself answers RESOURCE_EXHAUSTED.
     """
-    grid.max_waiters = min(grid.max_waiters, max(1, max_workers - 16))
+    lim = limits or TransportConfig()
+    capacity = max(1, max_workers - lim.rpc_reserve)
+    grid.gate = StreamGate(capacity, lim.streams_per_client, lim.stream_idle)
+    grid.max_waiters = min(grid.max_waiters, capacity)
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="lada-rpc"),
                          interceptors=[AuthInterceptor(grid.creds)], options=grpc_options(max_message_mb),
                          maximum_concurrent_rpcs=4 * max_workers)

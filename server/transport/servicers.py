@@ -12,7 +12,10 @@ Contract of every RPC (docs/security.md, docs/architecture.md):
   UNAUTHENTICATED "superseded";
 - every abort a client acts on carries a ``lada-reason``
   (:mod:`lada.common.errors`): CREDENTIAL_REJECTED, REGISTER_AGAIN,
-  SUPERSEDED, JOIN_REJECTED, TASK_NOT_OUTSTANDING, STORE_FULL;
+  SUPERSEDED, JOIN_REJECTED, TASK_NOT_OUTSTANDING, STORE_FULL, BUSY;
+- a stream (Upload, Download, GetAllocation) takes a place in ``grid.gate``
+  (per client and in all, short of the worker pool) or is refused at once
+  with RESOURCE_EXHAUSTED / BUSY, and is cancelled once it goes idle;
 - every input is validated (ids, sizes, NaN/inf, lengths, enum values) before
   anything is stored; a rejected call stores nothing and answers
   INVALID_ARGUMENT with a message (FAILED_PRECONDITION when the input is well
@@ -44,6 +47,7 @@ from ..auth import AuthError
 from ..tls import peer_names
 from .blobs import DeniedError, QuotaError
 from .grid import ClientSlot, GrpcGrid, NotOutstanding, Superseded, UnknownClient
+from .limits import Busy, Ticket
 from .validation import (
     INSTANCE,
     MAX_DOMAIN,
@@ -95,6 +99,17 @@ def already_reported(g: GrpcGrid, ctx: grpc.ServicerContext, slot: ClientSlot, t
     except NotOutstanding as e:
         not_outstanding(ctx, e)
     raise AssertionError("unreachable")
+
+
+def admit_stream(g: GrpcGrid, ctx: grpc.ServicerContext, slot: ClientSlot) -> Ticket:
+    """A place for one more stream of this client, or RESOURCE_EXHAUSTED (BUSY) before it holds a
+    worker thread for long; the ticket is closed when the RPC ends, however it ends."""
+    try:
+        ticket = g.gate.enter(slot.name, ctx.cancel)
+    except Busy as e:
+        errors.abort(ctx, grpc.StatusCode.RESOURCE_EXHAUSTED, errors.BUSY, str(e))
+    ctx.add_callback(ticket.close)
+    return ticket
 
 
 def not_outstanding(ctx: grpc.ServicerContext, e: NotOutstanding) -> None:
@@ -217,10 +232,15 @@ class AllocationServicer(allocation_pb2_grpc.AllocationServicer):
         if samples is None:
             errors.abort(ctx, grpc.StatusCode.NOT_FOUND, errors.TASK_NOT_OUTSTANDING,
                          f"no allocation for {slot.name!r} in round {req.round}")
-        for p in samples:
-            msg = wire.allocated_sample(p)
-            slot.down += msg.ByteSize()
-            yield msg
+        ticket = admit_stream(g, ctx, slot)
+        try:
+            for p in samples:
+                msg = wire.allocated_sample(p)
+                slot.down += msg.ByteSize()
+                ticket.touch()
+                yield msg
+        finally:
+            ticket.close()
 
     def ReportReward(self, req: allocation_pb2.RewardReport, ctx: grpc.ServicerContext) -> messages_pb2.Ack:
         g = self.grid
@@ -259,19 +279,26 @@ class ExchangeServicer(exchange_pb2_grpc.ExchangeServicer):
             if c.client_id and c.client_id != slot.name:
                 raise DeniedError(f"chunk claims client {c.client_id[:40]!r}, credential is for {slot.name!r}")
 
+        ticket = admit_stream(g, ctx, slot)
+
         def counted() -> Iterable[exchange_pb2.Chunk]:
             for c in request_iterator:
+                ticket.touch()
                 slot.up += c.ByteSize()
                 yield c
 
         try:
             r = g.blobs.add_chunks(slot.name, counted(), check)
+        except grpc.RpcError:  # cancelled (idle, or by the client): the chunks it delivered stay for resume
+            return exchange_pb2.UploadReply()
         except chunks.ChunkError as e:
             invalid(ctx, str(e))
         except DeniedError as e:
             ctx.abort(grpc.StatusCode.PERMISSION_DENIED, str(e))
         except QuotaError as e:
             errors.abort(ctx, grpc.StatusCode.RESOURCE_EXHAUSTED, errors.STORE_FULL, str(e))
+        finally:
+            ticket.close()
         return exchange_pb2.UploadReply(blob_id=r.blob_id, size=r.size, already_present=r.already_present,
                                         complete=r.complete, received=r.received, total=r.total)
 
@@ -294,6 +321,11 @@ class ExchangeServicer(exchange_pb2_grpc.ExchangeServicer):
         total = chunks.n_chunks(len(data), g.chunk_size)
         if not 0 <= req.from_chunk <= total:
             invalid(ctx, f"from_chunk must be in [0, {total}]")
-        for c in chunks.split(data, g.chunk_size, start=req.from_chunk):
-            slot.down += c.ByteSize()
-            yield c
+        ticket = admit_stream(g, ctx, slot)
+        try:
+            for c in chunks.split(data, g.chunk_size, start=req.from_chunk):
+                slot.down += c.ByteSize()
+                ticket.touch()  # a reader that stops taking chunks blocks this send: the watchdog cancels it
+                yield c
+        finally:
+            ticket.close()

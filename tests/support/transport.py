@@ -14,6 +14,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from lada.common.config import TransportConfig
 from lada.common.proto.lada.v1 import (
     allocation_pb2_grpc,
     coordinator_pb2,
@@ -89,7 +90,7 @@ def grpc_server(certs: Path | None = None, mtls: bool = False, timeout: float = 
                 chunk_size: int = 64 * 1024, ttl_s: float = 3600.0, heartbeat_s: float = 5.0,
                 liveness_s: float | None = None, max_workers: int = 32, allowed: dict | None = None,
                 max_blob: int | None = None, port: int = 0, secret: bytes = SECRET,
-                models: dict | None = None) -> Iterator[Server]:
+                models: dict | None = None, limits: TransportConfig | None = None) -> Iterator[Server]:
     grid = GrpcGrid(Credentials(secret, TOKEN, ttl_s=ttl_s), max_blob=max_blob or 4 * max_message_mb << 20,
                     chunk_size=chunk_size, timeout=timeout, heartbeat_s=heartbeat_s, liveness_s=liveness_s,
                     bind_peer_names=mtls)
@@ -98,7 +99,7 @@ def grpc_server(certs: Path | None = None, mtls: bool = False, timeout: float = 
         tls = server_credentials(str(certs / "server.pem"), str(certs / "server.key"),
                                  str(certs / "ca.pem") if mtls else None)
     server, bound = start_server(grid, f"127.0.0.1:{port}", CLIENTS if allowed is None else allowed,
-                                 max_message_mb, max_workers=max_workers, tls=tls, models=models)
+                                 max_message_mb, max_workers=max_workers, tls=tls, models=models, limits=limits)
     try:
         yield Server(grid, server, f"127.0.0.1:{bound}", certs, mtls)
     finally:
