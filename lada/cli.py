@@ -30,9 +30,10 @@ def _server(cfg: LadaConfig, args: argparse.Namespace) -> int:
     import torch
 
     from lada.server.auth import Credentials, default_token_exposed, load_secret
-    from lada.server.db.writer import Store
+    from lada.server.db.writer import DatabaseGone, Store
     from lada.server.federation import Federation, RoundFailed
     from lada.server.heartbeats import HeartbeatRecorder
+    from lada.server.lock import ServerLock, ServerLocked
     from lada.server.tls import server_credentials
     from lada.server.transport.grid import GrpcGrid
     from lada.server.transport.serve import start_server
@@ -46,7 +47,11 @@ def _server(cfg: LadaConfig, args: argparse.Namespace) -> int:
             return 2
         print(f"[lada] WARNING: {msg}", file=sys.stderr, flush=True)
     torch.set_num_threads(cfg.run.threads)
-    Path(cfg.server.data_dir).mkdir(parents=True, exist_ok=True)
+    try:  # one server per data dir and database (server/lock.py): a second is refused before any work
+        lock = ServerLock(cfg.server.data_dir, cfg.db_url, cfg.run.name).acquire()
+    except ServerLocked as e:
+        print(f"[lada] error: {e}", file=sys.stderr, flush=True)
+        return 4
     t = cfg.transport
     tls = server_credentials(t.tls_cert, t.tls_key, t.tls_client_ca)
     store = Store(cfg.db_url)
@@ -75,13 +80,14 @@ def _server(cfg: LadaConfig, args: argparse.Namespace) -> int:
         fed.run()
         print(fed.summary_table(), flush=True)
         time.sleep(t.linger)  # let clients pull their STOP task
-    except RoundFailed as e:
+    except (RoundFailed, DatabaseGone) as e:
         print(f"[lada] run {fed.run_id} failed: {e}", file=sys.stderr, flush=True)
         time.sleep(t.linger)
         return 2
     finally:
         beats.stop()
         server.stop(grace=2)
+        lock.release()
     return 0
 
 
