@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import logging
 import random
+import socket
+import ssl
 import sys
 import threading
 import time
@@ -39,10 +41,8 @@ from lada.common.proto.lada.v1 import (
 
 log = logging.getLogger("lada.client")
 T = TypeVar("T")
-# CANCELLED: this client never cancels its own calls, so it is the server ending a stream that went
-# idle (transport.stream_idle), e.g. over a stalled link; the transfer resumes
 RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED,
-             grpc.StatusCode.ABORTED, grpc.StatusCode.CANCELLED}
+             grpc.StatusCode.ABORTED}
 STALE_TASK = {grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.NOT_FOUND}
 PROTOCOL_VERSION = 1
 MAX_REENROL = 3
@@ -71,6 +71,36 @@ def channel_options(max_message_mb: int, server_name: str | None = None) -> list
     if server_name:
         opts.append(("grpc.ssl_target_name_override", server_name))
     return opts
+
+
+class TransportMismatch(RuntimeError):
+    """The server speaks TLS and this client plaintext, or the other way round: no retry can help."""
+
+
+def probe_tls(address: str, timeout: float = 3.0) -> bool | None:
+    """Whether the server at ``host:port`` answers a TLS handshake: True (it speaks TLS), False (it
+    answered without TLS), None (it could not be reached, or the address is not ``host:port``).
+
+    gRPC reports both mismatches only as UNAVAILABLE ("Socket closed", "handshake failed"), the same
+    as a server that is restarting; one real handshake tells them apart without reading message text.
+    Certificates are not checked here: this only asks which protocol the port speaks."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or "/" in host:
+        return None
+    ctx = ssl.create_default_context()
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    try:
+        sock = socket.create_connection((host.strip("[]"), int(port)), timeout=timeout)
+    except OSError:
+        return None
+    with sock:
+        try:
+            with ctx.wrap_socket(sock, server_hostname=host.strip("[]") or None):
+                return True
+        except ssl.SSLError as e:  # a TLS alert from the peer (e.g. it wants a client certificate) is TLS
+            return "ALERT" in (e.reason or "").upper()
+        except OSError:  # closed or reset on our hello: not a TLS server
+            return False
 
 
 class MessageTooLarge(ValueError):
@@ -134,6 +164,7 @@ class Connection:
             raise ValueError(f"chunk_kb={chunk_kb} leaves no room in max_message_mb={max_message_mb} "
                              f"(a chunk message is up to {chunks.CHUNK_OVERHEAD} bytes more than its data)")
         self.channel = grpc.secure_channel(address, tls, opts) if tls else grpc.insecure_channel(address, opts)
+        self.address, self.tls = address, tls is not None
         guarded = grpc.intercept_channel(self.channel, _SizeGuard(limit))
         self.coord = coordinator_pb2_grpc.CoordinatorStub(guarded)
         self.alloc = allocation_pb2_grpc.AllocationStub(guarded)
@@ -166,7 +197,7 @@ class Connection:
         """Retry transient failures with jittered exponential backoff; re-enrol on auth loss.
 
         RESOURCE_EXHAUSTED is transient here: with a reason it is the server's full
-        transfer store (STORE_FULL) or its cap on open streams (BUSY); without one it comes from the gRPC library,
+        transfer store (STORE_FULL); without one it comes from the gRPC library,
         which raises it for a server at its concurrent-RPC limit and for a message
         over a size limit, and :class:`_SizeGuard` has already refused what this
         client would send over its own limit (a peer configured with a smaller
@@ -211,6 +242,8 @@ class Connection:
                 except grpc.RpcError as e:
                     if e.code() not in RETRYABLE or time.time() - start > self.give_up_after:
                         raise
+                    if e.code() == grpc.StatusCode.UNAVAILABLE:  # reachable, but in the other protocol?
+                        self._check_protocol()
                     log.info("%s: server unreachable (%s), retrying in ~%.1fs", self.name, e.code().name, delay)
                     time.sleep(delay * (0.5 + random.random()))
                     delay = min(delay * 2, 10.0)
@@ -219,6 +252,17 @@ class Connection:
                 self.heartbeat_s = float(rep.heartbeat_interval_s)
             self.enrolments += 1
             return rep
+
+    def _check_protocol(self) -> None:
+        """Raise :class:`TransportMismatch` if the server answers but in the other protocol."""
+        speaks = probe_tls(self.address)
+        if speaks is True and not self.tls:
+            raise TransportMismatch(f"{self.name}: the server at {self.address} speaks TLS and this client "
+                                    "plaintext: set --client.tls_ca (or --client.tls true)")
+        if speaks is False and self.tls:
+            raise TransportMismatch(f"{self.name}: the server at {self.address} does not speak TLS and this "
+                                    "client does: drop --client.tls/--client.tls_ca, or give the server "
+                                    "--transport.tls_cert/--transport.tls_key")
 
     def reenrol(self, seen: int, why: str) -> None:
         """Enrol again unless another thread already did since ``seen``."""
@@ -353,7 +397,7 @@ def _heartbeats(conn: Connection, stop: threading.Event) -> None:
             if _enrol_again(e) and not stop.is_set():
                 try:
                     conn.reenrol(seen, f"heartbeat: {e.code().name} ({e.details()})")
-                except grpc.RpcError:
+                except (grpc.RpcError, TransportMismatch):
                     pass  # the main loop handles reconnection
 
 

@@ -93,7 +93,7 @@ def _server(cfg: LadaConfig, args: argparse.Namespace) -> int:
 
 def _client(cfg: LadaConfig, args: argparse.Namespace) -> int:
     from lada.client.app import ClientApp, check_client_name
-    from lada.client.runtime import Connection, SupersededError, configure_logging, run_client
+    from lada.client.runtime import Connection, SupersededError, TransportMismatch, configure_logging, run_client
     from lada.common.state import StateError
     from lada.common.tls import channel_credentials
 
@@ -120,6 +120,9 @@ def _client(cfg: LadaConfig, args: argparse.Namespace) -> int:
     except SupersededError as e:
         logging.getLogger("lada.client").error("%s; exiting", e)
         return 3
+    except TransportMismatch as e:  # TLS on one end only: retrying cannot help
+        logging.getLogger("lada.client").error("%s", e)
+        return 2
     logging.getLogger("lada.client").info("%s: %d tasks done, leaving", args.name, n)
     return 0
 
