@@ -167,7 +167,9 @@ class TransportConfig(Section):
         "once; more get RESOURCE_EXHAUSTED (reason BUSY)")
     stream_idle: float = Field(
         30.0, gt=0, description="seconds a stream may go without a message before the server cancels it")
-    linger: float = Field(3.0, ge=0, description="seconds the server stays up after the run (clients pull STOP)")
+    linger: float = Field(
+        30.0, ge=0, description="most seconds the server stays up after the run until every live client has pulled "
+        "STOP and left (it exits as soon as they have)")
     allow_default_token: bool = Field(
         False, description="serve a non-loopback server.address with the public default server.join_token "
         "(a loud warning instead of a refusal; closed test networks only)")

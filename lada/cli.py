@@ -20,10 +20,14 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lada.common.config import ConfigError, LadaConfig, add_config_flags, config_from_args
 
 Command = Callable[[LadaConfig, argparse.Namespace], int]
+
+if TYPE_CHECKING:
+    from lada.server.transport.grid import GrpcGrid
 
 
 def _server(cfg: LadaConfig, args: argparse.Namespace) -> int:
@@ -79,16 +83,24 @@ def _server(cfg: LadaConfig, args: argparse.Namespace) -> int:
     try:
         fed.run()
         print(fed.summary_table(), flush=True)
-        time.sleep(t.linger)  # let clients pull their STOP task
+        _linger(grid, t.linger)
     except (RoundFailed, DatabaseGone) as e:
         print(f"[lada] run {fed.run_id} failed: {e}", file=sys.stderr, flush=True)
-        time.sleep(t.linger)
+        _linger(grid, t.linger)
         return 2
     finally:
         beats.stop()
         server.stop(grace=2)
         lock.release()
     return 0
+
+
+def _linger(grid: GrpcGrid, most_s: float) -> None:
+    """Stay up until every live client has pulled its STOP and left (at most ``most_s``)."""
+    still = grid.wait_until_clients_leave(most_s)
+    if still:
+        print(f"[lada] {len(still)} client(s) had not pulled STOP after {most_s:g}s (transport.linger): "
+              f"{', '.join(still[:10])}", file=sys.stderr, flush=True)
 
 
 def _client(cfg: LadaConfig, args: argparse.Namespace) -> int:

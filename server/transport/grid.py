@@ -91,6 +91,7 @@ class GrpcGrid:
         self.cv = threading.Condition(self.lock)
         self.clients: dict[str, ClientSlot] = {}
         self.info: dict[str, tuple[str, str]] = {}  # name -> (model, domain), kept after a drop
+        self.dropped_at: dict[str, float] = {}  # name -> when it was dropped, until it enrols again or leaves
         self.probes: dict[tuple[int, str], ProbeResult] = {}
         self.allocs: dict[tuple[int, str], list[AllocatedPair]] = {}
         self.rewards: dict[tuple[int, str], TrainResult] = {}
@@ -183,6 +184,7 @@ class GrpcGrid:
         slot.tasks = deque(x for x in slot.tasks if x.task_id != sent[1])
         if slot.instance == sent[0]:
             del self.clients[name]
+            self.dropped_at[name] = time.time()
             slot.cv.notify_all()
             log.info("dropped %s: %s", name, why)
 
@@ -264,6 +266,7 @@ class GrpcGrid:
                     old.tasks.clear()
                     old.cv.notify_all()
                 self.clients[name] = slot
+            self.dropped_at.pop(name, None)
             slot.model, slot.domain = model, domain
             slot.last_seen = time.time()
             self.info[name] = (model, domain)
@@ -301,11 +304,31 @@ class GrpcGrid:
             kind = messages_pb2.TASK_KIND_STOP if self.stopped else messages_pb2.TASK_KIND_WAIT
             return messages_pb2.Task(kind=kind, round=self.round)
 
+    def wait_until_clients_leave(self, timeout: float) -> list[str]:
+        """After ``stop``: wait until every live client has pulled its STOP and left, or ``timeout``
+        passed; returns the clients still here. A client still busy with a round when the run
+        ended (its heartbeats keep it live) is waited for, so it is told STOP instead of finding the
+        server gone and retrying for ``client.give_up_after``; a silent one stops counting after
+        ``liveness_s``."""
+        end = time.time() + timeout
+        with self.cv:
+            while self._owed_stop() and time.time() < end:
+                self.cv.wait(timeout=max(0.0, min(1.0, end - time.time())))
+            return self._owed_stop()
+
+    def _owed_stop(self) -> list[str]:
+        """Live clients, and clients dropped less than ``liveness_s`` ago that have not enrolled again
+        yet (a dropped client that is still running enrols again within a heartbeat)."""
+        now = time.time()
+        recent = {n for n, t in self.dropped_at.items() if now - t <= self.liveness_s and n not in self.clients}
+        return sorted(set(self.live_clients()) | recent)
+
     def leave(self, slot: ClientSlot) -> None:
         """The client leaves; a phase waiting for it stops waiting."""
         with self.cv:
             if self.clients.get(slot.name) is slot:
                 del self.clients[slot.name]
+                self.dropped_at.pop(slot.name, None)
                 slot.cv.notify_all()
                 self.cv.notify_all()
 
