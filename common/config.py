@@ -16,8 +16,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import types
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -310,13 +312,61 @@ def knobs() -> list[tuple[str, str, Any]]:
     return out
 
 
-def add_config_flags(parser: argparse.ArgumentParser) -> None:
-    """One ``--section.knob`` flag per config field, generated, never listed by hand."""
-    parser.add_argument("--config", help="YAML config file (defaults: the embedded scenario)")
-    grp = parser.add_argument_group("config knobs (also LADA_SECTION__KNOB env vars)")
+_STR_METAVARS = {"address": "HOST:PORT", "db": "URL", "host": "HOST", "token": "TOKEN", "join_token": "TOKEN",
+                 "name": "NAME", "llm": "MODEL", "gsm8k_public": "PATH"}
+
+
+def _flag_shape(name: str, annotation: Any, help_: str) -> tuple[str, str]:
+    """(metavar, help suffix) of a knob's flag, from its type: the value a user types, not ``V``.
+
+    A Literal's values are the metavar (``{topk,threshold}``) but not argparse ``choices``: a bad
+    value is reported by the config's validation, in the same words for a flag, YAML or env var.
+    """
+    args = get_args(annotation)
+    if get_origin(annotation) in (Union, types.UnionType):  # X | None: the flag takes X (null unsets it)
+        annotation = next(a for a in args if a is not type(None))
+        args = get_args(annotation)
+    origin = get_origin(annotation)
+    if origin is Literal:
+        return "{" + ",".join(map(str, args)) + "}", ""
+    if annotation is bool:
+        return "{true,false}", ""
+    if annotation is int:
+        return "N", ""
+    if annotation is float:
+        return ("SECONDS" if "seconds" in help_.split(" ")[:3] else "X"), ""
+    if origin is dict:
+        return "MAP", " (YAML map: '{a: b, c: d}')"
+    if origin is list:
+        return "LIST", " (YAML list: '[a, b]')"
+    if name.endswith("dir"):
+        return "DIR", ""
+    if name.startswith("tls_") and name != "tls_server_name":
+        return "PEM", ""
+    return _STR_METAVARS.get(name, "TEXT"), ""
+
+
+def add_config_flags(parser: argparse.ArgumentParser, only: Sequence[str] | None = None) -> None:
+    """One ``--section.knob`` flag per config field, generated, never listed by hand.
+
+    ``only`` names the sections (``"dashboard"``) or single knobs (``"server.db"``) a command
+    reads, so its ``--help`` lists what it uses and a flag it would ignore is refused; env vars
+    and YAML still carry the whole config.
+    """
+    parser.add_argument("--config", metavar="YAML", help="YAML config file (defaults: the embedded scenario)")
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    base = LadaConfig()
     for dotted, help_, default in knobs():
-        shown = json.dumps(default) if not isinstance(default, str) else default
-        grp.add_argument(f"--{dotted}", dest=f"knob:{dotted}", metavar="V", help=f"{help_} [{shown}]")
+        sec, name = dotted.split(".", 1)
+        if only is not None and sec not in only and dotted not in only:
+            continue
+        if sec not in groups:
+            groups[sec] = parser.add_argument_group(f"--{sec}.* knobs (also LADA_{sec.upper()}__KNOB env vars)")
+        field = type(getattr(base, sec)).model_fields[name]
+        metavar, suffix = _flag_shape(name, field.annotation, help_)
+        shown = json.dumps(default) if not isinstance(default, str) else default or '""'
+        groups[sec].add_argument(f"--{dotted}", dest=f"knob:{dotted}", metavar=metavar,
+                                 help=f"{help_}{suffix} [{shown}]".replace("%", "%%"))
 
 
 class ConfigError(ValueError):

@@ -259,55 +259,96 @@ def _db(cfg: LadaConfig, args: argparse.Namespace) -> int:
         engine.dispose()
 
 
-def _command(sub: argparse._SubParsersAction, name: str, help_: str, fn: Command) -> argparse.ArgumentParser:
-    """A subcommand with every config knob as a flag; ``parser`` lets ``main`` report a bad value as usage."""
-    sp = sub.add_parser(name, help=help_)
-    add_config_flags(sp)
+# the sections (or single knobs) each command reads; the run's commands take every section but the
+# dashboard's, since server, clients and model builds share one command line (demo: all of them)
+_DB_ONLY = ("server.db", "server.data_dir")
+_RUN = tuple(s for s in LadaConfig.model_fields if s != "dashboard")
+_EXAMPLES = {
+    "demo": ["lada demo", "lada demo --run.rounds 5 --run.method random --no-dashboard",
+             "lada demo --run.name trial-1 --keep-dashboard   # then open http://127.0.0.1:8765/"],
+    "server": ["lada server --config run.yaml",
+               "lada server --server.address 0.0.0.0:50051 --server.join_token \"$TOKEN\" --run.rounds 10"],
+    "client": ["lada client --config run.yaml --name client-1",
+               "lada client --name client-2 --server.address lada.example:50051 --client.tls_ca ca.pem"],
+    "dashboard": ["lada dashboard --server.db sqlite:///.lada/lada.db",
+                  "LADA_DASHBOARD__TOKEN=secret lada dashboard --config run.yaml --dashboard.port 9000"],
+    "experiment": ["lada experiment --methods lada,random --seeds 0,1 --out results/exp",
+                   "lada experiment --out results/exp --redraw"],
+    "build": ["lada models build", "lada models build --models.build_steps_llm 300 --models.cache_dir /tmp/m"],
+    "eval": ["lada models eval --names llm slm-gpt2 --samples 200"],
+    "upgrade": ["lada db upgrade --server.db postgresql://lada:pw@localhost/lada"],
+    "current": ["lada db current --server.db sqlite:///.lada/lada.db"],
+}
+
+
+def _command(sub: argparse._SubParsersAction, name: str, help_: str, fn: Command,
+             only: tuple[str, ...] | None = None) -> argparse.ArgumentParser:
+    """A subcommand with the config knobs it reads as flags (``only``: sections or knobs; None: all),
+    examples in its epilog; ``parser`` lets ``main`` report a bad value as usage."""
+    examples = "\n".join(f"  {line}" for line in _EXAMPLES.get(name, []))
+    sp = sub.add_parser(name, help=help_, description=help_, formatter_class=argparse.RawDescriptionHelpFormatter,
+                        usage="%(prog)s [options] [--section.knob VALUE ...]",
+                        epilog=f"examples:\n{examples}" if examples else None)
+    add_config_flags(sp, only)
     sp.set_defaults(fn=fn, parser=sp)
     return sp
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="lada", description="Federated reasoning distillation (LaDa)")
-    sub = p.add_subparsers(dest="cmd", required=True)
+    p = argparse.ArgumentParser(prog="lada", description="Federated reasoning distillation (LaDa)",
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="examples:\n  lada demo\n  lada server --help\n"
+                                       "  lada client --config run.yaml --name client-1")
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
 
     d = _command(sub, "demo", "everything locally on the embedded default: models, server, 3 clients", _demo)
     d.add_argument("--no-dashboard", action="store_true", help="do not start the dashboard process")
     d.add_argument("--keep-dashboard", action="store_true", help="keep serving the dashboard after the run")
 
-    _command(sub, "server", "the LaDa server: coordinator, allocation, LLM host (gRPC)", _server)
+    _command(sub, "server", "the LaDa server: coordinator, allocation, LLM host (gRPC)", _server, only=_RUN)
 
-    c = _command(sub, "client", "an edge client: dials the server, learns on its private data", _client)
-    c.add_argument("--name", required=True, help="this client's name (a key of data.client_domains)")
+    c = _command(sub, "client", "an edge client: dials the server, learns on its private data", _client,
+                 only=_RUN)
+    c.add_argument("--name", required=True, metavar="NAME", help="this client's name (a key of data.client_domains)")
     c.add_argument("--quiet", action="store_true", help="log warnings only")
+    c.usage = "%(prog)s --name NAME [options] [--section.knob VALUE ...]"
 
-    _command(sub, "dashboard", "web dashboard over the run database (server.db)", _dashboard)
+    _command(sub, "dashboard", "web dashboard over the run database (server.db)", _dashboard,
+             only=(*_DB_ONLY, "dashboard"))
 
-    e = _command(sub, "experiment", "method x seed matrix -> metrics CSV, markdown table, plots", _experiment)
-    e.add_argument("--methods", default="all", help="comma-separated (see lada.experiment.METHODS) or all")
-    e.add_argument("--seeds", default="0,1,2", help="comma-separated run seeds")
-    e.add_argument("--out", default="results/experiment", help="folder for metrics, table and plots")
-    e.add_argument("--workers", type=int, default=2, help="runs in parallel (one CPU thread each)")
+    e = _command(sub, "experiment", "method x seed matrix -> metrics CSV, markdown table, plots", _experiment,
+                 only=("run", "data", "models", "lora", "train", "distill", "filter", "server"))
+    e.add_argument("--methods", default="all", metavar="M1,M2",
+                   help="comma-separated (see lada.experiment.METHODS) or all [all]")
+    e.add_argument("--seeds", default="0,1,2", metavar="S1,S2", help="comma-separated run seeds [0,1,2]")
+    e.add_argument("--out", default="results/experiment", metavar="DIR",
+                   help="folder for metrics, table and plots [results/experiment]")
+    e.add_argument("--workers", type=int, default=2, metavar="N", help="runs in parallel (one CPU thread each) [2]")
     e.add_argument("--redraw", action="store_true", help="rewrite the table and plots of --out from its metrics")
 
     m = sub.add_parser("models", help="embedded model management")
-    msub = m.add_subparsers(dest="models_cmd", required=True)
-    _command(msub, "build", "build (or reuse) the config's models in the cache", _models_build)
+    msub = m.add_subparsers(dest="models_cmd", required=True, metavar="COMMAND")
+    _command(msub, "build", "build (or reuse) the config's models in the cache", _models_build, only=_RUN)
     me = _command(msub, "eval", "build embedded models, then measure each one's greedy accuracy and speed "
-                  "on the public mix (threads: run.threads)", _models_eval)
-    me.add_argument("--names", nargs="*", default=None, help="embedded models to measure [all]")
-    me.add_argument("--samples", type=int, default=500, help="public samples to evaluate on (0: build only)")
+                  "on the public mix (threads: run.threads)", _models_eval, only=_RUN)
+    me.add_argument("--names", nargs="*", default=None, metavar="NAME", help="embedded models to measure [all]")
+    me.add_argument("--samples", type=int, default=500, metavar="N",
+                    help="public samples to evaluate on (0: build only) [500]")
 
     dbp = sub.add_parser("db", help="run database schema (Alembic migrations) of server.db")
-    dsub = dbp.add_subparsers(dest="db_cmd", required=True)
-    du = _command(dsub, "upgrade", "bring the schema up to date (the server also does this when it starts)", _db)
-    du.add_argument("--revision", default="head", help="target revision [head]")
-    _command(dsub, "current", "print the database's revision and the newest one (exit 1 if behind)", _db)
+    dsub = dbp.add_subparsers(dest="db_cmd", required=True, metavar="COMMAND")
+    du = _command(dsub, "upgrade", "bring the schema up to date (the server also does this when it starts)", _db,
+                  only=_DB_ONLY)
+    du.add_argument("--revision", default="head", metavar="REV", help="target revision [head]")
+    _command(dsub, "current", "print the database's revision and the newest one (exit 1 if behind)", _db,
+             only=_DB_ONLY)
     return p
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+    args, extra = build_parser().parse_known_args(argv)
+    if extra:  # named by the subcommand, not by bare `lada`, with where to find the flags it takes
+        args.parser.error(f"unrecognized arguments: {' '.join(extra)} (see {args.parser.prog} --help)")
     try:
         cfg = config_from_args(args)
     except (ConfigError, OSError) as e:  # a usage error, before anything loads
