@@ -92,6 +92,7 @@ class Federation:
             t0 = time.perf_counter()
             if LLM not in self.before:
                 self.before[LLM] = self.llm.evaluate(self.server_test)
+                self._record_before(LLM)  # now, not with round 1: a run that fails in round 1 keeps it
             self.log(f"[lada] run {self.run_id} method={cfg.run.method} clients={clients} "
                      f"LLM held-out accuracy before: {self.before[LLM]:.3f} ({time.perf_counter() - t0:.1f}s)")
             for t in range(start, cfg.run.rounds + 1):
@@ -102,7 +103,7 @@ class Federation:
             try:  # the database itself may be what failed: the clients are still told to stop
                 self._event("error", "server", f"{type(exc).__name__}: {exc}")
                 if self.store:
-                    self.store.finish_run(self.run_id, "failed")
+                    self.store.fail_run(self.run_id, f"{type(exc).__name__}: {exc}")
             except Exception as e:  # noqa: BLE001 - reported, and the first error is what is raised
                 self.log(f"[lada] could not record that the run failed: {type(e).__name__}: {e}")
             finally:
@@ -154,14 +155,14 @@ class Federation:
             if pr.test_accuracy is not None:
                 self.before[name] = pr.test_accuracy
                 r.rec.metrics.append((0, name, "accuracy", pr.test_accuracy))
-            r.rec.metrics.append((t, name, "public_accuracy", pr.public_accuracy))
+            r.rec.metrics.append((t, name, "public_accuracy_before", pr.public_accuracy))  # before learning
             self.public_acc.setdefault(name, pr.public_accuracy)  # first probe = before learning
             r.rec.paths += [(name, p.sample_id, p.text, p.correct) for p in pr.own_paths]
+        self._record_before(*(n for n, pr in probes.items() if pr.test_accuracy is not None))
         llm_public = float(np.mean(teach.correct))
         self.public_acc.setdefault(LLM, llm_public)
         if t == 1:
             r.rec.metrics.append((0, LLM, "accuracy", self.before[LLM]))
-            r.rec.metrics.append((0, LLM, "public_accuracy", llm_public))
         return probes
 
     def allocate(self, r: RoundState, teach: Teaching, probes: dict[str, ProbeResult]
@@ -208,7 +209,7 @@ class Federation:
         elif self.server_train:
             self.llm.learn(self.server_train, [])
         r.summary.llm["accuracy"] = self.llm.evaluate(self.server_test)
-        r.summary.llm["public_accuracy"] = float(np.mean(teach.correct))
+        r.summary.llm["public_accuracy_before"] = float(np.mean(teach.correct))  # taught at the round's start
 
     def record(self, r: RoundState) -> None:
         """6. Commit the round (one transaction), then checkpoint what it learned."""
@@ -364,6 +365,12 @@ class Federation:
                 self._event("drop", name, f"no {phase} result before the deadline")
                 if self.store:
                     self.store.set_client_state(self.run_id, name, "dropped")
+
+    def _record_before(self, *subjects: str) -> None:
+        """A starting accuracy is measured once: store it as soon as it is, outside the round's
+        transaction, so a round that fails later does not lose it."""
+        if self.store and subjects:
+            self.store.record_metrics(self.run_id, [(0, n, "accuracy", self.before[n]) for n in subjects])
 
     def _event(self, kind: str, subject: str, message: str) -> None:
         if self.store:

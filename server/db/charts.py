@@ -16,6 +16,7 @@ from .tables import BATCH, LLM, Allocation, Metric, PublicSample, Reward, Round
 from .views import AllocationGrid, ChartData, Direction, GridRow, Series
 
 MB = 1_000_000.0
+PUBLIC_BEFORE = "public_accuracy_before"  # the metric of round k, measured at its start
 SCORE_DIGITS = 4  # heat-map scores are rounded to this (SampleDetail has them exact)
 
 
@@ -38,9 +39,11 @@ def charts(session: Session, run_id: int, budget_mb: float | None = None) -> Cha
     for idx, subject, name, value in session.execute(
         select(Metric.round_idx, Metric.subject, Metric.name, Metric.value).where(
             Metric.run_id == run_id,
-            Metric.name.in_(("accuracy", "public_accuracy", "reward", "bytes_up", "bytes_down")),
+            Metric.name.in_(("accuracy", PUBLIC_BEFORE, "reward", "bytes_up", "bytes_down")),
         )
     ):
+        if name == PUBLIC_BEFORE:  # before round k's learning = after round k-1's, as every other series
+            name, idx = "public_accuracy", idx - 1
         by_name[name][subject][idx] = value
 
     # rewards: batch reward rows win, else the mean of per-sample rewards, else the 'reward' metric

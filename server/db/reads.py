@@ -97,6 +97,7 @@ def _summaries(session: Session, runs: list[Run]) -> list[RunSummary]:
                 n_clients=n_clients.get(r.id, 0),
                 created_at=as_utc(r.created_at),
                 finished_at=as_utc(r.finished_at),
+                reason=r.reason,
                 llm_accuracy=llm[1] if llm else None,
                 slm_accuracy=sum(slm_vals) / len(slm_vals) if slm_vals else None,
             )

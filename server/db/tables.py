@@ -8,7 +8,13 @@ Conventions the writer keeps and the readers rely on:
 
 * ``Metric.round_idx`` 0 is "before any collaboration"; ``subject`` is a client
   name or ``LLM``; ``bytes_up`` / ``bytes_down`` are bytes moved *in* that
-  round (readers compute cumulative sums).
+  round (readers compute cumulative sums). A metric of round k is measured
+  after round k's learning, except ``public_accuracy_before``: the public-mix
+  accuracy at the start of round k, before its learning (that is, after round
+  k-1's). Stored values are rounded to 6 significant digits (``writer.tidy``):
+  float32 noise is not data.
+* A failed run has ``Run.reason``, its open round ``status == "failed"`` and
+  its clients that were still in it ``state == "left"``.
 * ``Allocation.receiver == LLM`` is the SLM -> LLM direction ("up"); every
   other receiver is a client receiving the LLM's paths ("down").
 * ``Reward.sample_id == BATCH`` is the batch reward of a (round, receiver, sender).
@@ -46,6 +52,7 @@ class Run(Base):
     current_round: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)  # why a failed run failed
 
 
 class Client(Base):
@@ -67,7 +74,7 @@ class Round(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"), index=True)
     idx: Mapped[int] = mapped_column(Integer)
-    status: Mapped[str] = mapped_column(String(20), default="running")  # running|done
+    status: Mapped[str] = mapped_column(String(20), default="running")  # running|done|failed
     started_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
     timings: Mapped[dict] = mapped_column(JSON, default=dict)  # phase -> seconds

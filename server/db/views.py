@@ -25,6 +25,7 @@ class RunSummary(BaseModel):
     n_clients: int
     created_at: dt.datetime
     finished_at: dt.datetime | None = None
+    reason: str | None = Field(None, description="why the run failed (the error that ended it); None otherwise")
     llm_accuracy: float | None = Field(None, description="the LLM's held-out accuracy at the latest round")
     slm_accuracy: float | None = Field(None, description="mean SLM local test accuracy at the latest round")
 
@@ -48,7 +49,7 @@ class ClientInfo(BaseModel):
 
 class RoundInfo(BaseModel):
     idx: int
-    status: str
+    status: str = Field(description="running | done | failed (the run failed before committing it)")
     started_at: dt.datetime | None = None
     finished_at: dt.datetime | None = None
     duration_s: float | None = None
@@ -73,7 +74,10 @@ class ChartData(BaseModel):
     rounds: list[int]
     subjects: list[str] = Field(description="every subject with data, clients first then 'llm'")
     accuracy: list[Series] = Field(description="local test accuracy of each SLM, held-out accuracy of the LLM")
-    public_accuracy: list[Series]
+    public_accuracy: list[Series] = Field(
+        description="accuracy on the public mix after round x (x = 0: before any learning), like 'accuracy'; "
+        "stored as metric public_accuracy_before of round x+1, measured at that round's start"
+    )
     reward: list[Series] = Field(description="reward per receiver and round (batch reward, else mean)")
     bytes_cumulative_mb: list[Series] = Field(description="cumulative MB (up + down) per subject, and 'total'")
     budget_mb: float | None = Field(None, description="communication budget the totals are compared with")

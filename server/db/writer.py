@@ -86,6 +86,20 @@ class Store:
                 run.status = status
                 run.finished_at = utcnow()
 
+    def fail_run(self, run_id: int, reason: str) -> None:
+        """Mark a run failed in one transaction, so nothing it leaves says otherwise: the reason on
+        the run, its open (uncommitted) round failed, its clients still in it left."""
+        now = utcnow()
+        with self.session() as s:
+            run = s.get(Run, run_id)
+            if run is None:
+                return
+            run.status, run.finished_at, run.reason = "failed", now, reason[:4000]
+            s.execute(update(Round).where(Round.run_id == run_id, Round.status == "running")
+                      .values(status="failed", finished_at=now))
+            s.execute(update(Client).where(Client.run_id == run_id, Client.state.in_(("registered", "active")))
+                      .values(state="left"))
+
     def last_committed_round(self, run_id: int) -> int:
         with self.session() as s:
             idx = s.scalars(

@@ -380,6 +380,8 @@
     $("run-llm-acc").textContent = fmtPct(r.llm_accuracy);
     $("run-slm-acc").textContent = fmtPct(r.slm_accuracy);
     $("run-finished").textContent = fmtTs(r.finished_at);
+    $("run-reason").hidden = !r.reason;  // why a failed run failed
+    $("run-reason-text").textContent = r.reason || "";
   }
   function renderClients(list) {
     const tb = $("clients-table").tBodies[0];

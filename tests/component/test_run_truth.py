@@ -1,0 +1,59 @@
+"""What a run leaves in its database tells the truth (issue 16 item 3): a failed run's round,
+clients and reason; one join per client; metric names that say before/after; every phase timed;
+no float32 noise. In-process Federation + a real SQLite Store, the dashboard through TestClient."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from lada.client.app import ClientApp
+from lada.common.config import LadaConfig
+from lada.server.dashboard.app import create_app
+from lada.server.db.tables import Client, Round, Run
+from lada.server.db.writer import Store
+from lada.server.federation import Federation
+from lada.server.transport.inprocess import InProcessGrid
+from sqlalchemy import select
+
+from tests.support.paths import TINY
+
+
+class _TrainFails(InProcessGrid):
+    """Round 1's probe succeeds (starting accuracies measured), then its train phase fails."""
+
+    def train(self, round_idx: int, allocations: dict) -> dict:
+        raise RuntimeError("the clients' learning broke")
+
+
+def _fed(tiny_overrides: dict, db: str, grid_cls: type[InProcessGrid] = InProcessGrid, rounds: int = 1
+         ) -> tuple[Federation, Store]:
+    cfg = LadaConfig.load(TINY, overrides={**tiny_overrides, "run.rounds": rounds}, env=False)
+    apps = {n: ClientApp(cfg, n) for n in cfg.data.client_domains}
+    store = Store(db)
+    return Federation(cfg, grid_cls(apps), store, log=lambda s: None), store
+
+
+def test_a_failed_run_leaves_consistent_state(tiny_overrides: dict, tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'failed.db'}"
+    fed, store = _fed(tiny_overrides, db, _TrainFails)
+    with pytest.raises(RuntimeError, match="learning broke"):
+        fed.run()
+    with store.session() as s:
+        run = s.get(Run, fed.run_id)
+        assert run.status == "failed" and run.finished_at is not None
+        assert run.reason == "RuntimeError: the clients' learning broke"
+        assert [(r.idx, r.status) for r in s.scalars(select(Round))] == [(1, "failed")]
+        assert {c.state for c in s.scalars(select(Client))} == {"left"}
+    before = {m.subject for m in store.metrics(fed.run_id) if m.round_idx == 0 and m.name == "accuracy"}
+    assert before == {"llm", "client-1", "client-2", "client-3"}  # measured before the failure: kept
+
+    with TestClient(create_app(db)) as c:
+        detail = c.get(f"/api/runs/{fed.run_id}").json()
+        assert detail["status"] == "failed" and detail["reason"] == run.reason
+        assert [r["status"] for r in c.get(f"/api/runs/{fed.run_id}/rounds").json()] == ["failed"]
+        assert {x["state"] for x in c.get(f"/api/runs/{fed.run_id}/clients").json()} == {"left"}
+        assert all(x["accuracy_start"] is not None for x in c.get(f"/api/runs/{fed.run_id}/clients").json())
+        page = c.get(f"/runs/{fed.run_id}").text
+        assert "the clients&#39; learning broke" in page and 'id="run-reason" hidden' not in page
