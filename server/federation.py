@@ -66,6 +66,7 @@ class Federation:
         self.resume = resume  # with a store: continue the open run of the same name (see _open_run)
         self.known: set[str] = set()  # clients that took part in this run (this process)
         self.dropped: set[str] = set()  # ... and missed a deadline since
+        self.last_round: set[str] = set()  # the clients of the latest round (a known one missing came back)
         self._run_created = ""
         self.log = log or (lambda s: print(s, file=sys.stderr, flush=True))
         self.llm = llm or LLMHost(cfg)
@@ -317,11 +318,17 @@ class Federation:
 
     def _clients_for_round(self, t: int, n: int) -> list[str]:
         """Wait (up to the round deadline) for ``n`` registered, live clients; fail the round
-        below ``server.min_clients``; record who joined or came back."""
+        below ``server.min_clients``; record who joined or came back.
+
+        The one place that says a client joined the run (the transport only logs "enrol"):
+        "join" the first time it takes part, "rejoin" when it takes part again after it was
+        dropped or missing from a round (it left, or was not there)."""
         clients = self.grid.wait_for_clients(n, self.cfg.server.round_timeout)
         self._require(t, "registration", len(clients))
+        back = self.dropped | {c for c in clients if c in self.known and c not in self.last_round}
+        self.last_round = set(clients)
         for name in clients:
-            if name in self.known and name not in self.dropped:
+            if name in self.known and name not in back:
                 continue
             kind = "rejoin" if name in self.known else "join"
             self._event(kind, name, "client registered" if kind == "join" else f"back for round {t}")

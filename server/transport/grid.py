@@ -248,7 +248,8 @@ class GrpcGrid:
         raise Superseded(f"credential superseded by a newer enrolment of {ident.client_id!r}")
 
     def enrol(self, name: str, instance: str, model: str, domain: str) -> tuple[str, str, int]:
-        """Give ``name`` a slot and a fresh credential; returns (event kind, credential, expiry).
+        """Give ``name`` a slot and a fresh credential; returns (event kind: "enrol" for a new
+        process, "reenrol" for the same one, credential, expiry).
 
         The same process enrolling again (its credential expired, ...) keeps its
         slot and tasks; a new process under this name replaces the old one, whose
@@ -259,7 +260,8 @@ class GrpcGrid:
                 slot, kind = old, "reenrol"
             else:
                 slot = ClientSlot(name, instance=instance, cv=threading.Condition(self.lock))
-                kind = "rejoin" if name in self.info else "join"
+                # transport only: joining the run ("join", "rejoin") is the Federation's event
+                kind = "enrol"
                 if old is not None:
                     self.clients.pop(name)
                     old.outstanding.clear()

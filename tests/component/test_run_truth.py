@@ -11,12 +11,13 @@ from fastapi.testclient import TestClient
 from lada.client.app import ClientApp
 from lada.common.config import LadaConfig
 from lada.server.dashboard.app import create_app
-from lada.server.db.tables import Client, Round, Run
+from lada.server.db.tables import Client, Event, Round, Run
 from lada.server.db.writer import Store
 from lada.server.federation import Federation
 from lada.server.transport.inprocess import InProcessGrid
 from sqlalchemy import select
 
+from tests.support import transport as tx
 from tests.support.paths import TINY
 
 
@@ -57,3 +58,35 @@ def test_a_failed_run_leaves_consistent_state(tiny_overrides: dict, tmp_path: Pa
         assert all(x["accuracy_start"] is not None for x in c.get(f"/api/runs/{fed.run_id}/clients").json())
         page = c.get(f"/runs/{fed.run_id}").text
         assert "the clients&#39; learning broke" in page and 'id="run-reason" hidden' not in page
+
+
+class _Absent(InProcessGrid):
+    """client-3 joins in round 2 (late); client-1 misses round 2 (gone) and is back in round 3."""
+
+    def wait_for_clients(self, n: int, timeout: float) -> list[str]:
+        self.calls = getattr(self, "calls", 0) + 1
+        rounds = [["client-1", "client-2"], ["client-2", "client-3"], ["client-1", "client-2", "client-3"]]
+        return rounds[self.calls - 1]
+
+
+def test_each_client_joins_once_in_order(tiny_overrides: dict, tmp_path: Path) -> None:
+    fed, store = _fed(tiny_overrides, f"sqlite:///{tmp_path / 'joins.db'}", _Absent, rounds=3)
+    fed.run()
+    with store.session() as s:
+        log = [(e.kind, e.subject) for e in s.scalars(select(Event).order_by(Event.id))
+               if e.kind in ("join", "rejoin", "round_start")]
+    assert log == [("join", "client-1"), ("join", "client-2"), ("round_start", "server"),
+                   ("join", "client-3"), ("round_start", "server"),
+                   ("rejoin", "client-1"), ("round_start", "server")]
+
+
+def test_the_transport_logs_enrolment_not_joins() -> None:
+    """The grid's Register says "enrol" (a new process) or "reenrol" (the same one): joining the
+    run is the Federation's event, so a client does not join twice in the event log."""
+    with tx.grpc_server() as srv:
+        seen: list[tuple[str, str]] = []
+        srv.grid.on_event = lambda kind, subject, message: seen.append((kind, subject))
+        tx.register(tx.stubs(srv.channel()), "client-1")
+        tx.register(tx.stubs(srv.channel()), "client-1")  # the same process again
+        tx.register(tx.stubs(srv.channel()), "client-1", instance="inst-b")  # a new process
+    assert seen == [("enrol", "client-1"), ("reenrol", "client-1"), ("enrol", "client-1")]
