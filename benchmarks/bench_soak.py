@@ -178,7 +178,7 @@ class Soak:
             base.setdefault(sec, {}).update(vals)
         if model_cache:
             base.setdefault("models", {})["cache_dir"] = model_cache
-        self.n_public = int(base["data"]["n_public"])
+        self.n_public, self.budget = int(base["data"]["n_public"]), int(base["run"]["budget"])
         self.cfg_path = work / "soak.yaml"
         self.cfg_path.write_text(yaml.safe_dump(base))
         self.server_args = ["--transport.heartbeat", str(HEARTBEAT_S), "--transport.liveness", str(LIVENESS_S),
@@ -190,6 +190,7 @@ class Soak:
         self.incarnation: Counter = Counter()
         self.faults: Counter = Counter()
         self.fault_log: list[str] = []
+        self.client_kills: dict[str, list[float]] = defaultdict(list)  # name -> SIGKILL times of its process
         self.t0 = time.time()
 
     # -------------------------------------------------------------- processes
@@ -293,6 +294,8 @@ class Soak:
         else:
             w.send_signal(signal.SIGKILL)
             w.wait(30)
+            for name in self.groups[i]:
+                self.client_kills[name].append(time.time())
             secs = self.rng.uniform(1.0, 6.0) if kind == "client_kill" else 0.0
             self._sleep_sampling(secs)
             self.start_worker(i)
@@ -381,6 +384,24 @@ class Soak:
                 expected[(r["r"], r["c"])][r["k"]] = r["n"]
         runs = self.q("select id, status from runs")
         rid = runs[0][0] if runs else 0
+        n_allocated = {(t, c): int(v) for t, c, v in self.q(
+            "select round_idx, subject, value from metrics where run_id=:r and name='n_allocated'", r=rid)}
+        own_paths = {(t, c): n for t, c, n in self.q(
+            "select round_idx, author, count(*) from paths where run_id=:r and author != 'llm' "
+            "group by round_idx, author", r=rid)}
+        # a report the server accepted just before the client's process was SIGKILLed never reached
+        # the client's record: that (round, client) is expected from the server's own counts, if the
+        # client was killed while the server that committed the round ran
+        inflight = 0
+        for ep in self.epochs:
+            for t in ep.committed:
+                for key, kind, n in [*(((t, c), "probe", v) for (tt, c), v in own_paths.items() if tt == t),
+                                     *(((t, c), "train", v) for (tt, c), v in n_allocated.items() if tt == t)]:
+                    if kind not in expected.get(key, {}) and any(
+                            ep.start <= k <= ep.end for k in self.client_kills.get(key[1], [])):
+                        expected[key][kind] = n
+                        expected[key]["inflight"] = 1
+                        inflight += 1
         present: dict[str, dict] = {}
         for table, who, extra in (("paths", "author", "author != 'llm'"),
                                   ("allocations", "receiver", "sender = 'llm'"),
@@ -410,7 +431,8 @@ class Soak:
             "epochs": [{"n": ep.n, "committed": sorted(ep.committed), "killed_at": ep.killed_at,
                         "hwm_mib": ep.hwm_kib / 1024} for ep in self.epochs],
             "faults": dict(self.faults), "fault_log": self.fault_log,
-            "expected": dict(expected), "present": present, "metrics": dict(metrics), "dups": dups,
+            "expected": dict(expected), "inflight": inflight, "n_allocated": n_allocated,
+            "budget": self.budget, "present": present, "metrics": dict(metrics), "dups": dups,
             "llm_paths": dict(self.q("select round_idx, count(*) from paths where run_id=:r and author='llm' "
                                      "group by round_idx", r=rid)),
             "n_public": self.n_public,
@@ -444,6 +466,9 @@ def run_soak(n_clients: int = 200, rounds: int = 20, procs: int = 10, workdir: P
 
 # ---------------------------------------------------------------------- checks and figures
 TRAIN_METRICS = {"accuracy", "reward", "n_allocated"}
+#: the metric of a client's probe (public-mix accuracy at the round's start), under either name the
+#: database has used for it (renamed to public_accuracy_before by Alembic revision 0002)
+PROBE_METRICS = {"public_accuracy_before", "public_accuracy"}
 BYTES_METRICS = {"bytes_up", "bytes_down"}  # only for a client the server still had a slot of at commit
 
 
@@ -452,16 +477,18 @@ def row_counts(res: dict) -> dict[str, tuple[int, int]]:
     exp, pres = res["expected"], res["present"]
     out: dict[str, list[int]] = {k: [0, 0] for k in ("paths", "allocations", "rewards", "metrics")}
     for key, got in exp.items():
+        have = res["metrics"].get(key, set())
         if "probe" in got:
             out["paths"][0] += got["probe"]
             out["paths"][1] += pres["paths"].get(key, 0)
+            out["metrics"][0] += 1
+            out["metrics"][1] += bool(PROBE_METRICS & have)
         if "train" in got:
             for t in ("allocations", "rewards"):
                 out[t][0] += got["train"]
                 out[t][1] += pres[t].get(key, 0)
-        need = ({"public_accuracy"} if "probe" in got else set()) | (TRAIN_METRICS if "train" in got else set())
-        out["metrics"][0] += len(need)
-        out["metrics"][1] += len(need & res["metrics"].get(key, set()))
+            out["metrics"][0] += len(TRAIN_METRICS)
+            out["metrics"][1] += len(TRAIN_METRICS & have)
     done = [i for i, s in res["rounds_rows"] if s == "done"]
     out["rounds"] = [res["rounds"], len(done)]
     out["llm candidates"] = [res["n_public"] * len(done), sum(res["llm_paths"].get(i, 0) for i in done)]
@@ -490,18 +517,28 @@ def verify(res: dict, memory_cap_mib: float = MEMORY_CAP_MIB) -> list[str]:
         if a != b:
             bad.append(f"{name}: {b} rows present of {a} expected")
     exp, pres = res["expected"], res["present"]
-    for table, kind in (("paths", "probe"), ("allocations", "train"), ("rewards", "train")):
+    for table, kind in (("paths", "probe"), ("allocations", "probe"), ("rewards", "train")):
         extra = [k for k in pres[table] if kind not in exp.get(k, {})]
         if extra:
             bad.append(f"{table}: rows of {len(extra)} (round, client) pairs no accepted report explains, e.g. "
                        f"{extra[:3]}")
+    for table, kind in (("paths", "probe"), ("allocations", "train"), ("rewards", "train")):
         wrong = [(k, exp[k][kind], pres[table].get(k, 0)) for k in exp if kind in exp[k]
                  and pres[table].get(k, 0) != exp[k][kind]]
         if wrong:
             bad.append(f"{table}: (round, client, expected, present) {wrong[:3]}")
+    # a client allocated samples and dropped before it trained: its allocation rows (what the
+    # server chose) without rewards, at most the budget
+    untrained = [(k, n) for k, n in pres["allocations"].items() if "train" not in exp.get(k, {})
+                 and not 0 < n <= res["budget"]]
+    if untrained:
+        bad.append(f"allocations of clients that did not train, outside 1..budget: {untrained[:3]}")
+    wrong_n = [k for k in exp if "train" in exp[k] and res["n_allocated"].get(k) != exp[k]["train"]]
+    if wrong_n:
+        bad.append(f"n_allocated metric differs from the rows the client got: {wrong_n[:3]}")
     for key, names in res["metrics"].items():
-        allowed = {"public_accuracy"} | TRAIN_METRICS | BYTES_METRICS if "train" in exp.get(key, {}) else \
-            {"public_accuracy"} if "probe" in exp.get(key, {}) else set()
+        allowed = (PROBE_METRICS if "probe" in exp.get(key, {}) else set()) | (
+            TRAIN_METRICS | BYTES_METRICS if "train" in exp.get(key, {}) else set())
         if names - allowed:
             bad.append(f"metrics {key}: {sorted(names - allowed)} without an accepted report")
     probed = {c for (_, c), got in exp.items() if "probe" in got}
@@ -558,7 +595,10 @@ def report(res: dict) -> str:
     lines.append(f"server processes: {len(res['epochs'])}, exit codes {res['server_rcs']}")
     lines += [f"  server {ep['n']}: committed rounds {ep['committed']}, peak RSS {ep['hwm_mib']:.0f} MiB"
               + (f", SIGKILLed at {ep['killed_at']}" if ep["killed_at"] else "") for ep in res["epochs"]]
-    lines.append(f"{'rows':<16} {'expected':>9} {'present':>9}")
+    untrained = sum(n for k, n in res["present"]["allocations"].items() if "train" not in res["expected"].get(k, {}))
+    lines.append(f"{'rows':<16} {'expected':>9} {'present':>9}   (allocations: of clients that trained; "
+                 f"{untrained} more to clients dropped before training; {res['inflight']} report(s) accepted as "
+                 "the client's process was SIGKILLed, expected from the server's counts)")
     lines += [f"{k:<16} {a:>9} {b:>9}" for k, (a, b) in rc.items()]
     lines += [
         f"clients left waiting past a round deadline: {'none' if not wait else '; '.join(wait)} "
