@@ -22,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from lada import pipes, preflight
 from lada.common.config import ConfigError, LadaConfig, add_config_flags, config_from_args
 
 Command = Callable[[LadaConfig, argparse.Namespace], int]
@@ -195,8 +196,15 @@ def _demo(cfg: LadaConfig, args: argparse.Namespace) -> int:
     dash = None
     try:
         if not args.no_dashboard:
-            dash = subprocess.Popen([*base, "dashboard", "--config", str(cfg_path)],
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            log = data_dir / "dashboard.log"
+            with open(log, "wb") as fh:  # its errors stay readable, not sent to /dev/null
+                dash = subprocess.Popen([*base, "dashboard", "--config", str(cfg_path)],
+                                        stdout=fh, stderr=subprocess.STDOUT)
+            if not _listening(dash, cfg.dashboard.host, cfg.dashboard.port):
+                tail = log.read_text(errors="replace").strip().splitlines()[-3:]
+                print(f"[demo] error: the dashboard did not start on {cfg.dashboard.host}:{cfg.dashboard.port} "
+                      f"(log {log}):", *tail, sep="\n  ", file=sys.stderr, flush=True)
+                return 2
             print(f"[demo] dashboard: http://{cfg.dashboard.host}:{cfg.dashboard.port}/", flush=True)
         server = subprocess.Popen([*base, "server", "--config", str(cfg_path)])
         procs.append(server)
@@ -208,8 +216,12 @@ def _demo(cfg: LadaConfig, args: argparse.Namespace) -> int:
                 p.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 p.terminate()
-        print(f"[demo] finished in {time.perf_counter() - t_start:.1f}s (model build {t_build:.1f}s); "
-              f"results in {cfg.db_url}", flush=True)
+        took = time.perf_counter() - t_start
+        if rc != 0:  # the last line says what happened: the server's reason is the [lada] line above
+            print(f"[demo] FAILED after {took:.1f}s: the server exited {rc} (its error is above); the run's "
+                  f"events are in {cfg.db_url}", file=sys.stderr, flush=True)
+            return rc
+        print(f"[demo] finished in {took:.1f}s (model build {t_build:.1f}s); results in {cfg.db_url}", flush=True)
         if dash is not None and args.keep_dashboard:
             print("[demo] dashboard still running; Ctrl-C to stop", flush=True)
             dash.wait()
@@ -218,6 +230,20 @@ def _demo(cfg: LadaConfig, args: argparse.Namespace) -> int:
         for p in procs + ([dash] if dash else []):
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
+
+
+def _listening(proc: subprocess.Popen, host: str, port: int, wait_s: float = 60.0) -> bool:
+    """Whether ``proc`` accepts connections on ``host:port`` before it exits or ``wait_s`` passes."""
+    import socket
+
+    end = time.monotonic() + wait_s
+    while time.monotonic() < end and proc.poll() is None:
+        try:
+            with socket.create_connection((host, port), timeout=1):
+                return True
+        except OSError:
+            time.sleep(0.2)
+    return False
 
 
 def _dashboard(cfg: LadaConfig, args: argparse.Namespace) -> int:
@@ -346,12 +372,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
+    pipes.install()  # `lada demo | head`: a reader that leaves is not a run failure
     args, extra = build_parser().parse_known_args(argv)
     if extra:  # named by the subcommand, not by bare `lada`, with where to find the flags it takes
         args.parser.error(f"unrecognized arguments: {' '.join(extra)} (see {args.parser.prog} --help)")
     try:
         cfg = config_from_args(args)
-    except (ConfigError, OSError) as e:  # a usage error, before anything loads
+        preflight.check(cfg, args)  # the models resolve and the ports are free, before any work
+    except (ConfigError, OSError, ValueError) as e:  # a usage error, before anything loads
         args.parser.exit(2, f"{args.parser.prog}: error: {e}\n")
     sys.exit(args.fn(cfg, args))
 

@@ -25,7 +25,8 @@ def grpc_options(max_message_mb: int) -> list[tuple[str, int]]:
     Clients ping every 30 s (below the 60-350 s idle timeouts of common cloud
     load balancers) and the server accepts pings that often; connections are
     recycled after an hour (with a grace longer than any transfer) so an L4
-    balancer can rebalance, and idle ones are closed after 10 minutes.
+    balancer can rebalance, and idle ones are closed after 10 minutes. SO_REUSEPORT
+    is off, so a port another server holds is a bind error, not a silent share.
     """
     n = max_message_mb * 1024 * 1024
     return [
@@ -39,6 +40,7 @@ def grpc_options(max_message_mb: int) -> list[tuple[str, int]]:
         ("grpc.max_connection_idle_ms", 600_000),
         ("grpc.max_connection_age_ms", 3_600_000),
         ("grpc.max_connection_age_grace_ms", 300_000),
+        ("grpc.so_reuseport", 0),  # gRPC's default is on: a second server could share the port unseen
     ]
 
 
