@@ -66,6 +66,7 @@ from . import gguf_models
 from .config import ModelsConfig
 from .data import Sample, corpus_text, pretrain_slice
 from .losses import sft_loss
+from .progress import Progress
 from .textlm import encode_pairs
 
 PREFIX = "embedded:"
@@ -275,9 +276,11 @@ def pretrain(
     samples: Sequence[Sample],
     steps: int,
     seed: int,
+    progress: str | None = None,
 ) -> dict:
     """Plain AdamW loop over reshuffled epochs of prompt + path (loss on the path,
     or on everything with ``spec.loss_on_prompt``); warm-up, then cosine decay.
+    ``progress``: the label of a progress bar on stderr (None: silent).
     Returns ``{steps, seconds, steps_per_s, final_loss}``."""
     rng = random.Random(seed)
     model.train()
@@ -291,25 +294,27 @@ def pretrain(
     order: list[int] = []
     losses: list[float] = []
     t0 = time.perf_counter()
-    for step in range(steps):
-        if len(order) < spec.batch_size:
-            perm = list(range(len(samples)))
-            rng.shuffle(perm)
-            order += perm
-        idx, order = order[: spec.batch_size], order[spec.batch_size :]
-        batch = [samples[i] for i in idx]
-        b = encode_pairs(tok, [s.question for s in batch], [s.path for s in batch], spec.max_len)
-        labels = b.labels
-        if spec.loss_on_prompt:
-            labels = torch.where(b.attention_mask.bool(), b.input_ids, labels)
-        for g in opt.param_groups:
-            g["lr"] = _lr_at(step, steps, spec)
-        loss = sft_loss(model(input_ids=b.input_ids, attention_mask=b.attention_mask).logits, labels)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        losses.append(loss.item())
+    with Progress(steps, progress or "", enabled=progress is not None) as bar:
+        for step in range(steps):
+            if len(order) < spec.batch_size:
+                perm = list(range(len(samples)))
+                rng.shuffle(perm)
+                order += perm
+            idx, order = order[: spec.batch_size], order[spec.batch_size :]
+            batch = [samples[i] for i in idx]
+            b = encode_pairs(tok, [s.question for s in batch], [s.path for s in batch], spec.max_len)
+            labels = b.labels
+            if spec.loss_on_prompt:
+                labels = torch.where(b.attention_mask.bool(), b.input_ids, labels)
+            for g in opt.param_groups:
+                g["lr"] = _lr_at(step, steps, spec)
+            loss = sft_loss(model(input_ids=b.input_ids, attention_mask=b.attention_mask).logits, labels)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            losses.append(loss.item())
+            bar.update()
     model.eval()
     secs = time.perf_counter() - t0
     tail = losses[-20:]
@@ -322,7 +327,7 @@ def pretrain(
 
 
 # --------------------------------------------------------------------------- build + cache
-def build_model(spec: EmbeddedSpec, cfg: ModelsConfig, seed: int, out: str | Path) -> dict:
+def build_model(spec: EmbeddedSpec, cfg: ModelsConfig, seed: int, out: str | Path, progress: bool = False) -> dict:
     """Build one embedded model into ``out`` (no caching, no locking); returns its build stats."""
     out = Path(out)
     tok = build_tokenizer(spec.tokenizer)
@@ -330,7 +335,8 @@ def build_model(spec: EmbeddedSpec, cfg: ModelsConfig, seed: int, out: str | Pat
         torch.manual_seed(seed)
         model = make_model(spec, tok)
         samples = pretrain_slice(cfg.n_pretrain, seed=seed, domains=pretrain_domains(spec, cfg))
-        stats = pretrain(model, tok, spec, samples, steps_for(spec, cfg), seed)
+        stats = pretrain(model, tok, spec, samples, steps_for(spec, cfg), seed,
+                         progress=f"pre-training {PREFIX}{spec.name}" if progress else None)
     stats["params"] = n_params(model)
     bars = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()  # no "Writing model shards" bar inside our one-line progress
@@ -361,7 +367,7 @@ def resolve_model(name: str, models_cfg: ModelsConfig, seed: int = 0, progress: 
         return name
     target = model_dir(name, models_cfg, seed)  # an unknown embedded name fails here, clearly
     spec = EMBEDDED[name[len(PREFIX) :]]
-    return str(_cached_build(target, lambda out: build_model(spec, models_cfg, seed, out),
+    return str(_cached_build(target, lambda out: build_model(spec, models_cfg, seed, out, progress),
                              f"building {name} ({steps_for(spec, models_cfg)} steps)", progress))
 
 
@@ -388,8 +394,8 @@ def _cached_build(target: Path, build: Callable[[Path], dict], what: str, progre
                 shutil.rmtree(target)
             for stale in cache.glob(f".{target.name}.tmp-*"):  # left by a killed build (we hold the lock)
                 shutil.rmtree(stale, ignore_errors=True)
-            if progress:
-                print(f"{what} ...", end=" ", file=sys.stderr, flush=True)
+            if progress:  # its own line: the pre-training bar (or its 10% lines) follows
+                print(f"{what} ...", file=sys.stderr, flush=True)
             tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=cache))
             try:
                 stats = build(tmp)
@@ -398,12 +404,12 @@ def _cached_build(target: Path, build: Callable[[Path], dict], what: str, progre
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
                 if progress:
-                    print("failed", file=sys.stderr, flush=True)
+                    print(f"{what}: failed", file=sys.stderr, flush=True)
                 raise
             if progress:
                 extra = (f", {stats['steps_per_s']:.1f} steps/s, final loss {stats['final_loss']:.3f}"
                          if "final_loss" in stats else "")
-                print(f"{stats['params'] / 1e6:.2f}M params, {stats['seconds']:.1f}s{extra} -> {target}",
+                print(f"{what}: {stats['params'] / 1e6:.2f}M params, {stats['seconds']:.1f}s{extra} -> {target}",
                       file=sys.stderr, flush=True)
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
