@@ -48,6 +48,8 @@ class RoundState:
     rec: RoundRecord = field(default_factory=RoundRecord)
     timings: dict[str, float] = field(default_factory=dict)
     summary: RoundSummary = field(init=False)
+    log: Callable[[str], None] | None = None  # a line as each phase starts and ends: minutes are never silent
+    of: int = 0  # rounds in the run, for "round 2/3"
 
     def __post_init__(self) -> None:
         self.summary = RoundSummary(self.idx)
@@ -55,8 +57,13 @@ class RoundState:
     @contextmanager
     def phase(self, name: str) -> Iterator[None]:
         t0 = time.perf_counter()
+        where = f"[lada] round {self.idx}/{self.of}: {name}"
+        if self.log:
+            self.log(f"{where} ...")
         yield
         self.timings[name] = time.perf_counter() - t0
+        if self.log:
+            self.log(f"{where} done in {self.timings[name]:.1f}s")
 
 
 class Federation:
@@ -230,10 +237,12 @@ class Federation:
     def _begin_round(self, t: int) -> RoundState:
         fresh = self.store.start_round(self.run_id, t) if self.store else True
         self._event("round_start", "server", f"round {t}" if fresh else f"round {t} (again, after a restart)")
-        return RoundState(t)
+        return RoundState(t, log=self.log, of=self.cfg.run.rounds)
 
     def _end_round(self, r: RoundState) -> RoundSummary:
         r.summary.timings = r.timings
+        if self.store:  # the record phase (the commit, the checkpoint) ended after the commit: store it too
+            self.store.set_round_timings(self.run_id, r.idx, r.timings)
         self._event("round_end", "server", f"round {r.idx} done in {sum(r.timings.values()):.1f}s")
         print_round(r.summary, self.cfg.run.rounds, self.before, self.log)
         return r.summary

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import os
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -187,7 +188,7 @@ class Store:
                 for a in record.allocations
             )
             s.add_all(
-                Reward(run_id=run_id, round_idx=idx, receiver=r[0], sender=r[1], sample_id=r[2], value=float(r[3]))
+                Reward(run_id=run_id, round_idx=idx, receiver=r[0], sender=r[1], sample_id=r[2], value=tidy(r[3]))
                 for r in record.rewards
             )
             s.add_all(
@@ -196,14 +197,21 @@ class Store:
                 for p in record.paths
             )
             s.add_all(
-                Metric(run_id=run_id, round_idx=m_idx, subject=subj, name=name, value=float(v))
+                Metric(run_id=run_id, round_idx=m_idx, subject=subj, name=name, value=tidy(v))
                 for (m_idx, subj, name, v) in record.metrics
             )
             r = s.scalars(select(Round).where(Round.run_id == run_id, Round.idx == idx)).first()
             if r is None:
                 r = Round(run_id=run_id, idx=idx)
                 s.add(r)
-            r.status, r.finished_at, r.timings = "done", utcnow(), dict(record.timings)
+            r.status, r.finished_at, r.timings = "done", utcnow(), _tidy_timings(record.timings)
+
+    def set_round_timings(self, run_id: int, idx: int, timings: Mapping[str, float]) -> None:
+        """A committed round's timings again, once the phases timed after its commit (``record``:
+        the commit itself and the checkpoint) are known; the round's results stay as committed."""
+        with self.session() as s:
+            s.execute(update(Round).where(Round.run_id == run_id, Round.idx == idx)
+                      .values(timings=_tidy_timings(timings)))
 
     def record_metrics(self, run_id: int, rows: Iterable[tuple[int, str, str, float]]) -> None:
         """Metrics outside a round (round 0: before any collaboration); idempotent."""
@@ -214,14 +222,28 @@ class Store:
                                          Metric.subject == subj, Metric.name == name)
                 ).first()
                 if m is None:
-                    s.add(Metric(run_id=run_id, round_idx=idx, subject=subj, name=name, value=float(v)))
+                    s.add(Metric(run_id=run_id, round_idx=idx, subject=subj, name=name, value=tidy(v)))
                 else:
-                    m.value = float(v)
+                    m.value = tidy(v)
 
     # ------------------------------------------------------------------ reads used by the server
     def metrics(self, run_id: int) -> list[Metric]:
         with self.session() as s:
             return list(s.scalars(select(Metric).where(Metric.run_id == run_id).order_by(Metric.round_idx)))
+
+
+def tidy(v: float, digits: int = 6) -> float:
+    """``v`` rounded to ``digits`` significant digits (never into its integer part), as stored for
+        display: the clients report float32s, and 0.15600000321865082 is noise, not data. Whole
+        numbers (bytes, counts) and non-finite values stay as they are."""
+    v = float(v)
+    if not math.isfinite(v) or v.is_integer():
+        return v
+    return float(f"{v:.{max(digits, int(math.log10(abs(v))) + 1)}g}")
+
+
+def _tidy_timings(timings: Mapping[str, float]) -> dict[str, float]:
+    return {str(k): tidy(v) for k, v in timings.items()}
 
 
 def _sqlite_path(engine: Any) -> str | None:

@@ -4,15 +4,17 @@ no float32 noise. In-process Federation + a real SQLite Store, the dashboard thr
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from lada.client.app import ClientApp
 from lada.common.config import LadaConfig
 from lada.server.dashboard.app import create_app
-from lada.server.db.tables import Client, Event, Round, Run
-from lada.server.db.writer import Store
+from lada.server.db.tables import Client, Event, Reward, Round, Run
+from lada.server.db.writer import Store, tidy
 from lada.server.federation import Federation
 from lada.server.transport.inprocess import InProcessGrid
 from sqlalchemy import select
@@ -90,3 +92,32 @@ def test_the_transport_logs_enrolment_not_joins() -> None:
         tx.register(tx.stubs(srv.channel()), "client-1")  # the same process again
         tx.register(tx.stubs(srv.channel()), "client-1", instance="inst-b")  # a new process
     assert seen == [("enrol", "client-1"), ("reenrol", "client-1"), ("enrol", "client-1")]
+
+
+def test_stored_rounds_say_what_their_values_mean(tiny_overrides: dict, tmp_path: Path) -> None:
+    """Every phase stdout prints is stored (``record`` too); the public-mix accuracy a round measures
+    at its start is named for it, and drawn as the value after the round before; stored values
+    carry no float32 noise (the printed table keeps the unrounded ones)."""
+    db = f"sqlite:///{tmp_path / 'ok.db'}"
+    fed, store = _fed(tiny_overrides, db)
+    fed.run()
+    printed = fed.history[0].timings
+    assert list(printed) == ["teach", "probe", "allocate", "client_learn", "server_learn", "record"]
+    with store.session() as s:
+        rnd = s.scalars(select(Round)).one()
+        assert rnd.timings == {k: tidy(v) for k, v in printed.items()}
+        rewards = [v for (v,) in s.execute(select(Reward.value))]
+    metrics = store.metrics(fed.run_id)
+    assert all(m.value == tidy(m.value) for m in metrics) and all(v == tidy(v) for v in rewards)
+    names = {(m.round_idx, m.subject, m.name) for m in metrics}
+    assert {(1, n, "public_accuracy_before") for n in ("llm", "client-1", "client-2", "client-3")} <= names
+    assert not [k for k in names if k[2] == "public_accuracy"]
+    with TestClient(create_app(db)) as c:
+        charts = c.get(f"/api/runs/{fed.run_id}/charts").json()
+    assert {s["name"]: s["x"] for s in charts["public_accuracy"]} == {n: [0] for n in
+                                                                     ("client-1", "client-2", "client-3", "llm")}
+
+
+def test_tidy_rounds_noise_not_data() -> None:
+    assert tidy(float(np.float32(0.156))) == 0.156 and tidy(1 / 3) == 0.333333
+    assert tidy(123456789.0) == 123456789.0 and tidy(1234567.891) == 1234568.0 and math.isnan(tidy(math.nan))
