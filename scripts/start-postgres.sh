@@ -8,15 +8,22 @@
 # read (LADA_TEST_PG_URL in the environment wins). Running it again reuses the
 # running cluster. `scripts/start-postgres.sh stop` stops it.
 #
-#   LADA_PG_DIR   cluster folder    [/tmp/lada-pg]
-#   LADA_PG_PORT  TCP port          [55432]
+# The cluster is private to this checkout: its folder and port derive from a hash
+# of the checkout's path, so two checkouts testing at once never share one, and
+# the role's password is only ever set in a cluster this checkout created.
+#
+#   LADA_PG_DIR   cluster folder    [${TMPDIR:-/tmp}/lada-pg-<hash>]
+#   LADA_PG_PORT  TCP port          [55432 + <hash> mod 1000]
 #
 # Without root and without PostgreSQL installed it only warns (the PostgreSQL
 # tests then skip), except under CI=true, where it fails: CI must run them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PGDIR=${LADA_PG_DIR:-/tmp/lada-pg}
-PORT=${LADA_PG_PORT:-55432}
+CHECKOUT=$(pwd -P)
+HASH=$(printf '%s' "$CHECKOUT" | sha256sum | cut -c1-8)
+PGDIR=${LADA_PG_DIR:-${TMPDIR:-/tmp}/lada-pg-$HASH}
+PORT=${LADA_PG_PORT:-$((55432 + 0x$HASH % 1000))}
+OWNER_FILE=$PGDIR/lada-checkout  # which checkout created the cluster (and owns the role's password)
 URL_FILE=.lada/test-pg-url
 
 fail() {
@@ -70,6 +77,7 @@ if [ ! -f "$PGDIR/PG_VERSION" ]; then
   # local socket: peer (only the cluster's owner); TCP: password (scram) only
   as_pg "$BIN/initdb" -D "$PGDIR" -U "$SUPER" --auth-local=peer --auth-host=scram-sha-256 -E UTF8 \
     --locale=C.UTF-8 >/dev/null || fail "initdb failed"
+  printf '%s\n' "$CHECKOUT" >"$OWNER_FILE"
   cat >>"$PGDIR/postgresql.conf" <<EOF
 listen_addresses = '127.0.0.1'
 port = $PORT
@@ -100,6 +108,10 @@ if [ -f "$URL_FILE" ]; then
 fi
 [ -n "$PASS" ] || PASS=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
 if [ "$(psql_pg -c "SELECT 1 FROM pg_roles WHERE rolname = 'lada'")" = "1" ]; then
+  OWNER=$(cat "$OWNER_FILE" 2>/dev/null || true)
+  if [ -n "$OWNER" ] && [ "$OWNER" != "$CHECKOUT" ]; then  # its password is another checkout's: keep it
+    fail "the cluster in $PGDIR belongs to $OWNER; set LADA_PG_DIR and LADA_PG_PORT to a cluster of your own"
+  fi
   psql_pg -c "ALTER ROLE lada WITH LOGIN CREATEDB PASSWORD '$PASS'"
 else
   psql_pg -c "CREATE ROLE lada WITH LOGIN CREATEDB PASSWORD '$PASS'"
