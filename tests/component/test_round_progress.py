@@ -1,0 +1,26 @@
+"""`lada server` says when each long phase of a round starts and how long it took (issue 16: no silences)."""
+
+from __future__ import annotations
+
+import re
+
+from lada.client.app import ClientApp
+from lada.common.config import LadaConfig
+from lada.server.federation import Federation
+from lada.server.transport.inprocess import InProcessGrid
+
+from tests.support.paths import TINY
+
+PHASES = ("teach", "probe", "allocate", "client_learn", "server_learn", "record")
+
+
+def test_each_phase_logs_its_start_and_its_time(tiny_overrides: dict) -> None:
+    cfg = LadaConfig.load(TINY, overrides={**tiny_overrides, "run.rounds": 1}, env=False)
+    logs: list[str] = []
+    Federation(cfg, InProcessGrid({n: ClientApp(cfg, n) for n in cfg.data.client_domains}), None,
+               log=logs.append).run()
+    for name in PHASES:
+        assert f"[lada] round 1/1: {name} ..." in logs, logs
+        assert any(re.fullmatch(rf"\[lada\] round 1/1: {name} done in \d+\.\ds", s) for s in logs), logs
+    starts = [s.split(": ")[1].split(" ")[0] for s in logs if s.endswith(" ...") and "round 1/1" in s]
+    assert starts == list(PHASES)  # in the order they run
