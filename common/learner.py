@@ -101,11 +101,13 @@ class Learner:
         self.opt = torch.optim.AdamW(params, lr=train.lr, weight_decay=0.0)
         # distill.retain: the y+ paths of earlier rounds, newest per sample id, kept as local SFT data
         self.kept: dict[str, Sample] = {}
+        self.progress: str | None = None  # a label: generation and evaluation show progress (lada server)
 
     # ------------------------------------------------------------------ inference
     def paths(self, questions: Sequence[str]) -> list[str]:
         c = self.train_cfg
-        return generate_paths(self.model, self.tok, questions, c.max_new_tokens, c.gen_batch_size)
+        return generate_paths(self.model, self.tok, questions, c.max_new_tokens, c.gen_batch_size,
+                              f"{self.progress}: generating paths" if self.progress else None)
 
     def nll(self, questions: Sequence[str], paths: Sequence[str]) -> np.ndarray:
         c = self.train_cfg
@@ -113,7 +115,8 @@ class Learner:
 
     def evaluate(self, samples: Sequence[Sample]) -> tuple[float, list[str], list[bool]]:
         c = self.train_cfg
-        return evaluate(self.model, self.tok, samples, c.max_new_tokens, c.gen_batch_size)
+        return evaluate(self.model, self.tok, samples, c.max_new_tokens, c.gen_batch_size,
+                        f"{self.progress}: evaluating" if self.progress else None)
 
     def answer_nll(self, questions: Sequence[str], answers: Sequence[str]) -> np.ndarray:
         """Cross-entropy of the bare final answer ('#### N'), FedMKT's selection signal."""

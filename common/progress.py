@@ -44,9 +44,10 @@ class Progress:
         if self._bar is not None:
             self._bar.update(n)
         elif self.enabled:
-            while self._next_tenth <= 10 and self.done * 10 >= self._next_tenth * self.total:
-                self._line(self._next_tenth * 10)
-                self._next_tenth += 1
+            tenth = min(10, self.done * 10 // self.total)
+            if tenth >= self._next_tenth:  # one line per update at most: a big batch does not print three
+                self._line(tenth * 10)
+                self._next_tenth = tenth + 1
 
     def _line(self, pct: int) -> None:
         spent = time.perf_counter() - self._t0

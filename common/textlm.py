@@ -18,6 +18,7 @@ from transformers.utils import logging as hf_logging
 
 from .data import Sample, is_correct, prompt_of
 from .losses import IGNORE, token_logprobs
+from .progress import Progress
 
 
 def load_model(path: str, device: str = "cpu") -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
@@ -123,37 +124,41 @@ def generate_paths(
     questions: Sequence[str],
     max_new_tokens: int = 64,
     batch_size: int = 128,
+    progress: str | None = None,
 ) -> list[str]:
     """Greedy reasoning paths (chain of thought + '#### answer'). A prompt longer than the model's
     context leaves room for the path keeps its last tokens: a model with learned positions (GPT-2)
-    would otherwise fail on a long question from another data set."""
+    would otherwise fail on a long question from another data set. ``progress``: the label of a
+    progress bar on stderr over the batches (None: silent)."""
     device = next(model.parameters()).device
     out: list[str] = []
     pad = tok.pad_token_id
     n_ctx = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
     room = max(1, n_ctx - max_new_tokens) if n_ctx else None
-    for i in range(0, len(questions), batch_size):
-        prompts = [_prompt_ids(tok, q) for q in questions[i : i + batch_size]]
-        if room:
-            prompts = [p[-room:] for p in prompts]
-        width = max(len(p) for p in prompts)
-        ids = torch.full((len(prompts), width), pad, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for j, p in enumerate(prompts):  # left padding: every row ends where generation starts
-            ids[j, width - len(p) :] = torch.tensor(p)
-            mask[j, width - len(p) :] = 1
-        gen = model.generate(
-            input_ids=ids.to(device),
-            attention_mask=mask.to(device),
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            pad_token_id=pad,
-            eos_token_id=tok.eos_token_id,
-        )
-        for row in gen[:, width:].tolist():
-            if tok.eos_token_id in row:
-                row = row[: row.index(tok.eos_token_id)]
-            out.append(tok.decode(row, skip_special_tokens=True).strip())
+    with Progress(len(questions), progress or "", enabled=progress is not None, unit="path") as bar:
+        for i in range(0, len(questions), batch_size):
+            prompts = [_prompt_ids(tok, q) for q in questions[i : i + batch_size]]
+            if room:
+                prompts = [p[-room:] for p in prompts]
+            width = max(len(p) for p in prompts)
+            ids = torch.full((len(prompts), width), pad, dtype=torch.long)
+            mask = torch.zeros_like(ids)
+            for j, p in enumerate(prompts):  # left padding: every row ends where generation starts
+                ids[j, width - len(p) :] = torch.tensor(p)
+                mask[j, width - len(p) :] = 1
+            gen = model.generate(
+                input_ids=ids.to(device),
+                attention_mask=mask.to(device),
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                pad_token_id=pad,
+                eos_token_id=tok.eos_token_id,
+            )
+            for row in gen[:, width:].tolist():
+                if tok.eos_token_id in row:
+                    row = row[: row.index(tok.eos_token_id)]
+                out.append(tok.decode(row, skip_special_tokens=True).strip())
+            bar.update(len(prompts))
     return out
 
 
@@ -163,9 +168,10 @@ def evaluate(
     samples: Sequence[Sample],
     max_new_tokens: int = 64,
     batch_size: int = 128,
+    progress: str | None = None,
 ) -> tuple[float, list[str], list[bool]]:
     """Exact-match accuracy of greedy paths, with the paths and per-sample correctness."""
-    paths = generate_paths(model, tok, [s.question for s in samples], max_new_tokens, batch_size)
+    paths = generate_paths(model, tok, [s.question for s in samples], max_new_tokens, batch_size, progress)
     correct = [is_correct(p, s.answer) for p, s in zip(paths, samples)]
     acc = float(np.mean(correct)) if correct else 0.0
     return acc, paths, correct

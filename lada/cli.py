@@ -66,6 +66,7 @@ def _server(cfg: LadaConfig, args: argparse.Namespace) -> int:
                     heartbeat_s=t.heartbeat, liveness_s=t.liveness,
                     bind_peer_names=bool(t.tls_client_ca) and t.tls_name_binding)
     fed = Federation(cfg, grid, store, resume=cfg.server.resume)  # loads the LLM before accepting clients
+    fed.llm.learner.progress = "LLM"  # its generation and evaluation (minutes on a CPU) show a bar
     server, port = start_server(grid, cfg.server.address, cfg.data.client_domains, cfg.server.max_message_mb,
                                 max_workers=t.max_workers, tls=tls, models=cfg.models.clients, limits=t)
     mode = "mutual TLS" if t.tls_client_ca else "TLS" if tls else "plaintext"

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import io
 
+import pytest
+import torch
+from lada.common.models import EMBEDDED, build_tokenizer, make_model
 from lada.common.progress import Progress
+from lada.common.textlm import generate_paths
 
 
 class _Tty(io.StringIO):
@@ -32,3 +36,24 @@ def test_a_terminal_gets_a_bar_and_disabled_prints_nothing() -> None:
     with Progress(50, "teach", stream=quiet, enabled=False) as p:
         p.update(50)
     assert quiet.getvalue() == ""
+
+
+def test_a_big_batch_prints_one_line_not_one_per_tenth_it_crosses() -> None:
+    out = io.StringIO()
+    with Progress(1000, "LLM: generating paths", stream=out, unit="path") as p:
+        for _ in range(4):
+            p.update(250)
+    assert [s.split(": ")[2][:4] for s in out.getvalue().splitlines()] == [" 20%", " 50%", " 70%", "100%"]
+
+
+def test_generation_shows_progress_only_when_labelled(capsys: pytest.CaptureFixture[str]) -> None:
+    """The LLM's path generation (teach, evaluation) reports its batches; unlabelled (tests, clients) is silent."""
+    torch.manual_seed(0)
+    tok = build_tokenizer("bpe")
+    model = make_model(EMBEDDED["slm-llama"], tok).eval()
+    questions = [f"What is {i} + 1?" for i in range(6)]
+    generate_paths(model, tok, questions, max_new_tokens=4, batch_size=2)
+    assert capsys.readouterr().err == ""
+    generate_paths(model, tok, questions, max_new_tokens=4, batch_size=2, progress="LLM: generating paths")
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 3 and lines[-1].startswith("  LLM: generating paths: 100% (6/6 paths)"), lines
