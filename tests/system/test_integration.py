@@ -64,8 +64,8 @@ def test_grpc_run_end_to_end(tmp_path: Path, model_cache: Path, run_db: str) -> 
                 n = c.execute(text("select count(*) from allocations where round_idx=:r and receiver=:k"),
                               {"r": r, "k": f"client-{k}"}).scalar_one()
                 assert n > 0, f"client-{k} got no allocation in round {r}"
-        vals = c.execute(text("select name, value from metrics where name in ('accuracy','public_accuracy','reward')"
-                              )).all()
+        vals = c.execute(text("select name, value from metrics "
+                              "where name in ('accuracy','public_accuracy_before','reward')")).all()
         assert vals and all(0.0 <= v <= 1.0 for _, v in vals)
         n_clients = c.execute(text("select count(*) from clients")).scalar_one()
         assert n_clients == 3
