@@ -349,12 +349,18 @@ def report(res: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = ap.add_subparsers(dest="cmd")
-    w = sub.add_parser("worker", help="(internal) run simulated clients")
+def driver_parser(doc: str | None) -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
+    """The benchmark's parser and its internal ``worker`` command (``--address``, ``--names``), which
+    the driver starts in each worker process; shared with bench_soak."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    w = ap.add_subparsers(dest="cmd").add_parser("worker", help="(internal) run simulated clients")
     w.add_argument("--address", required=True)
     w.add_argument("--names", required=True)
+    return ap, w
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap, w = driver_parser(__doc__)
     w.add_argument("--out", required=True)
     w.add_argument("--ca")
     ap.add_argument("--clients", type=int, default=200)

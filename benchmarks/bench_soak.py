@@ -30,7 +30,6 @@ tests/system/test_soak.py runs ``--quick`` and asserts ``verify`` finds nothing.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -47,7 +46,17 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_load import DOMAINS, TINY, TOKEN, SimApp, _cli, _free_port, _wait_healthy, client_names  # noqa: E402
+from bench_load import (  # noqa: E402
+    DOMAINS,
+    TINY,
+    TOKEN,
+    SimApp,
+    _cli,
+    _free_port,
+    _wait_healthy,
+    client_names,
+    driver_parser,
+)
 
 #: transport knobs of the soak's server: quick heartbeats so a stopped or killed client counts as
 #: gone within seconds (not the default 30 s), room in the pool for every client's long-poll and
@@ -610,11 +619,7 @@ def report(res: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = ap.add_subparsers(dest="cmd")
-    w = sub.add_parser("worker", help="(internal) run simulated clients")
-    w.add_argument("--address", required=True)
-    w.add_argument("--names", required=True)
+    ap, w = driver_parser(__doc__)
     w.add_argument("--events", required=True)
     w.add_argument("--give-up-after", type=float, default=300.0)
     ap.add_argument("--quick", action="store_true", help="30 clients in 5 processes, 5 rounds (one server kill)")

@@ -12,24 +12,19 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 from lada.client.app import ClientApp
 from lada.common.config import LadaConfig
 from lada.common.rounds import TaskInfo
 from lada.common.state import StateError
 
+from tests.support.clients import learn_a_round
 from tests.support.paths import TINY, cli, free_port
 
 
 def _client3_folder(cfg: LadaConfig, folder: Path) -> ClientApp:
     """client-3 learns one round of run-a and saves its state in ``folder``."""
     app = ClientApp(cfg, "client-3", state_dir=folder)
-    app.probe(TaskInfo(round=1, run_key="run-a"), [])
-    with torch.no_grad():
-        for p in app.learner.model.parameters():
-            if p.requires_grad:
-                p.add_(1.0)
-    app.train(TaskInfo(round=1, run_key="run-a"), [])
+    learn_a_round(app, "run-a")
     return app
 
 

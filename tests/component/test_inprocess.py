@@ -18,6 +18,7 @@ from lada.server.db.writer import Store
 from lada.server.federation import Federation, RoundState
 from lada.server.transport.inprocess import InProcessGrid
 
+from tests.support.clients import learn_a_round
 from tests.support.paths import TINY
 
 
@@ -231,12 +232,7 @@ def test_saved_state_of_another_model_or_a_new_run_is_not_used(tiny_overrides: d
     cfg = LadaConfig.load(TINY, overrides=tiny_overrides, env=False)
     app = ClientApp(cfg, "client-2", state_dir=tmp_path / "s")
     base = app.learner.adapter_state()
-    app.probe(TaskInfo(round=1, run_key="run-a"), [])
-    with torch.no_grad():
-        for p in app.learner.model.parameters():
-            if p.requires_grad:
-                p.add_(1.0)
-    app.train(TaskInfo(round=1, run_key="run-a"), [])
+    learn_a_round(app, "run-a")
     # a new run in the same process starts from the base model, not on top of run-a
     app.probe(TaskInfo(round=1, run_key="run-b"), [])
     assert all(torch.equal(v, base[k]) for k, v in app.learner.adapter_state().items())

@@ -15,7 +15,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-import torch
 from lada.client.app import ClientApp
 from lada.common.config import LadaConfig
 from lada.server.db.writer import DatabaseGone, Store
@@ -25,13 +24,7 @@ from sqlalchemy import create_engine, text
 
 from tests.support.paths import TINY
 
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class Crash(BaseException):

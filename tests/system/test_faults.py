@@ -35,6 +35,8 @@ from tests.support.transport import built_models, certs  # noqa: F401 - fixtures
 
 CLIENTS = ("client-1", "client-2", "client-3")
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # like the server: run.threads=1
+
 
 class Run:
     """`lada server` and `lada client` processes of one run, their logs, and the database."""
@@ -246,13 +248,6 @@ def test_killed_and_stopped_clients_are_dropped_and_rejoin_later_rounds(tmp_path
 
 
 # ---------------------------------------------------------------------- in-process: resume, min_clients
-@pytest.fixture(autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    """Like the server (run.threads=1): on a shared 2-core box more threads are 10x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _cfg(tmp_path: Path, model_cache: Path, **over: object) -> LadaConfig:
