@@ -35,8 +35,11 @@ class Progress:
     def __enter__(self) -> Progress:
         self._t0 = time.perf_counter()
         if self.tty:
+            # a pty that reports a 0 x 0 size (script, some CI runners): tqdm hides every bar at row 0
+            # of 0 rows, so give it the size shutil falls back to
+            size = shutil.get_terminal_size((100, 24))
             self._bar = tqdm(total=self.total, desc=self.desc, unit=self.unit, file=self.stream, leave=True,
-                             ncols=shutil.get_terminal_size((100, 24)).columns)  # a 0-wide pty: 100
+                             ncols=size.columns, nrows=size.lines)
         return self
 
     def update(self, n: int = 1) -> None:

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import io
+import shlex
+import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -57,3 +61,16 @@ def test_generation_shows_progress_only_when_labelled(capsys: pytest.CaptureFixt
     generate_paths(model, tok, questions, max_new_tokens=4, batch_size=2, progress="LLM: generating paths")
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 3 and lines[-1].startswith("  LLM: generating paths: 100% (6/6 paths)"), lines
+
+
+@pytest.mark.skipif(shutil.which("script") is None, reason="needs util-linux script (a pty)")
+def test_a_bar_shows_in_a_pty_of_unknown_size() -> None:
+    """Under `script` (a pty whose size tqdm reads as -1 rows, as on some CI runners) tqdm alone
+    draws nothing; Progress gives it a usable size, so the bar shows."""
+    code = ("from lada.common.progress import Progress\n"
+            "with Progress(5, 'in-a-pty') as p:\n"
+            "    [p.update(1) for _ in range(5)]\n")
+    cmd = f"{shlex.quote(sys.executable)} -c {shlex.quote(code)}"
+    out = subprocess.run(["script", "-qfec", cmd, "/dev/null"], capture_output=True, text=True, timeout=60,
+                         stdin=subprocess.DEVNULL).stdout
+    assert "in-a-pty" in out and "5/5" in out, repr(out)
