@@ -41,8 +41,10 @@ from lada.common.proto.lada.v1 import (
 
 log = logging.getLogger("lada.client")
 T = TypeVar("T")
+# CANCELLED: this client never cancels its own calls, so it is the server ending a stream that went
+# idle (transport.stream_idle), e.g. over a stalled link; the transfer resumes
 RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED,
-             grpc.StatusCode.ABORTED}
+             grpc.StatusCode.ABORTED, grpc.StatusCode.CANCELLED}
 STALE_TASK = {grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.NOT_FOUND}
 PROTOCOL_VERSION = 1
 MAX_REENROL = 3
@@ -197,7 +199,7 @@ class Connection:
         """Retry transient failures with jittered exponential backoff; re-enrol on auth loss.
 
         RESOURCE_EXHAUSTED is transient here: with a reason it is the server's full
-        transfer store (STORE_FULL); without one it comes from the gRPC library,
+        transfer store (STORE_FULL) or its cap on open streams (BUSY); without one it comes from the gRPC library,
         which raises it for a server at its concurrent-RPC limit and for a message
         over a size limit, and :class:`_SizeGuard` has already refused what this
         client would send over its own limit (a peer configured with a smaller
