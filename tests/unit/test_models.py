@@ -145,7 +145,7 @@ def test_concurrent_resolves_build_once(tmp_path: Path, monkeypatch: pytest.Monk
 def test_failed_build_leaves_no_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = _cfg(tmp_path)
 
-    def half_build(spec, cfg, seed, out):
+    def half_build(spec, cfg, seed, out, progress=False):  # noqa: ANN001, ANN202 - build_model's signature
         (Path(out) / "config.json").write_text("{}")
         raise KeyboardInterrupt
 
