@@ -98,7 +98,8 @@ def _server(cfg: LadaConfig, args: argparse.Namespace) -> int:
 
 
 def _linger(grid: GrpcGrid, most_s: float) -> None:
-    """Stay up until every live client has pulled its STOP and left (at most ``most_s``)."""
+    """Stay up until every client still running has pulled its STOP and left (at most ``most_s``;
+    see ``GrpcGrid.wait_until_clients_leave``)."""
     still = grid.wait_until_clients_leave(most_s)
     if still:
         print(f"[lada] {len(still)} client(s) had not pulled STOP after {most_s:g}s (transport.linger): "
