@@ -220,7 +220,11 @@ class Federation:
         r.summary.llm["public_accuracy_before"] = float(np.mean(teach.correct))  # taught at the round's start
 
     def record(self, r: RoundState) -> None:
-        """6. Commit the round (one transaction), then checkpoint what it learned."""
+        """6. Checkpoint what the round learned, then commit it (one transaction). In this order a
+        committed round always has its checkpoint, so a server killed between the two resumes after
+        the round instead of redoing it over rows the clients were already told about; a checkpoint
+        of a round that never committed is ignored by the resume (it restores at or before the last
+        committed round)."""
         t, s = r.idx, r.summary
         for name, (up, down) in self.grid.take_bytes().items():
             if name in s.clients:
@@ -230,8 +234,8 @@ class Federation:
         r.rec.metrics += [(t, LLM, k, v) for k, v in s.llm.items()]
         r.rec.timings = dict(r.timings)
         if self.store:
-            self.store.commit_round(self.run_id, t, r.rec)
             self._checkpoint(t)
+            self.store.commit_round(self.run_id, t, r.rec)
 
     # ------------------------------------------------------------------ phase helpers
     def _begin_round(self, t: int) -> RoundState:
@@ -241,7 +245,7 @@ class Federation:
 
     def _end_round(self, r: RoundState) -> RoundSummary:
         r.summary.timings = r.timings
-        if self.store:  # the record phase (the commit, the checkpoint) ended after the commit: store it too
+        if self.store:  # the record phase (the checkpoint, the commit) ended after the commit: store it too
             self.store.set_round_timings(self.run_id, r.idx, r.timings)
         self._event("round_end", "server", f"round {r.idx} done in {sum(r.timings.values()):.1f}s")
         print_round(r.summary, self.cfg.run.rounds, self.before, self.log)
@@ -364,8 +368,8 @@ class Federation:
                            {"run_id": self.run_id, "run_name": self.cfg.run.name, "created_at": self._run_created})
 
     def _checkpoint(self, t: int) -> None:
-        """After round ``t`` is committed (see ``checkpoint``); a failed write leaves the round
-        committed, and a resume redoes it from the previous checkpoint."""
+        """Just before round ``t`` is committed (see ``record``); a failed write does not stop the
+        commit, and a resume redoes the round from the previous checkpoint."""
         try:
             self._checkpoints().write(t, self.llm, self.alloc)
         except CHECKPOINT_ERRORS as e:  # a full disk raises SafetensorError, not OSError

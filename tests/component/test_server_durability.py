@@ -1,5 +1,6 @@
 """What the server's own files survive (issue 15): a full disk during a checkpoint, the
-database deleted under a running server, and temporary folders of a killed checkpoint write.
+database deleted under a running server, a kill just after a commit, and temporary folders of a
+killed checkpoint write.
 
 Real parts: the in-process transport with real clients, a real SQLite database and,
 for the full disk, a real tmpfs of a few MB (needs root to mount; skipped otherwise).
@@ -111,6 +112,37 @@ def test_a_full_disk_during_a_checkpoint_does_not_end_the_run(tmp_path: Path, mo
     assert any("resuming run 1 at round 2" in s and "checkpoint of round 1" in s for s in logs2), logs2
     assert _q(db, "select id, status from runs") == [(1, "finished")]
     assert [i for (i,) in _q(db, "select idx from rounds where status='done' order by idx")] == [1, 2, 3]
+
+
+def test_a_server_killed_just_after_a_commit_does_not_redo_that_round(tmp_path: Path, model_cache: Path) -> None:
+    """A server killed the moment round 2 is committed (the soak's ``after_commit`` kill) resumes
+    at round 3: the committed round keeps the rows its clients were told about. Found by the soak
+    in CI: the checkpoint came after the commit, so such a kill resumed from round 1's checkpoint
+    and redid round 2 over its committed rows."""
+    db = f"sqlite:///{tmp_path / 'lada.db'}"
+    cfg = _cfg(model_cache, tmp_path / "data", rounds=3)
+    logs: list[str] = []
+    fed, _ = _federation(cfg, db, {}, logs)
+    commit = fed.store.commit_round
+
+    def commit_then_die(run_id: int, idx: int, record: object) -> None:
+        commit(run_id, idx, record)
+        if idx == 2:
+            raise Crash  # nothing of the server runs after this commit
+
+    fed.store.commit_round = commit_then_die  # type: ignore[method-assign]
+    with pytest.raises(Crash):
+        fed.run()
+    paths = _q(db, "select round_idx, author, sample_id, text from paths where round_idx = 2 order by 2, 3")
+    assert paths and [i for (i,) in _q(db, "select idx from rounds where status='done' order by idx")] == [1, 2]
+    logs2: list[str] = []
+    again, _ = _federation(cfg, db, {}, logs2)
+    again.run()
+    assert any("resuming run 1 at round 3" in s and "checkpoint of round 2" in s for s in logs2), logs2
+    assert _q(db, "select round_idx, author, sample_id, text from paths where round_idx = 2 order by 2, 3") == paths
+    assert [m for (m,) in _q(db, "select message from events where kind='round_start'")] == [
+        "round 1", "round 2", "round 3"]
+    assert _q(db, "select id, status from runs") == [(1, "finished")]
 
 
 def test_a_deleted_database_stops_the_run_loudly(tmp_path: Path, model_cache: Path) -> None:
