@@ -1,4 +1,4 @@
-"""``lada``: demo, server, client, dashboard, experiment, models build|eval, db upgrade|current.
+"""``lada``: demo, server, client, dashboard, experiment, export, models build|eval, db upgrade|current.
 
 Every setting is a ``--section.knob`` of ``LadaConfig`` (also YAML and
 ``LADA_SECTION__KNOB``), so it is stored with the run and has one default. The
@@ -267,6 +267,19 @@ def _experiment(cfg: LadaConfig, args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(cfg: LadaConfig, args: argparse.Namespace) -> int:
+    """A learner's final adapter as a standard peft folder (``PeftModel.from_pretrained``)."""
+    from lada.export import ExportError, export_adapter
+
+    try:
+        out = export_adapter(cfg, args.learner, args.out, state=args.state)
+    except (ExportError, FileNotFoundError) as e:
+        args.parser.exit(2, f"{args.parser.prog}: error: {e}\n")
+    print(f"[lada] {args.learner}'s adapter -> {out} (load: PeftModel.from_pretrained(base, {str(out)!r}))",
+          flush=True)
+    return 0
+
+
 def _db(cfg: LadaConfig, args: argparse.Namespace) -> int:
     """Schema migrations of the run database (Alembic): upgrade, or show the revision."""
     from lada.server.db import migrations
@@ -304,6 +317,8 @@ _EXAMPLES = {
                    "lada experiment --out results/exp --redraw"],
     "build": ["lada models build", "lada models build --models.build_steps_llm 300 --models.cache_dir /tmp/m"],
     "eval": ["lada models eval --names llm slm-gpt2 --samples 200"],
+    "export": ["lada export client-1 --config run.yaml --out adapters/client-1",
+               "lada export llm --server.data_dir .lada --out adapters/llm"],
     "upgrade": ["lada db upgrade --server.db postgresql://lada:pw@localhost/lada"],
     "current": ["lada db current --server.db sqlite:///.lada/lada.db"],
 }
@@ -353,6 +368,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder for metrics, table and plots [results/experiment]")
     e.add_argument("--workers", type=int, default=2, metavar="N", help="runs in parallel (one CPU thread each) [2]")
     e.add_argument("--redraw", action="store_true", help="rewrite the table and plots of --out from its metrics")
+
+    x = _command(sub, "export", "write a client's (or the LLM's) final LoRA adapter as a standard peft folder",
+                 _export, only=("models", "lora", "train", "distill", "data.seed", "run.seed", "server.data_dir",
+                                "client.state_dir"))
+    x.add_argument("learner", metavar="LEARNER", help="a client name (a key of models.clients) or 'llm'")
+    x.add_argument("--out", required=True, metavar="DIR", help="new folder for adapter_config.json + weights")
+    x.add_argument("--from", dest="state", default=None, metavar="DIR",
+                   help="this state folder instead of the newest one (client state-N/ or server round-N/)")
 
     m = sub.add_parser("models", help="embedded model management")
     msub = m.add_subparsers(dest="models_cmd", required=True, metavar="COMMAND")
