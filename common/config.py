@@ -94,6 +94,9 @@ class LoraConfig(Section):
     alpha: int = Field(16, ge=1, description="LoRA scaling numerator")
     dropout: float = Field(0.0, ge=0, le=1, description="LoRA dropout")
     target_modules: list[str] | None = Field(None, description="modules to adapt; None = all linear layers")
+    merge_inference: bool = Field(
+        True, description="merge the adapter into the weights for no-grad work (generation, scoring, evaluation, "
+        "embedding; the same outputs, no LoRA overhead per layer; false: run through the unmerged adapter)")
 
 
 class TrainConfig(Section):
@@ -104,6 +107,9 @@ class TrainConfig(Section):
     max_len: int = Field(128, ge=16, description="max tokens of prompt + path")
     max_new_tokens: int = Field(64, ge=4, description="max tokens a model writes for one path")
     gen_batch_size: int = Field(250, ge=1, description="batch size for generation and scoring")
+    sort_by_length: bool = Field(
+        True, description="batch generation and scoring by prompt length (less padding; outputs come back in "
+        "input order; false: batches in input order)")
 
 
 class DistillConfig(Section):
@@ -149,6 +155,15 @@ class ServerConfig(Section):
     resume: bool = Field(
         True, description="resume the open run of the same run.name a killed server left in the database "
         "(false: always start a new run)")
+    overlap_learn: bool = Field(
+        True, description="the LLM learns (server learn) while the clients learn; it needs only the probe "
+        "results. In-process clients (lada experiment) overlap only when the LLM's training uses no global "
+        "torch RNG (no dropout), so results never depend on timing (false: one phase after the other)")
+    eval_subsample: int | None = Field(
+        100, ge=1, description="held-out LLM samples evaluated in rounds between the first and the last (a fixed "
+        "subsample; the first and last rounds use the whole set); None = the whole set every round")
+    bulk_record: bool = Field(
+        True, description="commit a round's rows as bulk inserts (false: one ORM object per row)")
 
 
 class TransportConfig(Section):
