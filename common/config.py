@@ -126,7 +126,8 @@ class DistillConfig(Section):
 
 
 class FilterConfig(Section):
-    lam: float = Field(1.0, ge=0, description="lambda: weight of the exploration net (0 = no exploration)")
+    lam: float = Field(1.0, ge=0, description="lambda: weight of the exploration net f2 in f1 + lambda*f2; 1 is "
+                       "EE-Net's own score (f2 estimates r - f1), 0 = no exploration (ablation)")
     hidden: int = Field(64, ge=4, description="hidden width of both filter nets")
     epochs: int = Field(10, ge=1, description="epochs of retraining on the whole reward history per round")
     lr: float = Field(1e-3, gt=0, description="filter learning rate")
@@ -139,7 +140,20 @@ class FilterConfig(Section):
     reward_scale: float = Field(5.0, gt=0, description="squash: r = sigmoid(scale * relative NLL drop)")
     embedding: Literal["llm", "none"] = Field("llm", description="sample embedding part of the context")
     embed_dim: int = Field(32, ge=1, description="embedding dims kept (random projection of LLM states)")
-    exploration_input: Literal["grad", "hidden"] = Field("grad", description="f2 input: f1 gradient or hidden")
+    exploration_input: Literal["grad", "hidden"] = Field(
+        "grad", description="f2 input: f1's normalised gradient w.r.t. its parameters (EE-Net), or f1's "
+        "normalised hidden activations")
+    context_embedding: Literal["cluster", "frozen", "both", "none"] = Field(
+        "cluster", description="sample part of the filter context, from the LLM embedding frozen at its first "
+        "round (so contexts do not drift as the LLM trains): its K-means cluster one-hot, the frozen vector, "
+        "both, or none")
+    clusters: int = Field(8, ge=1, description="K of the frozen embedding's K-means clusters (context_embedding)")
+    resend: bool = Field(
+        False, description="lada may give a receiver a sample it was given before (False: never again; "
+        "run.fresh_only does the same for every method)")
+    share: bool = Field(
+        False, description="one filter per direction shared by every client, the client's code in the "
+        "context (learns from all clients' rewards), instead of one filter per (receiver, sender) pair")
 
 
 class ServerConfig(Section):
