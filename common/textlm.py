@@ -82,6 +82,13 @@ def forward_logits(model: PreTrainedModel, batch: Batch) -> torch.Tensor:
     return model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
 
 
+def batches(lengths: Sequence[int], batch_size: int, sort: bool) -> list[list[int]]:
+    """Row indices in batches of ``batch_size``; ``sort``: rows of similar length together (by length,
+    a stable sort), so a batch pads to little more than its rows need. Callers put results back by index."""
+    order = sorted(range(len(lengths)), key=lengths.__getitem__) if sort else list(range(len(lengths)))
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
 @torch.inference_mode()
 def path_logprobs(
     model: PreTrainedModel,
@@ -90,18 +97,21 @@ def path_logprobs(
     paths: Sequence[str],
     max_len: int,
     batch_size: int = 128,
+    sort: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Sum of token log-probs of each path and its token count (numpy, [n] each)."""
+    """Sum of token log-probs of each path and its token count (numpy, [n] each). ``sort``: batch by
+    length (``batches``); the values come back in input order."""
     device = next(model.parameters()).device
-    sums, counts = [], []
-    for i in range(0, len(questions), batch_size):
-        b = encode_pairs(tok, questions[i : i + batch_size], paths[i : i + batch_size], max_len).to(device)
+    if len(questions) != len(paths):
+        raise ValueError(f"{len(questions)} questions but {len(paths)} paths")
+    sums, counts = np.zeros(len(questions), np.float64), np.zeros(len(questions), np.int64)
+    lengths = [len(q) + len(p) for q, p in zip(questions, paths)] if sort else [0] * len(questions)
+    for idx in batches(lengths, batch_size, sort):
+        b = encode_pairs(tok, [questions[i] for i in idx], [paths[i] for i in idx], max_len).to(device)
         picked, mask = token_logprobs(forward_logits(model, b), b.labels)
-        sums.append(picked.sum(-1).cpu().numpy())
-        counts.append(mask.sum(-1).cpu().numpy())
-    if not sums:
-        return np.zeros(0), np.zeros(0)
-    return np.concatenate(sums).astype(np.float64), np.concatenate(counts).astype(np.int64)
+        sums[idx] = picked.sum(-1).cpu().numpy()
+        counts[idx] = mask.sum(-1).cpu().numpy()
+    return sums, counts
 
 
 def path_nll(
@@ -111,9 +121,10 @@ def path_nll(
     paths: Sequence[str],
     max_len: int,
     batch_size: int = 128,
+    sort: bool = False,
 ) -> np.ndarray:
     """Mean per-token NLL of each path under the model: the learnability statistic."""
-    s, n = path_logprobs(model, tok, questions, paths, max_len, batch_size)
+    s, n = path_logprobs(model, tok, questions, paths, max_len, batch_size, sort)
     return -s / np.maximum(n, 1)
 
 
@@ -125,21 +136,24 @@ def generate_paths(
     max_new_tokens: int = 64,
     batch_size: int = 128,
     progress: str | None = None,
+    sort: bool = False,
 ) -> list[str]:
     """Greedy reasoning paths (chain of thought + '#### answer'). A prompt longer than the model's
     context leaves room for the path keeps its last tokens: a model with learned positions (GPT-2)
     would otherwise fail on a long question from another data set. ``progress``: the label of a
-    progress bar on stderr over the batches (None: silent)."""
+    progress bar on stderr over the batches (None: silent). ``sort``: batch prompts of similar
+    token length together (less left padding to attend over); paths come back in input order."""
     device = next(model.parameters()).device
-    out: list[str] = []
+    out: list[str] = [""] * len(questions)
     pad = tok.pad_token_id
     n_ctx = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
     room = max(1, n_ctx - max_new_tokens) if n_ctx else None
+    all_prompts = [_prompt_ids(tok, q) for q in questions]
+    if room:
+        all_prompts = [p[-room:] for p in all_prompts]
     with Progress(len(questions), progress or "", enabled=progress is not None, unit="path") as bar:
-        for i in range(0, len(questions), batch_size):
-            prompts = [_prompt_ids(tok, q) for q in questions[i : i + batch_size]]
-            if room:
-                prompts = [p[-room:] for p in prompts]
+        for idx in batches([len(p) for p in all_prompts], batch_size, sort):
+            prompts = [all_prompts[i] for i in idx]
             width = max(len(p) for p in prompts)
             ids = torch.full((len(prompts), width), pad, dtype=torch.long)
             mask = torch.zeros_like(ids)
@@ -154,10 +168,10 @@ def generate_paths(
                 pad_token_id=pad,
                 eos_token_id=tok.eos_token_id,
             )
-            for row in gen[:, width:].tolist():
+            for i, row in zip(idx, gen[:, width:].tolist()):
                 if tok.eos_token_id in row:
                     row = row[: row.index(tok.eos_token_id)]
-                out.append(tok.decode(row, skip_special_tokens=True).strip())
+                out[i] = tok.decode(row, skip_special_tokens=True).strip()
             bar.update(len(prompts))
     return out
 
@@ -169,9 +183,10 @@ def evaluate(
     max_new_tokens: int = 64,
     batch_size: int = 128,
     progress: str | None = None,
+    sort: bool = False,
 ) -> tuple[float, list[str], list[bool]]:
     """Exact-match accuracy of greedy paths, with the paths and per-sample correctness."""
-    paths = generate_paths(model, tok, [s.question for s in samples], max_new_tokens, batch_size, progress)
+    paths = generate_paths(model, tok, [s.question for s in samples], max_new_tokens, batch_size, progress, sort)
     correct = [is_correct(p, s.answer) for p, s in zip(paths, samples)]
     acc = float(np.mean(correct)) if correct else 0.0
     return acc, paths, correct
