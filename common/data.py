@@ -66,10 +66,12 @@ def extract_answer(text: str) -> str | None:
     return m.group(1) if m else None
 
 
-def is_correct(text: str, answer: str) -> bool:
-    """Exact check of a path's final answer against the label."""
-    got = extract_answer(text)
-    return got is not None and got == str(answer).strip()
+def is_correct(text: str, answer: str, family: str = "embedded") -> bool:
+    """Check a path's final answer against the label with its task family's extractor
+    (``common/answers.py``): ``embedded`` is the exact ``#### N`` rule, ``gsm8k`` reads free text."""
+    from .answers import is_correct as check
+
+    return check(text, answer, family)
 
 
 # --------------------------------------------------------------------------- domains
