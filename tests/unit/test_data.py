@@ -65,8 +65,44 @@ def test_splits_deterministic_and_sized() -> None:
     assert {s.domain for s in a.client_train["client-2"]} == {"shop"}
     assert {s.domain for s in a.public} == set(DOMAINS)
     train_q = {s.question for v in a.client_train.values() for s in v}
-    test_q = {s.question for v in a.client_test.values() for s in v}
-    assert len(train_q & test_q) <= 2  # best-effort de-duplication at tiny sizes
+    test_q = {s.question for v in [*a.client_test.values(), a.server_test] for s in v}
+    assert not train_q & test_q and not test_q & {s.question for s in a.public}
+
+
+def test_test_sets_are_new_to_every_other_set_and_stratified() -> None:
+    """Test questions are never in train, public, the server's mix or a pre-training slice
+    (of any size or seed), never repeat within a set, and are spread evenly over difficulty."""
+    from lada.common.data import held_out, strata
+
+    doms = {"client-1": "arith", "client-2": "shop", "client-3": "count"}
+    sp = build_splits(doms, 300, 400, 300, 400, seed=5, min_steps=1, max_steps=4)
+    d = DataConfig(client_domains=doms, n_train=300, n_test=400, n_public=300, n_server_test=400,
+                   n_server_train=500, seed=5, max_steps=4)
+    test_q = {s.question for v in [*sp.client_test.values(), sp.server_test] for s in v}
+    others = [*sp.public, *server_train_set(d), *pretrain_slice(3000, seed=0), *pretrain_slice(3000, seed=5),
+              *pretrain_slice(500, seed=0, max_steps=6), *[s for v in sp.client_train.values() for s in v]]
+    assert len(others) > 8000 and not test_q & {s.question for s in others}
+    assert all(held_out(q) for q in test_q) and not any(held_out(s.question) for s in others)
+    for name, test in sp.client_test.items():
+        assert len(test) == 400 and len({s.question for s in test}) == 400, name  # distinct
+        assert {s.domain for s in test} == {doms[name]}
+    assert set(strata(sp.client_test["client-2"]).values()) == {100}  # 4 levels x 100
+    assert set(strata(sp.client_test["client-3"]).values()) == {100}
+    assert set(strata(sp.server_test).values()) == {25}  # 4 domains x 4 levels x 25
+    assert set(strata(sp.client_test["client-2"][:40]).values()) == {10}  # a prefix is stratified too
+    # 1-step arith has ~60 held-out questions: the other levels take the shortfall
+    arith = strata(sp.client_test["client-1"])
+    assert arith[("arith", 1)] < 100 and sum(arith.values()) == 400
+    assert build_splits(doms, 300, 400, 300, 400, seed=5, max_steps=4).client_test == sp.client_test
+
+
+def test_a_test_set_larger_than_its_question_space_is_refused() -> None:
+    from lada.common.data import generate_test
+
+    with pytest.raises(ValueError, match="only .* distinct held-out questions"):
+        generate_test(["clock"], 1000, seed=0, prefix="t", min_steps=1, max_steps=3)
+    with pytest.raises(ValueError, match="min_steps"):
+        generate_test(["arith"], 10, seed=0, prefix="t", min_steps=3, max_steps=2)
 
 
 def test_extract_answer() -> None:
