@@ -26,6 +26,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .policy_names import POLICY_NAMES, PolicyName
 
+PromptFormatName = Literal["auto", "embedded", "chat", "fewshot"]  # common/prompts.py
+DTypeName = Literal["auto", "float32", "bfloat16", "float16"]
+DEVICE_PATTERN = r"^(auto|cpu|cuda(:\d+)?)$"
+
 DEFAULT_CLIENT_DOMAINS = {"client-1": "arith", "client-2": "shop", "client-3": "clock"}
 DEFAULT_CLIENT_MODELS = {
     "client-1": "embedded:slm-gpt2",
@@ -87,6 +91,9 @@ class ModelsConfig(Section):
     llm_pretrain_domains: list[str] | None = Field(
         None, description="domains of the embedded LLM's pre-training slice; None = all (leave one out so an "
         "edge client holds knowledge the LLM lacks)")
+    prompts: dict[str, PromptFormatName] = Field(
+        default_factory=dict, description="learner ('llm' or a client name) -> prompt format; unnamed ones are auto "
+        "(embedded models: embedded; a tokenizer with a chat template: chat; else fewshot)")
 
 
 class LoraConfig(Section):
@@ -107,6 +114,8 @@ class TrainConfig(Section):
     max_len: int = Field(128, ge=16, description="max tokens of prompt + path")
     max_new_tokens: int = Field(64, ge=4, description="max tokens a model writes for one path")
     gen_batch_size: int = Field(250, ge=1, description="batch size for generation and scoring")
+    gradient_checkpointing: bool = Field(
+        False, description="recompute activations in the backward pass (less memory for long paths, slower)")
     sort_by_length: bool = Field(
         True, description="batch generation and scoring by prompt length (less padding; outputs come back in "
         "input order; false: batches in input order)")
@@ -166,6 +175,9 @@ class ServerConfig(Section):
     wait_clients: int = Field(3, ge=1, description="clients to wait for before round 1 starts")
     max_message_mb: int = Field(64, ge=1, description="gRPC max message size (both ends)")
     chunk_kb: int = Field(256, ge=1, description="chunk size of streamed transfers")
+    device: str = Field("auto", pattern=DEVICE_PATTERN, description="where the LLM runs: auto (cuda if present), "
+                        "cpu, cuda, cuda:N")
+    dtype: DTypeName = Field("auto", description="the LLM's weights: auto = bfloat16 on a GPU, float32 on CPU")
     resume: bool = Field(
         True, description="resume the open run of the same run.name a killed server left in the database "
         "(false: always start a new run)")
@@ -226,6 +238,9 @@ class ClientConfig(Section):
         "each round to resume after a restart; None = <server.data_dir>/clients/<name> (per client: set it by "
         "flag or env, not in a YAML several clients share)")
     save_state: bool = Field(True, description="save the learner state each round (false: memory only)")
+    device: str = Field("auto", pattern=DEVICE_PATTERN, description="where this client's SLM runs: auto (cuda if "
+                        "present), cpu, cuda, cuda:N")
+    dtype: DTypeName = Field("auto", description="the SLM's weights: auto = bfloat16 on a GPU, float32 on CPU")
     tls: bool = Field(False, description="TLS with the system's root certificates (tls_ca implies TLS)")
     tls_ca: str | None = Field(None, description="CA PEM file that signed the server certificate (enables TLS)")
     tls_cert: str | None = Field(None, description="client certificate PEM file (mutual TLS, with tls_key)")
@@ -312,6 +327,14 @@ class LadaConfig(Section):
         if self.store_bytes < self.max_blob_bytes:
             raise ValueError(f"transport.store_mb ({self.transport.store_mb}) must hold the largest blob, "
                              f"4 x server.max_message_mb = {self.max_blob_bytes >> 20} MiB")
+        return self
+
+    @model_validator(mode="after")
+    def _prompts_name_learners(self) -> LadaConfig:
+        unknown = sorted(set(self.models.prompts) - {"llm", *self.models.clients})
+        if unknown:
+            raise ValueError(f"models.prompts names no learner: {unknown}; use 'llm' or a client of models.clients "
+                             f"{sorted(self.models.clients)}")
         return self
 
 

@@ -20,13 +20,14 @@ behaviour before formats existed.
 
 from __future__ import annotations
 
-from typing import Literal, get_args
+from typing import get_args
 
 from transformers import PreTrainedTokenizerBase
 
+from .config import PromptFormatName
 from .data import prompt_of
 
-PromptFormat = Literal["auto", "embedded", "chat", "fewshot"]
+PromptFormat = PromptFormatName
 FORMATS: tuple[str, ...] = get_args(PromptFormat)
 ATTR = "lada_prompt_format"
 
