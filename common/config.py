@@ -65,6 +65,9 @@ class DataConfig(Section):
     n_test: int = Field(500, ge=1, description="private test samples per client")
     n_public: int = Field(1000, ge=1, description="public samples (question + answer label, all domains)")
     n_server_test: int = Field(500, ge=1, description="held-out mix the LLM's accuracy is measured on")
+    n_test_between: int | None = Field(
+        None, ge=1, description="test items a client evaluates in the rounds between its first and the last "
+        "(a fixed stratified prefix of its test set; the first and last rounds use all); None = all")
     n_server_train: int = Field(
         5000, ge=0, description="server-side private mix the LLM keeps fine-tuning on (small ones over-fit)")
     min_steps: int = Field(1, ge=1, description="difficulty: fewest reasoning steps per sample")
