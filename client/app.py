@@ -18,10 +18,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from lada.common.answers import family_of
 from lada.common.config import LadaConfig
 from lada.common.data import Sample, is_correct, path_steps
 from lada.common.learner import Learner, LearnerState, Pair
-from lada.common.models import resolve_model
+from lada.common.models import load_for, resolve_model, torch_device
 from lada.common.rounds import (
     AllocatedPair,
     ProbeResult,
@@ -33,7 +34,6 @@ from lada.common.rounds import (
 )
 from lada.common.scenario import scenario_splits
 from lada.common.state import read_meta, read_state_files, write_state_dir
-from lada.common.textlm import load_model
 
 from .state_owner import claim_state_dir
 
@@ -66,7 +66,7 @@ def self_taught(samples: Sequence[Sample], paths: Sequence[str]) -> list[Sample]
     solution: self-training on answer-only data (STaR-style rejection sampling) -- a label
     can check a reasoning path but cannot write one."""
     return [replace(s, solution=path_steps(p))
-            for s, p in zip(samples, paths) if is_correct(p, s.answer)]
+            for s, p in zip(samples, paths) if is_correct(p, s.answer, family_of(s.id))]
 
 
 class ClientApp:
@@ -80,6 +80,7 @@ class ClientApp:
     def __init__(self, cfg: LadaConfig, name: str, model_path: str | None = None,
                  state_dir: str | Path | None = None) -> None:
         check_client_name(cfg, name)
+        torch_device(cfg.client.device)  # a GPU that is not there: an error before anything loads
         self.cfg, self.name = cfg, name
         torch.set_num_threads(cfg.run.threads)
         self.model_name = cfg.models.clients[name]
@@ -87,7 +88,9 @@ class ClientApp:
         if self.state_dir:  # another client's or model's folder is refused before the model loads
             claim_state_dir(self.state_dir, name, self.model_name)
         path = model_path or resolve_model(self.model_name, cfg.models, seed=cfg.data.seed)
-        model, tok = load_model(path)
+        c = cfg.client
+        model, tok = load_for(self.model_name, path, c.device, c.dtype, cfg.models.prompts.get(name, "auto"),
+                              cfg.train.gradient_checkpointing)
         self.learner = Learner(model, tok, cfg.train, cfg.distill, cfg.lora,
                                seed=cfg.run.seed * 1000 + sum(map(ord, name)))
         self.train_set, self.test_set = client_data(cfg, name)
@@ -113,7 +116,7 @@ class ClientApp:
         tok = self.learner.tok
         stats, own_paths = [], []
         for p, n, o, c in zip(paths, nll, own, ce):
-            ok = is_correct(o, p.answer)
+            ok = is_correct(o, p.answer, family_of(p.sample_id))
             stats.append(SampleStats(p.sample_id, float(n), len(tok(p.text)["input_ids"]), len(tok(o)["input_ids"]),
                                      own_correct=ok, sender_correct=p.correct, answer_ce=float(c)))
             own_paths.append(ReasoningPath(p.sample_id, p.question, o, answer=p.answer, correct=ok))

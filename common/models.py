@@ -467,3 +467,49 @@ def evaluate_models(paths: dict[str, str], samples: Sequence[Sample], max_new_to
         acc, _, _ = evaluate(model, tok, list(samples), max_new_tokens=max_new_tokens)
         rows.append({"name": name, "params": n_params(model), "accuracy": acc, "seconds": time.perf_counter() - t})
     return rows
+
+
+# --------------------------------------------------------------------------- placing a learner's model
+def torch_device(spec: str) -> torch.device:
+    """``auto`` | ``cpu`` | ``cuda`` | ``cuda:N`` (server.device, client.device) as a torch device; a GPU
+    that is not there is an error before any model loads, not a CUDA traceback after minutes."""
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if spec.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {spec!r}: no CUDA GPU is visible to torch {torch.__version__} "
+                             "(use cpu or auto)")
+        idx = int(spec.partition(":")[2] or 0)
+        if idx >= torch.cuda.device_count():
+            raise ValueError(f"device {spec!r}: only {torch.cuda.device_count()} CUDA device(s) visible")
+    elif spec != "cpu":
+        raise ValueError(f"device {spec!r}: use auto, cpu, cuda or cuda:N")
+    return torch.device(spec)
+
+
+def torch_dtype(spec: str, device: torch.device) -> torch.dtype:
+    """``auto``: bfloat16 on a GPU that has it (else float16), float32 on CPU; or the named dtype."""
+    if spec == "auto":
+        if device.type != "cuda":
+            return torch.float32
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    named = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+    if spec not in named:
+        raise ValueError(f"dtype {spec!r}: use auto, {', '.join(named)}")
+    return named[spec]
+
+
+def load_for(name: str, path: str, device: str = "auto", dtype: str = "auto", prompt: str = "auto",
+             gradient_checkpointing: bool = False) -> tuple[PreTrainedModel, PreTrainedTokenizerFast]:
+    """A learner's base model and tokenizer: on ``device`` in ``dtype``, its tokenizer prompting in the
+    format ``prompt`` resolves to for model ``name`` (common/prompts.py), activations recomputed in the
+    backward pass with ``gradient_checkpointing``."""
+    from . import prompts
+    from .textlm import load_model
+
+    dev = torch_device(device)
+    model, tok = load_model(path, dev, torch_dtype(dtype, dev))
+    prompts.attach(tok, prompts.resolve(prompt, name, tok))
+    if gradient_checkpointing:  # non-reentrant: works with a frozen base under LoRA
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return model, tok

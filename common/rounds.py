@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
+from .answers import family_of
 from .data import is_correct
 
 
@@ -98,7 +99,7 @@ def grade(probe: ProbeResult, candidates: Sequence[ReasoningPath]) -> ProbeResul
     for p in probe.own_paths:
         c = labels.get(p.sample_id)
         answer = c.answer if c is not None else p.answer
-        own.append(replace(p, answer=answer, correct=is_correct(p.text, answer)))
+        own.append(replace(p, answer=answer, correct=is_correct(p.text, answer, family_of(p.sample_id))))
     graded = {p.sample_id: p.correct for p in own}
     stats = [replace(s, own_correct=graded.get(s.sample_id, s.own_correct),
                      sender_correct=labels[s.sample_id].correct if s.sample_id in labels else s.sender_correct)

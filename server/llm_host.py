@@ -7,18 +7,22 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+from lada.common.answers import family_of
 from lada.common.config import LadaConfig
 from lada.common.data import Sample, is_correct
 from lada.common.learner import Learner, LearnerState, LearnReport, Pair
-from lada.common.models import resolve_model
-from lada.common.textlm import encode_pairs, load_model
+from lada.common.models import load_for, resolve_model, torch_device
+from lada.common.textlm import encode_pairs
 
 
 class LLMHost:
     def __init__(self, cfg: LadaConfig, model_path: str | None = None) -> None:
         self.cfg = cfg
+        torch_device(cfg.server.device)  # a GPU that is not there: an error before anything loads
         path = model_path or resolve_model(cfg.models.llm, cfg.models, seed=cfg.data.seed)
-        model, tok = load_model(path)
+        s = cfg.server
+        model, tok = load_for(cfg.models.llm, path, s.device, s.dtype, cfg.models.prompts.get("llm", "auto"),
+                              cfg.train.gradient_checkpointing)
         self.learner = Learner(model, tok, cfg.train, cfg.distill, cfg.lora, seed=cfg.run.seed)
         self.version = 0  # bumps whenever the LLM learns, invalidating the teach cache
         self._teach_cache: tuple[int, list[str]] | None = None
@@ -29,7 +33,7 @@ class LLMHost:
         if self._teach_cache is None or self._teach_cache[0] != self.version:
             self._teach_cache = (self.version, self.learner.paths([s.question for s in public]))
         paths = self._teach_cache[1]
-        return paths, [is_correct(p, s.answer) for p, s in zip(paths, public)]
+        return paths, [is_correct(p, s.answer, family_of(s.id)) for p, s in zip(paths, public)]
 
     @torch.inference_mode()
     def embed(self, samples: Sequence[Sample]) -> np.ndarray:
