@@ -171,6 +171,13 @@ class Connection:
         self.coord = coordinator_pb2_grpc.CoordinatorStub(guarded)
         self.alloc = allocation_pb2_grpc.AllocationStub(guarded)
         self.exchange = exchange_pb2_grpc.ExchangeStub(guarded)
+        # the bulk calls with chunks (de)serialized by lada.common.chunks (the same bytes on the wire as
+        # the generated stub's, without three copies of every chunk's data): see download/upload
+        self._download = guarded.unary_stream("/lada.v1.Exchange/Download",
+                                              request_serializer=exchange_pb2.DownloadRequest.SerializeToString,
+                                              response_deserializer=chunks.parse_chunk)
+        self._upload = guarded.stream_unary("/lada.v1.Exchange/Upload",
+                                            response_deserializer=exchange_pb2.UploadReply.FromString)
         self.call_timeout, self.give_up_after = call_timeout, give_up_after
         self.credential = ""
         self.heartbeat_s = TransportConfig().heartbeat  # until the server's enrol reply names its own
@@ -273,28 +280,27 @@ class Connection:
                 log.warning("%s: %s; enrolling again", self.name, why)
                 self.register()
 
-    def download(self, blob_id: str, max_blob: int | None = None) -> bytes:
-        got: list[exchange_pb2.Chunk] = []
+    def download(self, blob_id: str, max_blob: int | None = None) -> memoryview:
+        """The blob, verified against its id; an interrupted stream resumes from the first chunk not
+        received. Chunks land in one buffer (no per-chunk objects kept, no join) and each byte is
+        hashed once, on arrival."""
+        rx = chunks.Receiver(blob_id, max_blob)
 
-        def fetch() -> bytes:
-            # resume from the first chunk we do not have yet
-            for c in self.exchange.Download(
-                exchange_pb2.DownloadRequest(blob_id=blob_id, from_chunk=len(got), client_id=self.name),
-                metadata=self.md, timeout=self.call_timeout,
-            ):
-                got.append(c)
+        def fetch() -> memoryview:
+            for c in self._download(exchange_pb2.DownloadRequest(blob_id=blob_id, from_chunk=rx.received,
+                                                                 client_id=self.name),
+                                    metadata=self.md, timeout=self.call_timeout):
+                rx.add(c)
                 self.bytes_down += c.ByteSize()
-            return chunks.join(got, max_blob)
+            return rx.result()
 
-        data = self.call(fetch, "Download")
-        if chunks.sha256(data) != blob_id:
-            raise chunks.ChunkError(f"downloaded blob is not {blob_id[:12]}")
-        return data
+        return self.call(fetch, "Download")
 
-    def upload(self, data: bytes) -> str:
-        """Upload a blob in content-addressed chunks, sending only what the server lacks."""
-        bid = chunks.sha256(data)
-        total = chunks.n_chunks(len(data), self.chunk_size)
+    def upload(self, data: chunks.Buffer) -> str:
+        """Upload a blob in content-addressed chunks, sending only what the server lacks. The id and
+        the chunk hashes are computed once, before the first try, and reused by every retry."""
+        lay = chunks.Layout.of(data, self.chunk_size)
+        bid, total = lay.blob_id, lay.total
 
         def send() -> str:
             for _ in range(3):
@@ -302,10 +308,10 @@ class Connection:
                                                metadata=self.md, timeout=self.call_timeout)
                 if st.present:
                     return bid
-                have = set(st.received_chunks) if (st.total, st.blob_size) == (total, len(data)) else set()
+                have = set(st.received_chunks) if (st.total, st.blob_size) == (total, lay.size) else set()
                 todo = [i for i in range(total) if i not in have]
-                rep = self.exchange.Upload(chunks.split(data, self.chunk_size, self.name, indices=todo),
-                                           metadata=self.md, timeout=self.call_timeout)
+                rep = self._upload(lay.encoded(data, self.name, indices=todo), metadata=self.md,
+                                   timeout=self.call_timeout)
                 if rep.complete:
                     return rep.blob_id
             raise RuntimeError(f"{self.name}: upload of {bid[:12]} did not complete after 3 tries")

@@ -5,22 +5,36 @@ so a receiver verifies every piece and a retried chunk or upload is
 idempotent: storing it again is a no-op. Chunks may arrive in any order and
 any subset at a time, which is what lets an interrupted upload resume with
 only the chunks the receiver does not hold yet.
+
+Transfers are hot paths (a 256 MiB blob must move near raw gRPC speed), so a
+sender computes a blob's id and chunk hashes once (:class:`Layout`) and sends
+chunks it encodes itself (:func:`encode_chunk`: the protobuf ``Chunk`` wire
+format, with the data copied once), and a receiver parses them without copying
+the data (:func:`parse_chunk`) into a buffer allocated once (:func:`buffer`).
+The bytes on the wire are those of ``exchange_pb2.Chunk``: peers using the
+generated classes interoperate.
 """
 
 from __future__ import annotations
 
 import hashlib
+import mmap
+import threading
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from .proto.lada.v1 import exchange_pb2
 
 DEFAULT_CHUNK = 256 * 1024
 MAX_CHUNKS = 1 << 16  # a blob in more pieces than this is refused (bounds per-blob bookkeeping)
 CHUNK_OVERHEAD = 512  # bytes of a Chunk message besides its data, with room (two sha256 ids, a 200-char client id)
+PARALLEL_HASH = 4 << 20  # from this size on the id and the chunk hashes are computed in two threads
 _HEX = frozenset("0123456789abcdef")
+Buffer = bytes | bytearray | memoryview | mmap.mmap
 
 
-def sha256(data: bytes) -> str:
+def sha256(data: Buffer) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
@@ -38,27 +52,191 @@ def message_size(chunk_size: int) -> int:
     return chunk_size + CHUNK_OVERHEAD
 
 
-def split(data: bytes, chunk_size: int = DEFAULT_CHUNK, client_id: str = "", start: int = 0,
-          indices: Sequence[int] | None = None) -> Iterator[exchange_pb2.Chunk]:
-    """The chunks of ``data`` from index ``start`` on, or only those in ``indices``."""
+def buffer(size: int) -> memoryview:
+    """A writable zero-filled buffer of ``size`` bytes whose memory is only taken as it is written
+    (an anonymous mmap): a receiver allocates a blob once, and a declared but unsent blob costs nothing."""
+    if size == 0:
+        return memoryview(bytearray())
+    return memoryview(mmap.mmap(-1, size))
+
+
+def chunk_hashes(data: Buffer, chunk_size: int) -> list[str]:
     if chunk_size < 1:
         raise ValueError("chunk_size must be >= 1")
-    blob_id = sha256(data)
-    total = n_chunks(len(data), chunk_size)
-    for i in (range(start, total) if indices is None else indices):
-        if not 0 <= i < total:
-            raise ValueError(f"chunk index {i} out of range for {total} chunks")
-        piece = data[i * chunk_size : (i + 1) * chunk_size]
-        yield exchange_pb2.Chunk(blob_sha256=blob_id, index=i, total=total, data=piece,
-                                 chunk_sha256=sha256(piece), blob_size=len(data), client_id=client_id)
+    mv = memoryview(data).cast("B")
+    return [sha256(mv[i * chunk_size:(i + 1) * chunk_size]) for i in range(n_chunks(len(mv), chunk_size))]
 
 
+@dataclass(frozen=True)
+class Layout:
+    """A blob cut into chunks: its id and every chunk's sha256, computed once (both hash passes run
+    side by side for a large blob: hashlib releases the GIL)."""
+
+    blob_id: str
+    size: int
+    chunk_size: int
+    chunk_ids: tuple[str, ...]
+
+    @property
+    def total(self) -> int:
+        return len(self.chunk_ids)
+
+    @classmethod
+    def of(cls, data: Buffer, chunk_size: int = DEFAULT_CHUNK, blob_id: str | None = None) -> Layout:
+        if chunk_size < 1:
+            raise ValueError("chunk_size must be >= 1")
+        mv = memoryview(data).cast("B")
+        if blob_id is not None:
+            return cls(blob_id, len(mv), chunk_size, tuple(chunk_hashes(mv, chunk_size)))
+        if len(mv) < PARALLEL_HASH:
+            return cls(sha256(mv), len(mv), chunk_size, tuple(chunk_hashes(mv, chunk_size)))
+        out: dict[str, Any] = {}
+        th = threading.Thread(target=lambda: out.update(ids=chunk_hashes(mv, chunk_size)), daemon=True)
+        th.start()
+        bid = sha256(mv)
+        th.join()
+        return cls(bid, len(mv), chunk_size, tuple(out["ids"]))
+
+    def encoded(self, data: Buffer, client_id: str = "", start: int = 0,
+                indices: Sequence[int] | None = None) -> Iterator[bytes]:
+        """The encoded Chunk messages of ``data`` (this layout's blob) from ``start`` on, or only ``indices``."""
+        mv, cs, total = memoryview(data).cast("B"), self.chunk_size, self.total
+        for i in (range(start, total) if indices is None else indices):
+            if not 0 <= i < total:
+                raise ValueError(f"chunk index {i} out of range for {total} chunks")
+            yield encode_chunk(self.blob_id, i, total, mv[i * cs:(i + 1) * cs], self.chunk_ids[i], self.size,
+                               client_id)
+
+
+def split(data: Buffer, chunk_size: int = DEFAULT_CHUNK, client_id: str = "", start: int = 0,
+          indices: Sequence[int] | None = None) -> Iterator[exchange_pb2.Chunk]:
+    """The chunks of ``data`` from index ``start`` on, or only those in ``indices`` (protobuf messages)."""
+    lay = Layout.of(data, chunk_size)
+    mv = memoryview(data).cast("B")
+    for i in (range(start, lay.total) if indices is None else indices):
+        if not 0 <= i < lay.total:
+            raise ValueError(f"chunk index {i} out of range for {lay.total} chunks")
+        yield exchange_pb2.Chunk(blob_sha256=lay.blob_id, index=i, total=lay.total,
+                                 data=bytes(mv[i * chunk_size:(i + 1) * chunk_size]),
+                                 chunk_sha256=lay.chunk_ids[i], blob_size=lay.size, client_id=client_id)
+
+
+# ---------------------------------------------------------------------- the Chunk wire format, by hand
+def _varint(n: int) -> bytes:
+    if n < 0:
+        n += 1 << 64  # protobuf writes negative int32/int64 as ten-byte two's complement
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _len_field(tag: int, b: bytes) -> bytes:
+    return bytes([tag]) + _varint(len(b)) + b if b else b""
+
+
+def _int_field(tag: int, v: int) -> bytes:
+    return bytes([tag]) + _varint(v) if v else b""
+
+
+def encode_chunk(blob_sha256: str, index: int, total: int, data: Buffer, chunk_sha256: str, blob_size: int,
+                 client_id: str = "") -> bytes:
+    """The bytes ``exchange_pb2.Chunk(...).SerializeToString()`` writes, with ``data`` copied once
+    (building the message would copy it three times: into the message, out of it, into the frame)."""
+    head = (_len_field(0x0A, blob_sha256.encode()) + _int_field(0x10, index) + _int_field(0x18, total))
+    n = len(data)
+    mid = b"\x22" + _varint(n) if n else b""
+    tail = (_len_field(0x2A, chunk_sha256.encode()) + _int_field(0x30, blob_size)
+            + _len_field(0x3A, client_id.encode()))
+    return b"".join((head, mid, data, tail))
+
+
+class ChunkView:
+    """A parsed Chunk whose ``data`` is a view into the received message (no copy); reads like
+    ``exchange_pb2.Chunk``, and ``ByteSize()`` is the size of the message as received."""
+
+    __slots__ = ("blob_sha256", "index", "total", "data", "chunk_sha256", "blob_size", "client_id", "_n")
+
+    def __init__(self, n: int) -> None:
+        self.blob_sha256 = self.chunk_sha256 = self.client_id = ""
+        self.index = self.total = self.blob_size = 0
+        self.data: memoryview = memoryview(b"")
+        self._n = n
+
+    def ByteSize(self) -> int:  # noqa: N802 - the protobuf method's name
+        return self._n
+
+
+def _read_varint(mv: memoryview, pos: int) -> tuple[int, int]:
+    out, shift = 0, 0
+    while True:
+        if pos >= len(mv) or shift > 63:
+            raise ChunkError("malformed Chunk message: truncated or overlong varint")
+        b = mv[pos]
+        pos += 1
+        out |= (b & 0x7F) << shift
+        if b < 0x80:
+            return out & ((1 << 64) - 1), pos
+        shift += 7
+
+
+def _signed(v: int, bits: int) -> int:
+    v &= (1 << bits) - 1
+    return v - (1 << bits) if v >> (bits - 1) else v
+
+
+_STRINGS = {1: "blob_sha256", 5: "chunk_sha256", 7: "client_id"}
+_INTS = {2: ("index", 32), 3: ("total", 32), 6: ("blob_size", 64)}
+
+
+def parse_chunk(raw: Buffer) -> ChunkView:
+    """Parse the wire bytes of an ``exchange_pb2.Chunk`` as protobuf does (last value of a field wins,
+    unknown fields and fields of another wire type skipped), with ``data`` a view into ``raw``."""
+    mv = memoryview(raw).cast("B")
+    c, pos, n = ChunkView(len(mv)), 0, len(mv)
+    while pos < n:
+        key, pos = _read_varint(mv, pos)
+        field, wt = key >> 3, key & 7
+        if field == 0:
+            raise ChunkError("malformed Chunk message: field number 0")
+        if wt == 0:
+            v, pos = _read_varint(mv, pos)
+            if field in _INTS:
+                name, bits = _INTS[field]
+                setattr(c, name, _signed(v, bits))
+        elif wt == 2:
+            ln, pos = _read_varint(mv, pos)
+            if pos + ln > n:
+                raise ChunkError("malformed Chunk message: a field runs past its end")
+            piece, pos = mv[pos:pos + ln], pos + ln
+            if field == 4:
+                c.data = piece
+            elif field in _STRINGS:
+                try:
+                    setattr(c, _STRINGS[field], str(piece, "utf-8"))
+                except UnicodeDecodeError as e:
+                    raise ChunkError(f"malformed Chunk message: field {field} is not UTF-8") from e
+        elif wt in (1, 5):
+            pos += 8 if wt == 1 else 4
+            if pos > n:
+                raise ChunkError("malformed Chunk message: truncated fixed-size field")
+        else:
+            raise ChunkError(f"malformed Chunk message: wire type {wt}")
+    return c
+
+
+# ---------------------------------------------------------------------- checks
 class ChunkError(ValueError):
     pass
 
 
-def check_chunk(c: exchange_pb2.Chunk, max_blob: int) -> None:
-    """Self-consistency of one chunk: ids, index range, size limits, its own sha256."""
+AnyChunk = exchange_pb2.Chunk | ChunkView
+
+
+def check_header(c: AnyChunk, max_blob: int) -> None:
+    """Self-consistency of one chunk's ids, index range and sizes (everything but its hash)."""
     if not is_sha256(c.blob_sha256) or not is_sha256(c.chunk_sha256):
         raise ChunkError("blob_sha256 and chunk_sha256 must be 64 lower-case hex characters")
     if c.blob_size < 0 or c.blob_size > max_blob:
@@ -67,15 +245,20 @@ def check_chunk(c: exchange_pb2.Chunk, max_blob: int) -> None:
         raise ChunkError(f"total {c.total} chunks is impossible for a blob of {c.blob_size} bytes")
     if not 0 <= c.index < c.total:
         raise ChunkError(f"chunk index {c.index} out of range for total {c.total}")
-    if len(c.data) > c.blob_size or (c.blob_size > 0 and not c.data):
+    if len(c.data) > c.blob_size or (c.blob_size > 0 and not len(c.data)):
         raise ChunkError(f"chunk {c.index} has {len(c.data)} bytes, blob has {c.blob_size}")
+
+
+def check_chunk(c: AnyChunk, max_blob: int) -> None:
+    """Self-consistency of one chunk: ids, index range, size limits, its own sha256."""
+    check_header(c, max_blob)
     if sha256(c.data) != c.chunk_sha256:
         raise ChunkError(f"chunk {c.index} of {c.blob_sha256[:12]} fails its sha256 check")
 
 
-def join(chunks: Iterable[exchange_pb2.Chunk], max_blob: int | None = None) -> bytes:
+def join(chunks: Iterable[AnyChunk], max_blob: int | None = None) -> bytes:
     """Reassemble and verify a blob (chunks in any order, duplicates ignored)."""
-    parts: dict[int, bytes] = {}
+    parts: dict[int, Buffer] = {}
     blob_id, total, size = "", 0, -1
     for c in chunks:
         if sha256(c.data) != c.chunk_sha256:
@@ -94,3 +277,43 @@ def join(chunks: Iterable[exchange_pb2.Chunk], max_blob: int | None = None) -> b
     if len(data) != size or sha256(data) != blob_id:
         raise ChunkError("blob fails its sha256 check")
     return data
+
+
+class Receiver:
+    """Assembles one blob from its chunks in order (a download, resumable from :attr:`received`) into
+    a buffer allocated once, hashing each byte once as it arrives; :meth:`result` checks the id."""
+
+    def __init__(self, blob_id: str, max_blob: int | None = None) -> None:
+        self.blob_id, self.max_blob = blob_id, max_blob
+        self.buf: memoryview | None = None
+        self.total = self.size = self.received = self.filled = 0
+        self.hasher = hashlib.sha256()
+
+    def add(self, c: AnyChunk) -> None:
+        if c.blob_sha256 != self.blob_id:
+            raise ChunkError(f"a chunk of blob {c.blob_sha256[:12]} in the download of {self.blob_id[:12]}")
+        if self.buf is None:
+            if c.blob_size < 0 or (self.max_blob is not None and c.blob_size > self.max_blob):
+                raise ChunkError(f"blob of {c.blob_size} bytes exceeds the limit of {self.max_blob}")
+            if not 1 <= c.total <= max(1, c.blob_size) or c.total > MAX_CHUNKS:
+                raise ChunkError(f"total {c.total} chunks is impossible for a blob of {c.blob_size} bytes")
+            self.buf, self.total, self.size = buffer(c.blob_size), c.total, c.blob_size
+        elif (c.total, c.blob_size) != (self.total, self.size):
+            raise ChunkError("chunks of different layouts mixed in one transfer")
+        if c.index != self.received:
+            raise ChunkError(f"chunk {c.index} where chunk {self.received} was due (downloads come in order)")
+        n = len(c.data)
+        if self.filled + n > self.size or (n == 0 and self.size > 0):
+            raise ChunkError(f"chunk {c.index} of {n} bytes does not fit the blob's {self.size} bytes")
+        self.buf[self.filled:self.filled + n] = c.data
+        self.hasher.update(c.data)
+        self.filled += n
+        self.received += 1
+
+    def result(self) -> memoryview:
+        """The verified blob (read-only)."""
+        if self.buf is None or self.received != self.total or self.filled != self.size:
+            raise ChunkError(f"incomplete blob: {self.received} of {self.total} chunks")
+        if self.hasher.hexdigest() != self.blob_id:
+            raise ChunkError(f"downloaded blob is not {self.blob_id[:12]}: it fails its sha256 check")
+        return self.buf.toreadonly()

@@ -7,14 +7,15 @@ plain exceptions and the servicers translate them into status codes.
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from lada.common import chunks
-from lada.common.proto.lada.v1 import exchange_pb2
 
 
 class QuotaError(Exception):
@@ -25,13 +26,63 @@ class DeniedError(Exception):
     """A chunk claims another client (PERMISSION_DENIED)."""
 
 
-@dataclass
+@dataclass(eq=False)
 class _Partial:
+    """One client's unfinished upload of one blob: a buffer allocated once (memory is taken only as
+    chunks land in it) and the whole-blob sha256 advanced over the chunks that landed in order."""
+
     total: int
     size: int
-    parts: dict[int, bytes] = field(default_factory=dict)
+    parts: dict[int, int] = field(default_factory=dict)  # chunk index -> its length (claimed or landed)
     nbytes: int = 0
     touched: float = field(default_factory=time.time)
+    buf: memoryview | None = None
+    cs: int = 0  # the length of every chunk but the last (0: no chunk seen yet)
+    landed: set[int] = field(default_factory=set)  # chunks whose bytes are in ``buf``
+    ids: dict[int, str] = field(default_factory=dict)  # their verified sha256
+    hasher: Any = field(default_factory=hashlib.sha256)
+    hashed: int = 0  # chunks [0, hashed) are in ``hasher``
+    hlock: threading.Lock = field(default_factory=threading.Lock)  # guards hasher/hashed, not the store
+    completing: bool = False
+    misfits: set[int] = field(default_factory=set)  # chunks whose length fits no uniform layout
+
+
+    def offset(self, index: int, n: int) -> int:
+        """Where chunk ``index`` of ``n`` bytes goes; its length must fit this upload's layout (every
+        chunk but the last as long as the first one seen, the last one the rest)."""
+        if self.total == 1:
+            cs = max(1, self.size)
+            if n != self.size:
+                raise chunks.ChunkError(f"a one-chunk blob of {self.size} bytes sent as {n} bytes")
+        elif index < self.total - 1:
+            cs = n
+        else:
+            rest = self.size - n
+            if rest <= 0 or rest % (self.total - 1):
+                raise chunks.ChunkError(f"last chunk of {n} bytes does not fit {self.total} chunks of a "
+                                        f"{self.size}-byte blob")
+            cs = rest // (self.total - 1)
+        if (self.total - 1) * cs >= self.size or self.total * cs < self.size or (self.cs and cs != self.cs):
+            raise chunks.ChunkError(f"chunk {index} of {n} bytes does not fit the upload's layout "
+                                    f"({self.total} chunks, {self.size} bytes"
+                                    + (f", {self.cs} bytes a chunk)" if self.cs else ")"))
+        self.cs = cs
+        return index * cs
+
+    def advance(self) -> None:
+        """Hash the chunks that landed in order since the last call (each byte once, still in cache)."""
+        with self.hlock:
+            while (self.hashed < self.total and self.hashed in self.landed and self.hashed not in self.misfits
+                   and self.buf is not None):
+                a = self.hashed * self.cs
+                self.hasher.update(self.buf[a:min(a + self.cs, self.size)])
+                self.hashed += 1
+
+    def forget(self, indices: list[int]) -> None:
+        """Chunks rolled back: the hash restarts if it had taken any of them."""
+        with self.hlock:
+            if any(i < self.hashed for i in indices):
+                self.hasher, self.hashed = hashlib.sha256(), 0
 
 
 @dataclass
@@ -54,14 +105,20 @@ class BlobStore:
     readers are also the blob's claims: :meth:`discard` drops one, and the bytes
     go when none is left. Memory is bounded: least recently used unpinned blobs and stale partials are evicted,
     and beyond that uploads get RESOURCE_EXHAUSTED.
+
+    The lock only guards bookkeeping: hashing, copying chunks into an upload's buffer and verifying a
+    completed upload run outside it, so one client's large transfer never blocks another's calls. A
+    blob's chunk hashes for downloads (at ``chunk_size``) are computed once, when it is stored.
     """
 
     def __init__(self, max_blob: int, max_bytes: int | None = None, max_partials: int = 4,
-                 partial_ttl_s: float = 3600.0) -> None:
+                 partial_ttl_s: float = 3600.0, chunk_size: int = chunks.DEFAULT_CHUNK) -> None:
         self.max_blob = max_blob
         self.max_bytes = max_bytes or 2 * max_blob  # was 8x: 2 GiB of partial uploads by default
         self.max_partials, self.partial_ttl_s = max_partials, partial_ttl_s
-        self.blobs: OrderedDict[str, bytes] = OrderedDict()
+        self.chunk_size = chunk_size
+        self.blobs: OrderedDict[str, chunks.Buffer] = OrderedDict()
+        self.layouts: dict[str, chunks.Layout] = {}  # blob id -> its chunks' sha256 for downloads
         self.readers: dict[str, set[str]] = {}
         self.pinned: set[str] = set()
         self.partial: dict[tuple[str, str, int, int], _Partial] = {}  # (owner, blob, total, size)
@@ -70,11 +127,13 @@ class BlobStore:
 
     # ------------------------------------------------------------------ complete blobs
     def put(self, data: bytes, reader: str = "*", pin: bool = False) -> str:
-        bid = chunks.sha256(data)
+        lay = chunks.Layout.of(data, self.chunk_size)  # the id and the download chunks' hashes, once
+        bid = lay.blob_id
         with self.lock:
             if bid not in self.blobs:
                 self.blobs[bid] = data
                 self.nbytes += len(data)
+            self.layouts.setdefault(bid, lay)
             self.blobs.move_to_end(bid)
             self.readers.setdefault(bid, set()).add(reader)
             if pin:
@@ -96,10 +155,14 @@ class BlobStore:
                 return
             claims.discard(reader)
             if not claims and bid in self.blobs and bid not in self.pinned:
-                self.nbytes -= len(self.blobs.pop(bid))
-                self.readers.pop(bid, None)
+                self._pop_blob(bid)
 
-    def uploaded_by(self, bid: str, owner: str) -> bytes | None:
+    def _pop_blob(self, bid: str) -> None:
+        self.nbytes -= len(self.blobs.pop(bid))
+        self.readers.pop(bid, None)
+        self.layouts.pop(bid, None)
+
+    def uploaded_by(self, bid: str, owner: str) -> chunks.Buffer | None:
         """The blob if ``owner`` itself uploaded it (a blob the server published does not count:
         a client's own paths are bytes it sent, not ones it was given)."""
         with self.lock:
@@ -108,7 +171,7 @@ class BlobStore:
             self.blobs.move_to_end(bid)
             return self.blobs[bid]
 
-    def get(self, bid: str, reader: str | None = None) -> bytes | None:
+    def get(self, bid: str, reader: str | None = None) -> chunks.Buffer | None:
         """The blob, if ``reader`` (None = the server) may read it."""
         with self.lock:
             data = self.blobs.get(bid)
@@ -118,6 +181,24 @@ class BlobStore:
                 return None
             self.blobs.move_to_end(bid)
             return data
+
+    def chunked(self, bid: str, reader: str, chunk_size: int | None = None
+                ) -> tuple[chunks.Buffer, chunks.Layout] | None:
+        """The blob and its chunk layout at ``chunk_size`` (default: the store's) for a download, if
+        ``reader`` may read it; the chunk hashes are computed once per blob, not per download."""
+        cs = chunk_size or self.chunk_size
+        with self.lock:
+            data = self.blobs.get(bid)
+            if data is None or not self._readable(bid, reader):
+                return None
+            self.blobs.move_to_end(bid)
+            lay = self.layouts.get(bid)
+        if lay is None or lay.chunk_size != cs:
+            lay = chunks.Layout.of(data, cs, blob_id=bid)  # outside the lock
+            with self.lock:
+                if bid in self.blobs and cs == self.chunk_size:
+                    self.layouts[bid] = lay
+        return data, lay
 
     def _readable(self, bid: str, reader: str) -> bool:
         return bid in self.blobs and bool(self.readers.get(bid, set()) & {"*", reader})
@@ -138,21 +219,23 @@ class BlobStore:
             if not mine:
                 return False, [], 0, 0
             p = max(mine, key=lambda q: q.touched)
-            return False, sorted(p.parts), p.total, p.size
+            return False, sorted(p.landed), p.total, p.size
 
     # ------------------------------------------------------------------ uploads
-    def add_chunks(self, owner: str, stream: Iterable[exchange_pb2.Chunk],
-                   check: Callable[[exchange_pb2.Chunk], None] | None = None) -> UploadResult:
+    def add_chunks(self, owner: str, stream: Iterable[chunks.AnyChunk],
+                   check: Callable[[chunks.AnyChunk], None] | None = None) -> UploadResult:
         """Store the verified chunks of one blob from one upload stream.
 
         A chunk that fails validation rolls back every chunk this stream added
         and raises (nothing is stored from a rejected call; only a partial
         upload whose chunks turn out to assemble to another blob is discarded
         whole); a stream that merely ends early (interrupted) keeps what it
-        delivered for resume.
+        delivered for resume. Each chunk is hashed once (its own sha256) and fed
+        once to the blob's running sha256; only the bookkeeping holds the lock.
         """
         bid, added, present, total, size = "", [], False, 0, 0
         completed_here = False
+        p: _Partial | None = None
         try:
             for c in stream:
                 if check is not None:
@@ -162,6 +245,7 @@ class BlobStore:
                     raise chunks.ChunkError(f"chunk {c.index} declares blob {c.blob_sha256[:12]}, total={c.total}, "
                                             f"size={c.blob_size}; one upload stream carries one blob, one layout")
                 bid, total, size = c.blob_sha256, c.total, c.blob_size
+                n = len(c.data)
                 with self.lock:
                     if self._owned(bid, owner):
                         present = present or not completed_here
@@ -169,20 +253,38 @@ class BlobStore:
                     p = self._partial_for(owner, c)
                     if c.index in p.parts:
                         continue  # a re-sent chunk: verified above, stored once
-                    if p.nbytes + len(c.data) > p.size:
+                    if p.nbytes + n > p.size:
                         raise chunks.ChunkError(f"chunks of {bid[:12]} add up to more than its {p.size} bytes")
-                    if self.nbytes + len(c.data) > self.max_bytes:
-                        self._evict(len(c.data))
-                        if self.nbytes + len(c.data) > self.max_bytes:
+                    try:
+                        off = p.offset(c.index, n)
+                    except chunks.ChunkError:  # kept and counted, as any chunk: the blob then fails its check
+                        off = -1
+                    if self.nbytes + n > self.max_bytes:
+                        self._evict(n)
+                        if self.nbytes + n > self.max_bytes:
                             raise QuotaError("the server's transfer store is full; retry later")
-                    p.parts[c.index] = bytes(c.data)
-                    p.nbytes += len(c.data)
+                    if p.buf is None:
+                        p.buf = chunks.buffer(p.size)  # memory is taken as chunks land, not now
+                    p.parts[c.index] = n
+                    p.nbytes += n
                     p.touched = time.time()
-                    self.nbytes += len(c.data)
+                    self.nbytes += n
                     added.append(c.index)
-                    if len(p.parts) == p.total:
-                        self._complete(owner, bid, p)
-                        completed_here = True
+                    buf = p.buf
+                    if off < 0:
+                        p.misfits.add(c.index)
+                if off >= 0:
+                    buf[off:off + n] = c.data  # the one copy, outside the lock
+                with self.lock:
+                    p.landed.add(c.index)
+                    p.ids[c.index] = c.chunk_sha256
+                    done = (len(p.landed) == p.total and not p.completing
+                            and self.partial.get((owner, bid, total, size)) is p)
+                    p.completing = p.completing or done
+                p.advance()
+                if done:
+                    self._complete(owner, bid, p)
+                    completed_here = True
         except (chunks.ChunkError, QuotaError, DeniedError):
             self._rollback((owner, bid, total, size), added)
             raise
@@ -194,10 +296,10 @@ class BlobStore:
                 self._drop_partial(k)  # a client resumes its newest uploads, not ancient ones
             if self._owned(bid, owner):
                 return UploadResult(bid, len(self.blobs[bid]), present, True, total, total)
-            p = self.partial.get((owner, bid, total, size))
-            return UploadResult(bid, size, False, False, len(p.parts) if p else 0, total)
+            q = self.partial.get((owner, bid, total, size))
+            return UploadResult(bid, size, False, False, len(q.landed) if q else 0, total)
 
-    def _partial_for(self, owner: str, c: exchange_pb2.Chunk) -> _Partial:
+    def _partial_for(self, owner: str, c: chunks.AnyChunk) -> _Partial:
         """The owner's partial upload of this blob in this layout (chunk count and size)."""
         key = (owner, c.blob_sha256, c.total, c.blob_size)
         p = self.partial.get(key)
@@ -206,25 +308,41 @@ class BlobStore:
         return p
 
     def _complete(self, owner: str, bid: str, p: _Partial) -> None:
-        data = b"".join(p.parts[i] for i in range(p.total))
-        self._drop_partial((owner, bid, p.total, p.size))
-        if len(data) != p.size or chunks.sha256(data) != bid:
-            raise chunks.ChunkError(f"assembled blob {bid[:12]} fails its sha256/size check; upload it again")
-        if bid not in self.blobs:  # else: another client's identical upload; proven, not stored twice
-            self.blobs[bid] = data
-            self.nbytes += len(data)
-        self.readers.setdefault(bid, set()).add(owner)
+        """Every chunk landed: finish the running sha256 (outside the lock) and store the buffer
+        itself as the blob (no join, no copy)."""
+        p.advance()
+        ok = not p.misfits and p.hashed == p.total and p.hasher.hexdigest() == bid
+        with self.lock:
+            key = (owner, bid, p.total, p.size)
+            if self.partial.get(key) is p:
+                self._drop_partial(key)
+            if not ok:
+                raise chunks.ChunkError(f"assembled blob {bid[:12]} fails its sha256/size check; upload it again")
+            if bid not in self.blobs:  # else: another client's identical upload; proven, not stored twice
+                assert p.buf is not None
+                self.blobs[bid] = p.buf.toreadonly()
+                self.nbytes += p.size
+                if p.cs == self.chunk_size or (p.total == 1 and p.size <= self.chunk_size):
+                    self.layouts[bid] = chunks.Layout(bid, p.size, self.chunk_size,
+                                                      tuple(p.ids[i] for i in range(p.total)))
+            self.readers.setdefault(bid, set()).add(owner)
 
     def _rollback(self, key: tuple[str, str, int, int], added: list[int]) -> None:
+        p = self.partial.get(key)
+        if p is None:
+            return
+        p.forget(added)
         with self.lock:
-            p = self.partial.get(key)
-            if p is None:
+            if self.partial.get(key) is not p:
                 return
             for i in added:
-                piece = p.parts.pop(i, None)
-                if piece is not None:
-                    p.nbytes -= len(piece)
-                    self.nbytes -= len(piece)
+                n = p.parts.pop(i, None)
+                p.landed.discard(i)
+                p.misfits.discard(i)
+                p.ids.pop(i, None)
+                if n is not None:
+                    p.nbytes -= n
+                    self.nbytes -= n
             if not p.parts:
                 del self.partial[key]
 
@@ -242,5 +360,4 @@ class BlobStore:
             if self.nbytes + need <= self.max_bytes:
                 break
             if bid not in self.pinned:
-                self.nbytes -= len(self.blobs.pop(bid))
-                self.readers.pop(bid, None)
+                self._pop_blob(bid)

@@ -85,7 +85,7 @@ class GrpcGrid:
         self.max_waiters = max_waiters
         self.bind_peer_names = bind_peer_names
         self.run_key = ""  # set by the Federation; tasks carry it so a client can spot a redone round
-        self.blobs = BlobStore(max_blob, store_bytes)
+        self.blobs = BlobStore(max_blob, store_bytes, chunk_size=chunk_size)
         self.gate = StreamGate()  # sized to the worker pool by serve.start_server
         self.lock = threading.RLock()
         self.cv = threading.Condition(self.lock)

@@ -11,12 +11,12 @@ from concurrent import futures
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from lada.common.config import TransportConfig
-from lada.common.proto.lada.v1 import allocation_pb2_grpc, coordinator_pb2_grpc, exchange_pb2_grpc
+from lada.common.proto.lada.v1 import allocation_pb2_grpc, coordinator_pb2_grpc
 
 from ..auth import AuthInterceptor
 from .grid import GrpcGrid
 from .limits import StreamGate
-from .servicers import AllocationServicer, CoordinatorServicer, ExchangeServicer
+from .servicers import AllocationServicer, CoordinatorServicer, ExchangeServicer, exchange_handler
 
 
 def grpc_options(max_message_mb: int) -> list[tuple[str, int]]:
@@ -68,7 +68,7 @@ def start_server(grid: GrpcGrid, address: str, allowed: dict[str, str], max_mess
                          maximum_concurrent_rpcs=4 * max_workers)
     coordinator_pb2_grpc.add_CoordinatorServicer_to_server(CoordinatorServicer(grid, allowed, models), server)
     allocation_pb2_grpc.add_AllocationServicer_to_server(AllocationServicer(grid), server)
-    exchange_pb2_grpc.add_ExchangeServicer_to_server(ExchangeServicer(grid), server)
+    server.add_generic_rpc_handlers((exchange_handler(ExchangeServicer(grid)),))
     hs = health.HealthServicer()
     hs.set("", health_pb2.HealthCheckResponse.SERVING)
     hs.set("lada.v1.Coordinator", health_pb2.HealthCheckResponse.SERVING)

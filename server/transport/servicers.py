@@ -275,13 +275,13 @@ class ExchangeServicer(exchange_pb2_grpc.ExchangeServicer):
         g = self.grid
         slot = caller(g, ctx, "")
 
-        def check(c: exchange_pb2.Chunk) -> None:
+        def check(c: chunks.AnyChunk) -> None:
             if c.client_id and c.client_id != slot.name:
                 raise DeniedError(f"chunk claims client {c.client_id[:40]!r}, credential is for {slot.name!r}")
 
         ticket = admit_stream(g, ctx, slot)
 
-        def counted() -> Iterable[exchange_pb2.Chunk]:
+        def counted() -> Iterable[chunks.AnyChunk]:
             for c in request_iterator:
                 ticket.touch()
                 slot.up += c.ByteSize()
@@ -311,21 +311,38 @@ class ExchangeServicer(exchange_pb2_grpc.ExchangeServicer):
         return exchange_pb2.UploadState(present=present, received_chunks=have, total=total, blob_size=size)
 
     def Download(self, req: exchange_pb2.DownloadRequest, ctx: grpc.ServicerContext) -> Any:
+        """Yields encoded Chunk messages (bytes: see :func:`exchange_handler`), hashed when the blob was stored."""
         g = self.grid
         slot = caller(g, ctx, req.client_id)
         if not chunks.is_sha256(req.blob_id):
             invalid(ctx, "blob_id must be 64 lower-case hex characters")
-        data = g.blobs.get(req.blob_id, reader=slot.name)
-        if data is None:
+        got = g.blobs.chunked(req.blob_id, slot.name, g.chunk_size)
+        if got is None:
             ctx.abort(grpc.StatusCode.NOT_FOUND, f"no blob {req.blob_id[:16]!r} for {slot.name!r}")
-        total = chunks.n_chunks(len(data), g.chunk_size)
-        if not 0 <= req.from_chunk <= total:
-            invalid(ctx, f"from_chunk must be in [0, {total}]")
+        data, lay = got
+        if not 0 <= req.from_chunk <= lay.total:
+            invalid(ctx, f"from_chunk must be in [0, {lay.total}]")
         ticket = admit_stream(g, ctx, slot)
         try:
-            for c in chunks.split(data, g.chunk_size, start=req.from_chunk):
-                slot.down += c.ByteSize()
+            for msg in lay.encoded(data, start=req.from_chunk):
+                slot.down += len(msg)
                 ticket.touch()  # a reader that stops taking chunks blocks this send: the watchdog cancels it
-                yield c
+                yield msg
         finally:
             ticket.close()
+
+
+def exchange_handler(servicer: ExchangeServicer) -> grpc.GenericRpcHandler:
+    """The Exchange service with its chunks (de)serialized by :mod:`lada.common.chunks`: Upload parses
+    each Chunk without copying its data, Download sends Chunk messages it encoded with one copy. The
+    bytes on the wire are the generated ``Chunk``'s; only the Python objects differ."""
+    return grpc.method_handlers_generic_handler("lada.v1.Exchange", {
+        "Upload": grpc.stream_unary_rpc_method_handler(
+            servicer.Upload, request_deserializer=chunks.parse_chunk,
+            response_serializer=exchange_pb2.UploadReply.SerializeToString),
+        "QueryUpload": grpc.unary_unary_rpc_method_handler(
+            servicer.QueryUpload, request_deserializer=exchange_pb2.UploadQuery.FromString,
+            response_serializer=exchange_pb2.UploadState.SerializeToString),
+        "Download": grpc.unary_stream_rpc_method_handler(
+            servicer.Download, request_deserializer=exchange_pb2.DownloadRequest.FromString),
+    })
