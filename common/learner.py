@@ -172,7 +172,7 @@ class Learner:
 
     # ------------------------------------------------------------------ learning
     def _seq_logp(self, questions: Sequence[str], paths: Sequence[str]) -> torch.Tensor:
-        b = encode_pairs(self.tok, questions, paths, self.train_cfg.max_len)
+        b = encode_pairs(self.tok, questions, paths, self.train_cfg.max_len).to(self.model.device)
         logits = forward_logits(self.model, b)
         return sequence_logprob(logits, b.labels, self.distill_cfg.length_norm)
 
@@ -210,10 +210,11 @@ class Learner:
         totals = {"sft": 0.0, "cd": 0.0, "pos": 0.0}
         self.model.train()
         for step in range(n_steps):
-            loss = torch.zeros(())
+            loss = torch.zeros((), device=self.model.device)
             if local:
                 batch = [local[self.rng.randrange(len(local))] for _ in range(c.batch_size)]
-                b = encode_pairs(self.tok, [s.question for s in batch], [s.path for s in batch], c.max_len)
+                b = encode_pairs(self.tok, [s.question for s in batch], [s.path for s in batch],
+                                 c.max_len).to(self.model.device)
                 l_sft = sft_loss(forward_logits(self.model, b), b.labels)
                 loss = loss + l_sft
                 totals["sft"] += l_sft.item()
@@ -230,8 +231,8 @@ class Learner:
                     lp_neg = self._seq_logp([qs[i] for i in sel], [neg[i] for i in sel])
                     l_cd = contrastive_distillation_loss(
                         lp_pos[cd_idx], lp_neg,
-                        torch.as_tensor(ref_pos[sel], dtype=lp_pos.dtype),
-                        torch.as_tensor(ref_neg[sel], dtype=lp_pos.dtype),
+                        torch.as_tensor(ref_pos[sel], dtype=lp_pos.dtype, device=lp_pos.device),
+                        torch.as_tensor(ref_neg[sel], dtype=lp_pos.dtype, device=lp_pos.device),
                         d.beta,
                     ) * (len(cd_idx) / len(idx))
                     loss = loss + d.alpha * l_cd

@@ -44,11 +44,12 @@ class LLMHost:
         out = []
         for i in range(0, len(samples), self.cfg.train.gen_batch_size):
             chunk = samples[i : i + self.cfg.train.gen_batch_size]
-            b = encode_pairs(tok, [s.question for s in chunk], [""] * len(chunk), self.cfg.train.max_len)
+            b = encode_pairs(tok, [s.question for s in chunk], [""] * len(chunk),
+                             self.cfg.train.max_len).to(model.device)
             hs = model(input_ids=b.input_ids, attention_mask=b.attention_mask,
                        output_hidden_states=True).hidden_states[-1]
             m = b.attention_mask.unsqueeze(-1).float()
-            out.append((hs * m).sum(1) / m.sum(1).clamp_min(1))
+            out.append(((hs * m).sum(1) / m.sum(1).clamp_min(1)).float().cpu())
         h = torch.cat(out) if out else torch.zeros(0, 1)
         if self._proj is None:
             g = torch.Generator().manual_seed(self.cfg.data.seed)
