@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
@@ -9,6 +11,7 @@ from lada.server.dashboard import deps
 from lada.server.dashboard.errors import NOT_FOUND, UNAVAILABLE
 from lada.server.db import charts as db_charts
 from lada.server.db import reads, views
+from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
 router = APIRouter(prefix="/api", tags=["api"], responses=UNAVAILABLE)
@@ -36,6 +39,16 @@ def run(s: DB, run_id: RunId) -> views.RunDetail:
 def clients(s: DB, run_id: RunId) -> list[views.ClientInfo]:
     _need_run(s, run_id)
     return reads.clients(s, run_id)
+
+
+@router.get("/runs/{run_id}/clients/{name}", response_model=views.ClientDetail, responses=NOT_FOUND,
+            summary="One client: accuracy and rewards per round, what it was given by domain and difficulty, events")
+def client(s: DB, run_id: RunId, name: str) -> views.ClientDetail:
+    _need_run(s, run_id)
+    detail = reads.client_detail(s, run_id, name)
+    if detail is None:
+        raise HTTPException(404, f"client {name!r} not found in run {run_id}")
+    return detail
 
 
 @router.get("/runs/{run_id}/rounds", response_model=list[views.RoundInfo], responses=NOT_FOUND)
@@ -108,3 +121,42 @@ def events(
 def live(s: DB, run_id: RunId) -> views.LiveState:
     _need_run(s, run_id)
     return reads.live_state(s, run_id)
+
+
+@router.get("/compare", response_model=views.RunCompare, responses=NOT_FOUND,
+            summary="Two or more runs side by side: accuracy curves and a final table")
+def compare(s: DB, runs: deps.CompareIds) -> views.RunCompare:
+    ids = deps.distinct_runs(runs)
+    missing = [i for i in ids if not reads.schema_ready(s) or not reads.run_exists(s, i)]
+    if missing:
+        raise HTTPException(404, f"run {missing[0]} not found")
+    return reads.compare(s, ids)
+
+
+Download = Literal["metrics.csv", "metrics.json", "allocations.csv", "allocations.json"]
+
+
+def _csv(rows: list[BaseModel], fields: list[str]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: "" if v is None else v for k, v in r.model_dump().items()})
+    return buf.getvalue()
+
+
+@router.get("/runs/{run_id}/download/{what}", responses={**NOT_FOUND, 200: {"content": {"text/csv": {}}}},
+            summary="A run's metrics or allocations (with rewards, domain, difficulty) as a CSV or JSON file")
+def download(s: DB, run_id: RunId, what: Download) -> Response:
+    _need_run(s, run_id)
+    table, fmt = what.split(".")
+    rows: list[BaseModel]
+    if table == "metrics":
+        rows, model = list(reads.metrics(s, run_id)), views.MetricPoint
+    else:
+        rows, model = list(reads.allocation_rows(s, run_id)), views.AllocationRow
+    headers = {"Content-Disposition": f'attachment; filename="run-{run_id}-{table}.{fmt}"'}
+    if fmt == "csv":
+        return Response(_csv(rows, list(model.model_fields)), media_type="text/csv; charset=utf-8", headers=headers)
+    body = "[" + ",".join(r.model_dump_json() for r in rows) + "]"
+    return Response(body, media_type="application/json", headers=headers)

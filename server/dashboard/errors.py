@@ -9,12 +9,13 @@ HTML pages instead of JSON.
 
 from __future__ import annotations
 
+from http import HTTPStatus
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import JSONResponse
 from lada.server.dashboard import pages
 from pydantic import BaseModel
 from sqlalchemy.exc import DatabaseError
@@ -50,10 +51,12 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Any:
-        if is_api(request) or exc.status_code != 404:
+        if is_api(request) or exc.status_code == 401:  # 401: the token middleware serves its own sign-in page
             return JSONResponse({"detail": str(exc.detail)}, exc.status_code, headers=getattr(exc, "headers", None))
-        what = str(exc.detail) if exc.detail != "Not Found" else "No such page."
-        return pages.error_page(request, 404, "Not found", what)
+        if exc.status_code == 404:
+            what = str(exc.detail) if exc.detail != "Not Found" else "No such page."
+            return pages.error_page(request, 404, "Not found", what)
+        return pages.error_page(request, exc.status_code, HTTPStatus(exc.status_code).phrase, str(exc.detail))
 
     @app.exception_handler(RequestValidationError)
     async def bad_input(request: Request, exc: RequestValidationError) -> Any:
@@ -66,4 +69,5 @@ def install(app: FastAPI) -> None:
     async def db_error(request: Request, exc: DatabaseError) -> Any:
         if is_api(request):
             return JSONResponse({"detail": DB_UNAVAILABLE}, 503)
-        return HTMLResponse(f"<!doctype html><title>LaDa dashboard</title><p>{DB_UNAVAILABLE}</p>", 503)
+        return pages.error_page(request, 503, "Database unavailable",
+                                f"The {DB_UNAVAILABLE}. This page works again once the server has written it.")

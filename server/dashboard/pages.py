@@ -12,6 +12,7 @@ from urllib.parse import urlencode
 import jinja2
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse
+from lada.common.config import LadaConfig
 from lada.server.dashboard import deps
 from lada.server.dashboard.security import request_token
 from lada.server.db import reads, views
@@ -58,12 +59,16 @@ def _fmt_value(v: Any) -> str:
 def _context(request: Request) -> dict[str, Any]:
     base = request.scope.get("root_path", "").rstrip("/")
     token = request.query_params.get("token") if request.app.state.settings.token else None
-    tq = "?" + urlencode({"token": token}) if token and request_token(request.scope) == token else ""
+    page_token = token if token and request_token(request.scope) == token else None
+    tq = "?" + urlencode({"token": page_token}) if page_token else ""
 
     def link(path: str) -> str:
+        if tq and "#" in path:
+            path, frag = path.split("#", 1)
+            return f"{base}{path}{tq}#{frag}"
         return f"{base}{path}{tq}"
 
-    return {"base": base, "link": link, "asset_v": ASSET_VERSION}
+    return {"base": base, "link": link, "asset_v": ASSET_VERSION, "page_token": page_token}
 
 
 _env = jinja2.Environment(
@@ -94,8 +99,22 @@ def phase_bars(rounds: list[views.RoundInfo], phases: list[str]) -> dict[int, li
     return out
 
 
+def knob_help() -> dict[str, dict[str, str]]:
+    """section -> knob -> its help text, from ``common.config`` (the config panel's descriptions)."""
+    out: dict[str, dict[str, str]] = {}
+    for sec, f in LadaConfig.model_fields.items():
+        model = f.annotation
+        fields = getattr(model, "model_fields", {})
+        out[sec] = {k: v.description or "" for k, v in fields.items()}
+    return out
+
+
+KNOB_HELP = knob_help()
+
+
 def error_page(request: Request, status: int, title: str, message: str) -> HTMLResponse:
-    return templates.TemplateResponse(request, "error.html", {"title": title, "message": message}, status)
+    return templates.TemplateResponse(request, "error.html",
+                                      {"title": title, "message": message, "status_code": status}, status)
 
 
 def not_found(request: Request, what: str) -> HTMLResponse:
@@ -132,9 +151,51 @@ def run_page(request: Request, s: DB, run_id: deps.RunId, budget_mb: deps.Budget
         "bars": phase_bars(rounds, phases),
         "events": reads.events(s, run_id, limit=200)[::-1],
         "sections": sections,
+        "knob_help": KNOB_HELP,
         "live": live,
         "budget_mb": deps.budget(request, budget_mb),
         "poll_ms": deps.settings(request).poll_ms,
         "terminal": run.status in TERMINAL_STATUSES,
     }
     return templates.TemplateResponse(request, "run.html", ctx)
+
+
+@router.get("/runs/{run_id}/clients/{name}", response_class=HTMLResponse)
+def client_page(request: Request, s: DB, run_id: deps.RunId, name: str) -> HTMLResponse:
+    if not reads.schema_ready(s) or not reads.run_exists(s, run_id):
+        return not_found(request, f"Run {run_id} not found.")
+    detail = reads.client_detail(s, run_id, name)
+    if detail is None:
+        return not_found(request, f"Client {name!r} not found in run {run_id}.")
+    by_dir: dict[str, list[views.GivenCell]] = {"down": [], "up": []}
+    for c in detail.given:
+        by_dir[c.direction].append(c)
+    ctx = {"d": detail, "run": detail.run, "c": detail.client, "given": by_dir,
+           "rounds": [r for r in detail.rounds if r.round_idx > 0 or r.accuracy is not None]}
+    return templates.TemplateResponse(request, "client.html", ctx)
+
+
+@router.get("/runs/{run_id}/samples/{sample_id:path}", response_class=HTMLResponse)
+def sample_page(request: Request, s: DB, run_id: deps.RunId, sample_id: str) -> HTMLResponse:
+    if not reads.schema_ready(s) or not reads.run_exists(s, run_id):
+        return not_found(request, f"Run {run_id} not found.")
+    detail = reads.sample_detail(s, run_id, sample_id)
+    if detail is None:
+        return not_found(request, f"Sample {sample_id!r} not found in run {run_id}.")
+    run = reads.get_run(s, run_id)
+    clients = {c.name for c in reads.clients(s, run_id)}
+    ctx = {"run": run, "d": detail, "clients": clients,
+           "n_cold": sum(a.cold_start for a in detail.allocations)}
+    return templates.TemplateResponse(request, "sample.html", ctx)
+
+
+@router.get("/compare", response_class=HTMLResponse)
+def compare_page(request: Request, s: DB, runs: deps.CompareIds) -> HTMLResponse:
+    ids = deps.distinct_runs(runs)
+    missing = [i for i in ids if not reads.schema_ready(s) or not reads.run_exists(s, i)]
+    if missing:
+        return not_found(request, f"Run {missing[0]} not found.")
+    cmp = reads.compare(s, ids)
+    clients = sorted({c for row in cmp.final for c in row.clients})
+    return templates.TemplateResponse(request, "compare.html", {"cmp": cmp, "clients": clients,
+                                                                "ids": ",".join(map(str, ids))})

@@ -12,6 +12,7 @@ from collections import defaultdict
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from .reads import cold_groups
 from .tables import BATCH, LLM, Allocation, Metric, PublicSample, Reward, Round
 from .views import AllocationGrid, ChartData, Direction, GridRow, Series
 
@@ -132,21 +133,25 @@ def allocation_grid(session: Session, run_id: int, direction: Direction = "down"
     keys = sorted({(a[2] if direction == "up" else a[1], a[0]) for a in allocs},
                   key=lambda k: (k[0] == LLM, k[0], k[1]))
     row_of = {k: i for i, k in enumerate(keys)}
+    cold = cold_groups(session, run_id)
+    cold_rows = {row_of[(s if direction == "up" else r, i)] for i, r, s in cold
+                 if (s if direction == "up" else r, i) in row_of and (r == LLM) == (direction == "up")}
     rows_i, cols_i, scores, ranks = [], [], [], []
     for idx, receiver, sender, sid, score, rank in allocs:
         rows_i.append(row_of[(sender if direction == "up" else receiver, idx)])
         cols_i.append(col_of[sid])
         scores.append(round(score, SCORE_DIGITS))
         ranks.append(rank)
+    scored = [v for r, v in zip(rows_i, scores, strict=True) if r not in cold_rows]  # cold 1.0s are no scores
     return AllocationGrid(
         direction=direction,
-        rows=[GridRow(peer=p, round_idx=i) for p, i in keys],
+        rows=[GridRow(peer=p, round_idx=i, cold_start=k in cold_rows) for k, (p, i) in enumerate(keys)],
         samples=samples,
         domains=domains,
         row=rows_i,
         col=cols_i,
         score=scores,
         rank=ranks,
-        score_min=min(scores) if scores else None,
-        score_max=max(scores) if scores else None,
+        score_min=min(scored) if scored else None,
+        score_max=max(scored) if scored else None,
     )

@@ -10,26 +10,42 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 from collections import defaultdict
+from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
+from lada.common.config import DataConfig
 from lada.common.redact import redact
+from lada.common.scenario import scenario_splits
+from pydantic import ValidationError
 from sqlalchemy import func, inspect, select
 from sqlalchemy.orm import Session
 
 from .tables import BATCH, LLM, Allocation, Client, Event, Metric, PublicSample, ReasoningPath, Reward, Round, Run
 from .views import (
     AllocationInfo,
+    AllocationRow,
+    ClientDetail,
     ClientInfo,
+    ClientRound,
+    CompareRow,
     EventInfo,
+    GivenCell,
     LiveState,
     MetricPoint,
     PathInfo,
     RoundInfo,
+    RunCompare,
     RunDetail,
     RunSummary,
     SampleDetail,
+    Series,
 )
+
+COLD_START_METHODS = ("lada",)  # policies whose first allocation per pair is a cold start (scores 1.0 = chosen)
+MB = 1_000_000.0
 
 
 def as_utc(ts: dt.datetime | None) -> dt.datetime | None:
@@ -211,6 +227,59 @@ def metrics(
     return [MetricPoint(round_idx=i, subject=s, name=n, value=v) for i, s, n, v in session.execute(q)]
 
 
+# =========================================================================== cold start, difficulty
+def cold_groups(session: Session, run_id: int) -> set[tuple[int, str, str]]:
+    """(round, receiver, sender) whose allocations were a cold start.
+
+    LaDa's policy has no reward history for a pair's first allocation and stores 1.0 for
+    every chosen sample (``common.policies.LadaPolicy``): a 1.0 there means "picked by
+    K-means", not "top confidence". Its learned scores are raw filter outputs, so a group
+    that is exactly 1.0 throughout is that cold start.
+    """
+    method = session.scalar(select(Run.method).where(Run.id == run_id))
+    if method not in COLD_START_METHODS:
+        return set()
+    q = (
+        select(Allocation.round_idx, Allocation.receiver, Allocation.sender)
+        .where(Allocation.run_id == run_id)
+        .group_by(Allocation.round_idx, Allocation.receiver, Allocation.sender)
+        .having(func.min(Allocation.score) == 1.0, func.max(Allocation.score) == 1.0)
+    )
+    return {(i, r, s) for i, r, s in session.execute(q)}
+
+
+@lru_cache(maxsize=16)
+def _generated_public(data_json: str) -> dict[str, tuple[str, int]]:
+    d = DataConfig.model_validate_json(data_json)
+    return {s.id: (s.question, s.difficulty) for s in scenario_splits(d).public}
+
+
+def difficulties(session: Session, run_id: int) -> dict[str, int]:
+    """sample id -> difficulty (reasoning steps) of a run's public samples.
+
+    The table stores no difficulty, but a run's data is a pure function of its config
+    (``common.scenario``): it is regenerated from the stored ``data`` section, and kept
+    only for samples whose stored question is the regenerated one (an edited corpus, an
+    older generator or a GSM8K file that is not here give "unknown", never a wrong value).
+    """
+    config = session.scalar(select(Run.config).where(Run.id == run_id))
+    data = config.get("data") if isinstance(config, dict) else None
+    if not isinstance(data, dict):
+        return {}
+    try:
+        gen = _generated_public(json.dumps(data, sort_keys=True))
+    except (ValidationError, OSError, ValueError, ImportError):
+        return {}
+    out = {}
+    for sid, question in session.execute(
+        select(PublicSample.sample_id, PublicSample.question).where(PublicSample.run_id == run_id)
+    ):
+        g = gen.get(sid)
+        if g is not None and g[0] == question:
+            out[sid] = g[1]
+    return out
+
+
 def sample_detail(session: Session, run_id: int, sample_id: str) -> SampleDetail | None:
     ps = session.scalars(
         select(PublicSample).where(PublicSample.run_id == run_id, PublicSample.sample_id == sample_id)
@@ -234,9 +303,11 @@ def sample_detail(session: Session, run_id: int, sample_id: str) -> SampleDetail
         )
     ):
         rewards[(idx, rec, snd, sid)] = v
+    cold = cold_groups(session, run_id)
     return SampleDetail(
         sample_id=sample_id,
         domain=ps.domain if ps else "?",
+        difficulty=difficulties(session, run_id).get(sample_id) if ps else None,
         question=ps.question if ps else "",
         answer=ps.answer if ps else "",
         allocations=[
@@ -244,6 +315,7 @@ def sample_detail(session: Session, run_id: int, sample_id: str) -> SampleDetail
                 round_idx=idx, receiver=rec, sender=snd, score=score, rank=rank,
                 reward=rewards.get((idx, rec, snd, sample_id)),
                 batch_reward=rewards.get((idx, rec, snd, BATCH)),
+                cold_start=(idx, rec, snd) in cold,
             )
             for idx, rec, snd, score, rank in allocs
         ],
@@ -299,3 +371,170 @@ def live_state(session: Session, run_id: int) -> LiveState | None:
         },
         server_time=as_utc(dt.datetime.now(dt.timezone.utc)),
     )
+
+
+# =========================================================================== one client
+@dataclass
+class _Cell:
+    n: int = 0
+    cold: int = 0
+    scores: list[float] = field(default_factory=list)
+    rewards: list[float] = field(default_factory=list)
+
+
+def _rewards_by_pair(session: Session, run_id: int, subject: str) -> dict[tuple[int, str, str], float]:
+    """(round, receiver, sender) -> reward for the pairs ``subject`` is in: the batch reward, else the
+    mean per-sample one (as the run page's reward chart)."""
+    batch: dict[tuple[int, str, str], float] = {}
+    per: dict[tuple[int, str, str], list[float]] = defaultdict(list)
+    for idx, rec, snd, sid, v in session.execute(
+        select(Reward.round_idx, Reward.receiver, Reward.sender, Reward.sample_id, Reward.value).where(
+            Reward.run_id == run_id, (Reward.receiver == subject) | (Reward.sender == subject)
+        )
+    ):
+        if sid == BATCH:
+            batch[(idx, rec, snd)] = v
+        else:
+            per[(idx, rec, snd)].append(v)
+    out = {k: sum(v) / len(v) for k, v in per.items()}
+    out.update(batch)
+    return out
+
+
+def client_detail(session: Session, run_id: int, name: str) -> ClientDetail | None:
+    """One client of a run: its accuracy and rewards per round, what it was given (and gave) by
+    domain and difficulty, and its events. None for an unknown run or client."""
+    run = get_run(session, run_id)
+    info = next((c for c in clients(session, run_id) if c.name == name), None) if run else None
+    if run is None or info is None:
+        return None
+    metric: dict[str, dict[int, float]] = defaultdict(dict)
+    for idx, mname, value in session.execute(
+        select(Metric.round_idx, Metric.name, Metric.value).where(Metric.run_id == run_id, Metric.subject == name)
+    ):
+        metric[mname][idx] = value
+    pair_reward = _rewards_by_pair(session, run_id, name)
+    cold = cold_groups(session, run_id)
+    diff = difficulties(session, run_id)
+    domain_of = dict(session.execute(
+        select(PublicSample.sample_id, PublicSample.domain).where(PublicSample.run_id == run_id)).all())
+    sample_reward = {
+        (idx, rec, snd, sid): v
+        for idx, rec, snd, sid, v in session.execute(
+            select(Reward.round_idx, Reward.receiver, Reward.sender, Reward.sample_id, Reward.value).where(
+                Reward.run_id == run_id, Reward.sample_id != BATCH,
+                (Reward.receiver == name) | (Reward.sender == name))
+        )
+    }
+    received: dict[int, int] = defaultdict(int)
+    sent: dict[int, int] = defaultdict(int)
+    cells: dict[tuple[str, str, int | None], _Cell] = {}
+    for idx, rec, snd, sid, score in session.execute(
+        select(Allocation.round_idx, Allocation.receiver, Allocation.sender, Allocation.sample_id, Allocation.score)
+        .where(Allocation.run_id == run_id, (Allocation.receiver == name) | (Allocation.sender == name))
+    ):
+        direction = "down" if rec == name else "up"
+        (received if direction == "down" else sent)[idx] += 1
+        key: tuple[str, str, int | None] = (direction, domain_of.get(sid, "?"), diff.get(sid))
+        c = cells.setdefault(key, _Cell())
+        c.n += 1
+        if (idx, rec, snd) in cold:
+            c.cold += 1
+        else:
+            c.scores.append(score)
+        r = sample_reward.get((idx, rec, snd, sid))
+        if r is not None:
+            c.rewards.append(r)
+
+    def mean(xs: list[float]) -> float | None:
+        return sum(xs) / len(xs) if xs else None
+
+    given = [
+        GivenCell(direction=d, domain=dom, difficulty=k, n=c.n, n_cold=c.cold, mean_score=mean(c.scores),
+                  mean_reward=mean(c.rewards))
+        for (d, dom, k), c in sorted(cells.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2] or 0))
+    ]
+    round_ids = set(session.scalars(select(Round.idx).where(Round.run_id == run_id)))
+    round_ids |= {i for pts in metric.values() for i in pts} | set(received) | set(sent)
+    rows = []
+    for idx in sorted(round_ids):
+        down = [v for (i, rec, _), v in pair_reward.items() if i == idx and rec == name]
+        up = [v for (i, rec, snd), v in pair_reward.items() if i == idx and rec == LLM and snd == name]
+        moved = [metric[m][idx] for m in ("bytes_up", "bytes_down") if idx in metric[m]]
+        rows.append(ClientRound(
+            round_idx=idx,
+            accuracy=metric["accuracy"].get(idx),
+            public_accuracy_before=metric["public_accuracy_before"].get(idx),
+            received=received.get(idx, 0),
+            sent=sent.get(idx, 0),
+            reward=mean(down) if down else metric["reward"].get(idx),
+            reward_to_llm=mean(up),
+            cold_start=any(i == idx and rec == name for i, rec, _ in cold),
+            mb=sum(moved) / MB if moved else None,
+        ))
+    evs = [EventInfo(id=e.id, ts=as_utc(e.ts), kind=e.kind, subject=e.subject or "", message=e.message or "")
+           for e in session.scalars(select(Event).where(Event.run_id == run_id, Event.subject == name)
+                                    .order_by(Event.id))]
+    return ClientDetail(run=run, client=info, rounds=rows, given=given, events=evs)
+
+
+# =========================================================================== comparison, downloads
+def compare(session: Session, run_ids: list[int]) -> RunCompare:
+    """Runs side by side (unknown ids are left out; the caller checks there are enough)."""
+    runs = [r for r in (session.get(Run, i) for i in dict.fromkeys(run_ids)) if r is not None]
+    summaries = _summaries(session, runs)
+    acc: dict[int, dict[str, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
+    mb: dict[int, float] = defaultdict(float)
+    for rid, idx, subject, name, value in session.execute(
+        select(Metric.run_id, Metric.round_idx, Metric.subject, Metric.name, Metric.value).where(
+            Metric.run_id.in_([r.id for r in runs]), Metric.name.in_(("accuracy", "bytes_up", "bytes_down")))
+    ):
+        if name == "accuracy":
+            acc[rid][subject][idx] = value
+        else:
+            mb[rid] += value / MB
+    llm_series, slm_series, final = [], [], []
+    now = dt.datetime.now(dt.timezone.utc)
+    for run, summ in zip(runs, summaries, strict=True):
+        subj = acc[run.id]
+        llm = subj.get(LLM, {})
+        by_round: dict[int, list[float]] = defaultdict(list)
+        for s, pts in subj.items():
+            if s != LLM:
+                for i, v in pts.items():
+                    by_round[i].append(v)
+        slm = {i: sum(v) / len(v) for i, v in by_round.items()}
+        if llm:
+            llm_series.append(Series(name=str(run.id), x=sorted(llm), y=[llm[i] for i in sorted(llm)]))
+        if slm:
+            slm_series.append(Series(name=str(run.id), x=sorted(slm), y=[slm[i] for i in sorted(slm)]))
+        end = summ.finished_at or now
+        final.append(CompareRow(
+            id=run.id, name=run.name, method=run.method, status=run.status, rounds_done=summ.rounds_done,
+            llm_start=llm.get(0), llm_final=llm[max(llm)] if llm else None,
+            slm_start=slm.get(0), slm_final=slm[max(slm)] if slm else None,
+            clients={s: pts[max(pts)] if pts else None for s, pts in sorted(subj.items()) if s != LLM},
+            total_mb=mb[run.id], duration_s=(end - summ.created_at).total_seconds(),
+        ))
+    return RunCompare(runs=summaries, llm_accuracy=llm_series, slm_accuracy=slm_series, final=final)
+
+
+def allocation_rows(session: Session, run_id: int) -> list[AllocationRow]:
+    """Every allocation of a run with its sample's domain, difficulty, cold-start flag and rewards."""
+    cold = cold_groups(session, run_id)
+    diff = difficulties(session, run_id)
+    domain_of = dict(session.execute(
+        select(PublicSample.sample_id, PublicSample.domain).where(PublicSample.run_id == run_id)).all())
+    rewards = {(i, r, s, sid): v for i, r, s, sid, v in session.execute(
+        select(Reward.round_idx, Reward.receiver, Reward.sender, Reward.sample_id, Reward.value)
+        .where(Reward.run_id == run_id))}
+    q = (select(Allocation.round_idx, Allocation.receiver, Allocation.sender, Allocation.sample_id,
+                Allocation.score, Allocation.rank)
+         .where(Allocation.run_id == run_id)
+         .order_by(Allocation.round_idx, Allocation.receiver, Allocation.sender, Allocation.rank))
+    return [
+        AllocationRow(round_idx=i, receiver=r, sender=s, sample_id=sid, domain=domain_of.get(sid, "?"),
+                      difficulty=diff.get(sid), score=score, rank=rank, cold_start=(i, r, s) in cold,
+                      reward=rewards.get((i, r, s, sid)), batch_reward=rewards.get((i, r, s, BATCH)))
+        for i, r, s, sid, score, rank in session.execute(q)
+    ]

@@ -86,6 +86,9 @@ class ChartData(BaseModel):
 class GridRow(BaseModel):
     peer: str = Field(description="the client on the other end (receiver for 'down', sender for 'up')")
     round_idx: int
+    cold_start: bool = Field(
+        False, description="the policy had no reward history yet (LaDa's round 1): its cells' score 1.0 only "
+        "marks 'chosen' (K-means or random pick), not a confidence")
 
 
 class AllocationGrid(BaseModel):
@@ -102,8 +105,8 @@ class AllocationGrid(BaseModel):
     col: list[int]
     score: list[float]
     rank: list[int]
-    score_min: float | None = None
-    score_max: float | None = None
+    score_min: float | None = Field(None, description="lowest score of the rows that are not cold start")
+    score_max: float | None = Field(None, description="highest score of the rows that are not cold start")
 
 
 class AllocationInfo(BaseModel):
@@ -114,6 +117,7 @@ class AllocationInfo(BaseModel):
     rank: int
     reward: float | None = Field(None, description="per-sample reward, if the run records them")
     batch_reward: float | None = Field(None, description="the batch reward of (round, receiver, sender)")
+    cold_start: bool = Field(False, description="chosen by the cold start: the score is no confidence")
 
 
 class PathInfo(BaseModel):
@@ -126,6 +130,7 @@ class PathInfo(BaseModel):
 class SampleDetail(BaseModel):
     sample_id: str
     domain: str
+    difficulty: int | None = Field(None, description="reasoning steps (None: not recoverable from the config)")
     question: str
     answer: str
     allocations: list[AllocationInfo]
@@ -151,3 +156,79 @@ class LiveState(BaseModel):
     last_event_id: int
     versions: dict[str, str] = Field(description="part -> opaque version (clients, rounds, metrics, ...)")
     server_time: dt.datetime
+
+
+class GivenCell(BaseModel):
+    """What one client received (or sent) of one domain and difficulty, summed over the run."""
+
+    direction: Direction
+    domain: str
+    difficulty: int | None = Field(description="reasoning steps; None when the run's config cannot recover it")
+    n: int = Field(description="allocations")
+    n_cold: int = Field(description="of them chosen by the cold start (no score)")
+    mean_score: float | None = Field(None, description="mean policy score of the scored (not cold-start) ones")
+    mean_reward: float | None = Field(None, description="mean per-sample reward, if the run records them")
+
+
+class ClientRound(BaseModel):
+    """One round of one client: what it got and what it gave."""
+
+    round_idx: int
+    accuracy: float | None = None
+    public_accuracy_before: float | None = None
+    received: int = Field(0, description="LLM paths it was given")
+    sent: int = Field(0, description="its paths the LLM learned from")
+    reward: float | None = Field(None, description="its batch reward as a receiver (else the mean per-sample one)")
+    reward_to_llm: float | None = Field(None, description="the LLM's reward from this client's paths")
+    cold_start: bool = Field(False, description="its down allocations this round were a cold start")
+    mb: float | None = Field(None, description="MB moved (up + down) this round")
+
+
+class ClientDetail(BaseModel):
+    run: RunSummary
+    client: ClientInfo
+    rounds: list[ClientRound]
+    given: list[GivenCell] = Field(description="by direction, domain and difficulty")
+    events: list[EventInfo] = Field(description="events whose subject is this client, oldest first")
+
+
+class CompareRow(BaseModel):
+    """One run's line of the comparison table."""
+
+    id: int
+    name: str
+    method: str
+    status: str
+    rounds_done: int
+    llm_start: float | None = Field(None, description="the LLM's accuracy at round 0")
+    llm_final: float | None = Field(None, description="... at the latest round")
+    slm_start: float | None = Field(None, description="mean SLM accuracy at round 0")
+    slm_final: float | None = Field(None, description="... at the latest round")
+    clients: dict[str, float | None] = Field(description="client -> its latest accuracy")
+    total_mb: float = Field(description="MB moved (up + down) over the run")
+    duration_s: float | None = Field(None, description="created to finished (or to now for a live run)")
+
+
+class RunCompare(BaseModel):
+    """Two or more runs side by side: their accuracy curves and final values."""
+
+    runs: list[RunSummary]
+    llm_accuracy: list[Series] = Field(description="the LLM's accuracy per round, one per run (name = run id)")
+    slm_accuracy: list[Series] = Field(description="mean SLM accuracy per round, one per run (name = run id)")
+    final: list[CompareRow]
+
+
+class AllocationRow(BaseModel):
+    """One allocation with its sample's domain and difficulty and its reward (the download format)."""
+
+    round_idx: int
+    receiver: str
+    sender: str
+    sample_id: str
+    domain: str
+    difficulty: int | None
+    score: float
+    rank: int
+    cold_start: bool
+    reward: float | None
+    batch_reward: float | None

@@ -7,6 +7,8 @@ tests at the end check the synthetic run's known content (escaping included).
 
 from __future__ import annotations
 
+import csv
+import io
 import math
 import re
 from pathlib import Path
@@ -15,14 +17,16 @@ import pytest
 from fastapi.testclient import TestClient
 from lada.server.dashboard.app import create_app
 from lada.server.db import views
-from lada.server.db.writer import Store
+from lada.server.db.tables import Run
+from lada.server.db.writer import RoundRecord, Store
 
 from tests.support import dashboard as fx
 from tests.support import openapi
 
 BUDGET = 5.0
 RUN_ENDPOINTS = ["", "/clients", "/rounds", "/metrics", "/charts", "/allocations", "/allocations?direction=up",
-                 "/events", "/live", "/samples/some-sample"]
+                 "/events", "/live", "/samples/some-sample", "/clients/client-1", "/download/metrics.csv",
+                 "/download/allocations.json"]
 
 
 @pytest.fixture(scope="module", params=sorted(fx.DB_BUILDERS))
@@ -120,8 +124,10 @@ def test_allocation_grid(client: TestClient, runs: list[dict], direction: str) -
         assert len({(i, j) for i, j in zip(g.row, g.col, strict=True)}) == n, "one cell per (row, sample)"
         assert len({(x.peer, x.round_idx) for x in g.rows}) == len(g.rows)
         assert all(x.peer != "llm" for x in g.rows)
-        if n:
-            assert g.score_min == min(g.score) and g.score_max == max(g.score)
+        scored = [v for i, v in zip(g.row, g.score, strict=True) if not g.rows[i].cold_start]
+        if scored:  # the range colours the scored cells; a cold start's 1.0s only mark what was chosen
+            assert g.score_min == min(scored) and g.score_max == max(scored)
+        assert all(v == 1.0 for i, v in zip(g.row, g.score, strict=True) if g.rows[i].cold_start)
     assert client.get(f"/api/runs/{runs[0]['id']}/allocations", params={"direction": "sideways"}).status_code == 422
 
 
@@ -140,6 +146,62 @@ def test_sample_detail_matches_grid(client: TestClient, runs: list[dict]) -> Non
         assert all(p.author and p.round_idx >= 0 for p in d.paths)
         missing = client.get(f"/api/runs/{r['id']}/samples/no-such-sample")
         assert missing.status_code == 404
+
+
+def test_client_detail(client: TestClient, runs: list[dict]) -> None:
+    for r in runs:
+        allocs = _ok(client, f"/api/runs/{r['id']}/download/allocations.json")
+        for c in _ok(client, f"/api/runs/{r['id']}/clients"):
+            d = views.ClientDetail.model_validate(_ok(client, f"/api/runs/{r['id']}/clients/{c['name']}"))
+            assert d.run.id == r["id"] and d.run.name == r["name"] and d.client.name == c["name"]
+            got = sum(a["receiver"] == c["name"] for a in allocs)
+            gave = sum(a["sender"] == c["name"] for a in allocs)
+            assert sum(g.n for g in d.given if g.direction == "down") == sum(x.received for x in d.rounds) == got
+            assert sum(g.n for g in d.given if g.direction == "up") == sum(x.sent for x in d.rounds) == gave
+            assert sum(g.n_cold for g in d.given) == sum(
+                a["cold_start"] for a in allocs if c["name"] in (a["receiver"], a["sender"]))
+            assert all(0 <= g.n_cold <= g.n for g in d.given)
+            assert all(e.subject == c["name"] for e in d.events)
+            assert [x.round_idx for x in d.rounds] == sorted({x.round_idx for x in d.rounds})
+            acc = {m["round_idx"]: m["value"] for m in _ok(client, f"/api/runs/{r['id']}/metrics", name="accuracy",
+                                                          subject=c["name"])}
+            assert {x.round_idx: x.accuracy for x in d.rounds if x.accuracy is not None} == acc
+        assert client.get(f"/api/runs/{r['id']}/clients/no-such-client").status_code == 404
+
+
+def test_downloads(client: TestClient, runs: list[dict]) -> None:
+    for r in runs:
+        base = f"/api/runs/{r['id']}/download"
+        metrics = _ok(client, f"/api/runs/{r['id']}/metrics")
+        for fmt in ("csv", "json"):
+            resp = client.get(f"{base}/metrics.{fmt}")
+            assert resp.status_code == 200
+            assert resp.headers["content-disposition"] == f'attachment; filename="run-{r["id"]}-metrics.{fmt}"'
+        rows = list(csv.DictReader(io.StringIO(client.get(f"{base}/metrics.csv").text)))
+        assert [(int(x["round_idx"]), x["subject"], x["name"], float(x["value"])) for x in rows] == [
+            (m["round_idx"], m["subject"], m["name"], m["value"]) for m in metrics]
+        assert _ok(client, f"{base}/metrics.json") == metrics
+        allocs = [views.AllocationRow.model_validate(a) for a in _ok(client, f"{base}/allocations.json")]
+        down, up = (_ok(client, f"/api/runs/{r['id']}/allocations", direction=d) for d in ("down", "up"))
+        assert len(allocs) == len(down["row"]) + len(up["row"])
+        table = list(csv.DictReader(io.StringIO(client.get(f"{base}/allocations.csv").text)))
+        assert len(table) == len(allocs) and list(table[0] if table else views.AllocationRow.model_fields) == list(
+            views.AllocationRow.model_fields)
+        assert client.get(f"{base}/everything.zip").status_code == 422
+
+
+def test_compare(client: TestClient, runs: list[dict]) -> None:
+    ids = [r["id"] for r in runs]
+    if len(ids) >= 2:
+        cmp = views.RunCompare.model_validate(_ok(client, "/api/compare", runs=ids[:2]))
+        assert [x.id for x in cmp.final] == ids[:2] and [x.name for x in cmp.runs] == [r["name"] for r in runs[:2]]
+        for row, r in zip(cmp.final, runs, strict=False):
+            assert row.llm_final == r["llm_accuracy"]
+            assert row.slm_final == pytest.approx(r["slm_accuracy"]) if r["slm_accuracy"] is not None else True
+    missing = max(ids) + 1000
+    assert client.get(f"/api/compare?runs={ids[0]}&runs={missing}").status_code == 404
+    for q in (f"runs={ids[0]}", f"runs={ids[0]}&runs={ids[0]}", "runs=x&runs=1", f"runs={ids[0]}&runs={2**63}"):
+        assert client.get(f"/api/compare?{q}").status_code == 422, q
 
 
 def test_events(client: TestClient, runs: list[dict]) -> None:
@@ -205,12 +267,13 @@ def test_openapi(client: TestClient) -> None:
     for p in ("/api/runs", "/api/runs/{run_id}", "/api/runs/{run_id}/clients", "/api/runs/{run_id}/rounds",
               "/api/runs/{run_id}/metrics", "/api/runs/{run_id}/charts", "/api/runs/{run_id}/allocations",
               "/api/runs/{run_id}/samples/{sample_id}", "/api/runs/{run_id}/events", "/api/runs/{run_id}/live",
+              "/api/runs/{run_id}/clients/{name}", "/api/runs/{run_id}/download/{what}", "/api/compare",
               "/healthz", "/metrics"):
         assert p in paths, p
     assert not any(p.startswith("/runs") or p == "/" for p in paths), "pages stay out of the API document"
     schemas = doc["components"]["schemas"]
     for name in ("RunSummary", "RunDetail", "ClientInfo", "RoundInfo", "ChartData", "AllocationGrid",
-                 "SampleDetail", "EventInfo", "LiveState"):
+                 "SampleDetail", "EventInfo", "LiveState", "ClientDetail", "RunCompare"):
         assert name in schemas
     assert client.get("/docs").status_code == 404, "docs UI needs a CDN: disabled"
 
@@ -479,3 +542,70 @@ def test_unreadable_database_is_a_schema_valid_503(tmp_path: Path) -> None:
         for route in ["/api/runs", *API_ROUTES, "/metrics"]:
             _conforms(doc, route, c.get(route.format(run_id=1, sample_id="x")), 503)
         assert c.get("/runs/1").status_code == 503 and c.get("/").status_code == 503
+
+
+# --------------------------------------------------------------------------- cold start and difficulty
+def _store_run(url: str, method: str, groups: dict[tuple[int, str, str], list[float]]) -> int:
+    store = Store(url)
+    rid = store.create_run(f"{method}-run", method, {}, 3)
+    for idx in sorted({k[0] for k in groups}):
+        store.start_round(rid, idx)
+        rec = RoundRecord()
+        for (i, rec_name, snd), scores in groups.items():
+            if i == idx:
+                rec.allocations += [(rec_name, snd, f"s{k}", v, k) for k, v in enumerate(scores)]
+        store.commit_round(rid, idx, rec)
+    store.engine.dispose()
+    return rid
+
+
+def test_cold_start_is_lada_without_history_only(tmp_path: Path) -> None:
+    """A pair's allocations that are all 1.0 are LaDa's cold start (round 1, or a client's first round);
+    the same 1.0s from a baseline, or a mix of 1.0 and learned scores, are scores."""
+    url = f"sqlite:///{tmp_path / 'cold.db'}"
+    groups = {(1, "a", "llm"): [1.0, 1.0, 1.0], (1, "llm", "a"): [1.0, 1.0],
+              (2, "a", "llm"): [1.0, 0.7, 0.4], (2, "b", "llm"): [1.0, 1.0]}  # b joined in round 2
+    lada, base = _store_run(url, "lada", groups), _store_run(url, "random", groups)
+    with TestClient(create_app(url)) as c:
+        g = _ok(c, f"/api/runs/{lada}/allocations")
+        assert {(x["peer"], x["round_idx"]) for x in g["rows"] if x["cold_start"]} == {("a", 1), ("b", 2)}
+        assert (g["score_min"], g["score_max"]) == (0.4, 1.0), "range of the scored cells only"
+        up = _ok(c, f"/api/runs/{lada}/allocations", direction="up")
+        assert [x["cold_start"] for x in up["rows"]] == [True] and up["score_min"] is None
+        cold = {(a["round_idx"], a["receiver"]) for a in _ok(c, f"/api/runs/{lada}/download/allocations.json")
+                if a["cold_start"]}
+        assert cold == {(1, "a"), (1, "llm"), (2, "b")}
+        assert [a["cold_start"] for a in _ok(c, f"/api/runs/{lada}/samples/s0")["allocations"]] == [
+            True, True, False, True]
+        assert not any(x["cold_start"] for x in _ok(c, f"/api/runs/{base}/allocations")["rows"])
+        assert _ok(c, f"/api/runs/{base}/allocations")["score_max"] == 1.0
+
+
+def test_difficulty_recovered_from_the_stored_config(demo) -> None:
+    from lada.common.config import DataConfig
+    from lada.common.scenario import scenario_splits
+
+    c, url = demo
+    rid = _ok(c, "/api/runs")[0]["id"]
+    data = _ok(c, f"/api/runs/{rid}")["config"]["data"]
+    truth = {s.id: s.difficulty for s in scenario_splits(DataConfig.model_validate(data)).public}
+    rows = _ok(c, f"/api/runs/{rid}/download/allocations.json")
+    assert rows and all(a["difficulty"] == truth[a["sample_id"]] for a in rows if a["sample_id"] != fx.XSS_SAMPLE_ID)
+    assert len({a["difficulty"] for a in rows}) >= 2
+    assert _ok(c, f"/api/runs/{rid}/samples/public-00000")["difficulty"] == truth["public-00000"]
+    # a stored question that is not the regenerated one (the XSS sample's was edited): unknown, never a guess
+    assert _ok(c, f"/api/runs/{rid}/samples/{fx.XSS_SAMPLE_ID}")["difficulty"] is None
+    given = _ok(c, f"/api/runs/{rid}/clients/client-1")["given"]
+    assert {g["difficulty"] for g in given} - {None} and sum(g["n"] for g in given if g["difficulty"] is None) <= 5
+
+
+def test_difficulty_unknown_when_the_config_cannot_rebuild_the_data(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'odd.db'}"
+    rid = fx.fill_demo_run(url, n_public=40, budget=5, server_budget=2, n_rounds=2, paths=False)
+    with Store(url).session() as s:  # a data section this version cannot read (a renamed knob)
+        run = s.get(Run, rid)
+        run.config = {**run.config, "data": {**run.config["data"], "n_publik": 40}}
+    with TestClient(create_app(url)) as c:
+        rows = _ok(c, f"/api/runs/{rid}/download/allocations.json")
+        assert rows and {a["difficulty"] for a in rows} == {None}
+        assert _ok(c, f"/api/runs/{rid}/samples/public-00000")["difficulty"] is None

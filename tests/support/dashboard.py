@@ -22,9 +22,12 @@ import os
 import random
 import sqlite3
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
 
+from lada.common.config import DataConfig
+from lada.common.data import Sample
+from lada.common.scenario import scenario_splits
 from lada.server.db.tables import Client, Event, PublicSample, Round, Run
 from lada.server.db.writer import RoundRecord, Store
 
@@ -38,46 +41,16 @@ DOMAINS = ["arith", "shop", "clock", "count"]
 PHASES = ["teach", "probe", "allocate", "learn_client", "learn_server", "record"]
 
 
-@dataclass(frozen=True)
-class _Sample:
-    id: str
-    domain: str
-    question: str
-    answer: str
-    solution: str
-
-
-def _public_set(n: int, seed: int) -> list[_Sample]:
-    """Procedural questions like the project's corpus (kept local so the fixture has no moving parts)."""
-    rng = random.Random(f"{seed}:public")
-    out = []
-    for i in range(n):
-        dom = DOMAINS[i % len(DOMAINS)]
-        a, b, c = rng.randint(2, 9), rng.randint(1, 9), rng.randint(1, 5)
-        if dom == "arith":
-            q, steps, ans = (
-                f"What is {a} + {b} - {c} ?",
-                f"{a} + {b} = {a + b} . {a + b} - {c} = {a + b - c} .",
-                a + b - c,
-            )
-        elif dom == "shop":
-            q = f"Ann buys {a} pens at {b} dollars each . How much does she pay ?"
-            steps, ans = f"{a} * {b} = {a * b} .", a * b
-        elif dom == "clock":
-            q = f"It is {a} o'clock . What time is it {b} hours later ?"
-            steps, ans = f"{a} + {b} = {a + b} . {a + b} mod 12 = {(a + b) % 12} .", (a + b) % 12
-        else:
-            q = f"Tom has {a} apples and gets {b} more , then eats {c} . How many are left ?"
-            steps, ans = f"{a} + {b} = {a + b} . {a + b} - {c} = {a + b - c} .", a + b - c
-        out.append(_Sample(f"public-{i:05d}", dom, q, str(ans), steps))
-    # untrusted payloads in a question and its paths (an 'arith' sample, client-1's domain)
-    if n > XSS_INDEX:
-        x = out[XSS_INDEX]
-        out[XSS_INDEX] = _Sample(x.id, x.domain, XSS_QUESTION, "4", XSS_PATH)
+def _public_set(data: dict) -> list[Sample]:
+    """The run's public set as the server builds it (``common.scenario``, so the dashboard can recover
+    each sample's difficulty from the stored config), with untrusted payloads in one 'arith' sample."""
+    out = list(scenario_splits(DataConfig.model_validate(data)).public)
+    if len(out) > XSS_INDEX:
+        out[XSS_INDEX] = replace(out[XSS_INDEX], question=XSS_QUESTION, solution=XSS_PATH, answer="4")
     return out
 
 
-def _path(s: _Sample, correct: bool, rng: random.Random) -> str:
+def _path(s: Sample, correct: bool, rng: random.Random) -> str:
     if correct:
         return f"{s.solution} #### {s.answer}"
     return f"{s.solution.split(' . ')[0]} . #### {int(s.answer) + rng.choice([-2, -1, 1, 3])}"
@@ -95,13 +68,15 @@ def fill_demo_run(
     finished: bool = True,
     name: str = "demo",
     paths: bool = True,
+    method: str = "lada",
 ) -> int:
     """Write one realistic run into the database at ``url`` and return its id.
 
     ``finished=False`` leaves the run running in the middle of its last round
     (round started, not committed), as the dashboard sees a live run.
     ``budget`` allocations go to every client per round (LLM -> SLM) and
-    ``server_budget`` SLM paths per client to the LLM (SLM -> LLM).
+    ``server_budget`` SLM paths per client to the LLM (SLM -> LLM). With ``method="lada"``
+    round 1 is a cold start, as the real policy's: every chosen sample scores 1.0 in both directions.
     """
     rng = random.Random(seed)
     store = Store(url)
@@ -112,13 +87,14 @@ def fill_demo_run(
             "name": name,
             "seed": seed,
             "rounds": n_rounds,
-            "method": "lada",
+            "method": method,
             "budget": budget,
             "server_budget": server_budget,
             "bidirectional": True,
             "threads": 1,
         },
         "data": {
+            "seed": seed,
             "client_domains": client_domain,
             "n_train": 1000,
             "n_test": 500,
@@ -148,8 +124,8 @@ def fill_demo_run(
         "server": {"address": "127.0.0.1:50051", "db": url, "join_token": JOIN_TOKEN,
                    "replica_db": "postgresql://lada:hunter2@db:5432/lada"},
     }
-    run_id = store.create_run(name, "lada", config, n_rounds)
-    samples = _public_set(n_public, seed)
+    run_id = store.create_run(name, method, config, n_rounds)
+    samples = _public_set(config["data"])
     store.add_public_samples(run_id, samples)
     store.event(run_id, "run_start", "server", f"run {name!r} started with {n_clients} clients")
     for c in clients:
@@ -163,7 +139,8 @@ def fill_demo_run(
         [(0, s, "accuracy", v) for s, v in acc.items()],
     )
     # a sample's intrinsic difficulty and how well it suits each client
-    difficulty = [rng.random() for _ in samples]
+    difficulty = [0.7 * (s.difficulty - 1) / 2 + 0.3 * rng.random() for s in samples]
+    cold = method == "lada"
     last = n_rounds if finished else n_rounds - 1
     for r in range(1, n_rounds + 1):
         store.start_round(run_id, r)
@@ -186,8 +163,10 @@ def fill_demo_run(
                 for i, s in enumerate(samples)
             ]
             if r == 1 and c == clients[0] and n_public > XSS_INDEX:
-                scores[XSS_INDEX] = 0.99  # the XSS sample is allocated, so the heat map shows it
+                scores[XSS_INDEX] = 1.0  # the XSS sample is allocated (the top score), so the heat map shows it
             order = sorted(range(len(samples)), key=lambda i: -scores[i])[:budget]
+            if cold and r == 1:  # no reward history: the policy marks what it chose with 1.0
+                scores = [1.0] * len(scores)
             rewards = []
             for rank, i in enumerate(order):
                 rec.allocations.append((c, "llm", samples[i].id, scores[i], rank))
@@ -200,7 +179,7 @@ def fill_demo_run(
             up = sorted(own, key=lambda i: -difficulty[i] - rng.gauss(0, 0.2))[:server_budget]
             up_rewards = []
             for rank, i in enumerate(up):
-                sc = min(1.0, max(0.0, 0.4 + 0.5 * difficulty[i] + rng.gauss(0, 0.05)))
+                sc = 1.0 if cold and r == 1 else min(0.99, max(0.0, 0.4 + 0.5 * difficulty[i] + rng.gauss(0, 0.05)))
                 rec.allocations.append(("llm", c, samples[i].id, sc, rank))
                 v = 1 / (1 + math.exp(-(sc - 0.5) * 3 - rng.gauss(0, 0.5)))
                 up_rewards.append(v)

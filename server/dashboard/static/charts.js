@@ -20,8 +20,30 @@
   }
   function decimals(step) { return Math.max(0, Math.min(6, -Math.floor(Math.log10(step) + 1e-9))); }
 
+  /** A marker shape centred on (x, y), about r across: distinct shapes keep coinciding points apart. */
+  function markerPath(shape, x, y, r) {
+    const q = r * 1.15;
+    switch (shape) {
+      case "square": return `M${x - r},${y - r}h${2 * r}v${2 * r}h${-2 * r}Z`;
+      case "triangle": return `M${x},${y - q * 1.1}L${x + q},${y + q * 0.8}L${x - q},${y + q * 0.8}Z`;
+      case "diamond": return `M${x},${y - q * 1.2}L${x + q},${y}L${x},${y + q * 1.2}L${x - q},${y}Z`;
+      case "down": return `M${x},${y + q * 1.1}L${x + q},${y - q * 0.8}L${x - q},${y - q * 0.8}Z`;
+      case "cross": return `M${x - r},${y - r}L${x + r},${y + r}M${x + r},${y - r}L${x - r},${y + r}`;
+      default: return null;  // circle
+    }
+  }
+  function legendKey(sr) {
+    const k = s("svg", { class: "legend-key", width: 30, height: 12, viewBox: "0 0 30 12", "aria-hidden": "true" });
+    k.appendChild(s("line", { x1: 1, x2: 29, y1: 6, y2: 6, stroke: sr.color, "stroke-width": sr.width || 2,
+                              "stroke-dasharray": sr.dash || null }));
+    const d = markerPath(sr.marker, 15, 6, 3.2);
+    k.appendChild(d ? s("path", { d, fill: "#fff", stroke: sr.color, "stroke-width": 1.6 })
+                    : s("circle", { cx: 15, cy: 6, r: 3.2, fill: "#fff", stroke: sr.color, "stroke-width": 1.6 }));
+    return k;
+  }
+
   /**
-   * spec: { series: [{name, x:[], y:[], color, width, dash}], xLabel, yLabel,
+   * spec: { series: [{name, x:[], y:[], color, width, dash, marker}], xLabel, yLabel,
    *         yFormat(v) -> str, valueFormat(v) -> str, clamp: [lo, hi], hlines: [{y, label, color}],
    *         empty: "text when there is no data" }
    */
@@ -92,8 +114,12 @@
       g.appendChild(s("path", { d, fill: "none", stroke: sr.color, "stroke-width": sr.width || 2,
                                 "stroke-dasharray": sr.dash || null, "stroke-linejoin": "round", "stroke-linecap": "round" }));
       sr.x.forEach((x, i) => {
-        g.appendChild(s("circle", { cx: X(x), cy: Y(sr.y[i]), r: sr.width > 2 ? 3.5 : 3, fill: "#fff", stroke: sr.color,
-                                    "stroke-width": 1.8 },
+        const r = sr.width > 2 ? 3.5 : 3;
+        const d = markerPath(sr.marker, X(x), Y(sr.y[i]), r);
+        if (d) g.appendChild(s("path", { class: "marker", d, fill: "#fff", stroke: sr.color, "stroke-width": 1.8 }));
+        // the circle is the point's hover target (and its marker when the shape is a circle)
+        g.appendChild(s("circle", { cx: X(x), cy: Y(sr.y[i]), r: d ? r + 2 : r, fill: d ? "transparent" : "#fff",
+                                    stroke: d ? "none" : sr.color, "stroke-width": 1.8 },
                         s("title", { text: `${sr.label || sr.name} · round ${x}: ${vfmt(sr.y[i])}` })));
       });
       svg.appendChild(g);
@@ -101,9 +127,8 @@
     const legend = h("div", { class: "legend" });
     for (const sr of series) {
       const last = sr.y[sr.y.length - 1];
-      legend.appendChild(h("span", { class: "legend-item" },
-        h("i", { class: "legend-line" + (sr.dash ? " dashed" : ""), style: { borderColor: sr.color } }),
-        sr.label || sr.name, h("b", { text: vfmt(last) })));
+      legend.appendChild(h("span", { class: "legend-item", dataset: { name: sr.name } },
+        legendKey(sr), sr.label || sr.name, h("b", { text: vfmt(last) })));
     }
     for (const hl of spec.hlines || []) {
       if (hl.y === null || hl.y === undefined) continue;
@@ -115,5 +140,6 @@
   }
 
   LADA.lineChart = lineChart;
+  LADA.markerPath = markerPath;
   LADA.niceTicks = niceTicks;
 })();

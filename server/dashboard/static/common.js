@@ -24,6 +24,21 @@ const LADA = (() => {
     if (i < 0) { subjects.push(name); i = subjects.length - 1; }
     return PALETTE[i % PALETTE.length];
   }
+  // line style per subject: together with the colour, a dash pattern and a marker shape, so that
+  // series with equal values (three clients moving the same bytes) still show as three lines
+  const DASHES = [null, "7 3", "2 3", "9 3 2 3", "4 4", "12 4", "1 4", "6 2 2 2 2 2"];
+  const MARKERS = ["circle", "square", "triangle", "diamond", "down", "cross"];
+  function styleFor(name) {
+    if (name === "llm") return { color: LLM_COLOR, dash: "10 3 3 3", marker: "diamond", width: 2.6 };
+    if (name === "total") return { color: TOTAL_COLOR, dash: null, marker: "square", width: 2.6 };
+    const c = colorFor(name), i = subjects.indexOf(name);
+    return { color: c, dash: DASHES[i % DASHES.length], marker: MARKERS[i % MARKERS.length], width: 2 };
+  }
+  /** The same, by position (runs on the comparison page). */
+  function styleAt(i) {
+    return { color: PALETTE[i % PALETTE.length], dash: DASHES[i % DASHES.length], marker: MARKERS[i % MARKERS.length],
+             width: 2.2 };
+  }
   function registerSubjects(names) {
     [...names].filter((n) => n !== "llm" && n !== "total").sort().forEach((n) => colorFor(n));
   }
@@ -131,6 +146,6 @@ const LADA = (() => {
   setInterval(tickAgo, 1000);
   document.addEventListener("DOMContentLoaded", () => { tickAgo(); paintSwatches(); });
 
-  return { api, url, link, h, s, clear, colorFor, registerSubjects, paintSwatches, fmtTs, fmtAgo, fmtPct, fmtNum,
+  return { api, url, link, h, s, clear, colorFor, styleFor, styleAt, registerSubjects, paintSwatches, fmtTs, fmtAgo, fmtPct, fmtNum,
            fmtSecs, tickAgo, poll, PHASE_COLORS, token };
 })();

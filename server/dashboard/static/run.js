@@ -25,10 +25,8 @@
   const pctFmt = (v) => `${(100 * v).toFixed(Math.abs(v) < 0.1 ? 1 : 0)}%`;
   function seriesSpec(list, opts = {}) {
     return list.map((sr) => ({
-      name: sr.name, x: sr.x, y: sr.y, color: colorFor(sr.name),
+      name: sr.name, x: sr.x, y: sr.y, ...LADA.styleFor(sr.name),
       label: opts.labels && opts.labels[sr.name] ? opts.labels[sr.name] : label(sr.name),
-      width: sr.name === "llm" || sr.name === "total" ? 2.6 : 2,
-      dash: sr.name === "llm" ? "6 3" : null,
     }));
   }
   function drawCharts() {
@@ -38,6 +36,11 @@
     LADA.lineChart($("chart-accuracy"), {
       series: seriesSpec(d.accuracy), xLabel: "round (0 = before collaboration)", yLabel: "accuracy",
       yFormat: pctFmt, valueFormat: (v) => fmtPct(v), clamp: [0, 1], empty: "no accuracy recorded yet",
+    });
+    LADA.lineChart($("chart-public"), {
+      series: seriesSpec(d.public_accuracy), xLabel: "after round (0 = before collaboration)",
+      yLabel: "public-mix accuracy", yFormat: pctFmt, valueFormat: (v) => fmtPct(v), clamp: [0, 1],
+      empty: "no public-mix accuracy recorded yet (measured at each round's start)",
     });
     LADA.lineChart($("chart-reward"), {
       series: seriesSpec(d.reward, { labels: { llm: "LLM (from SLMs)" } }), xLabel: "round", yLabel: "reward",
@@ -72,6 +75,7 @@
   const VIRIDIS = ["#440154", "#482878", "#3e4989", "#31688e", "#26828e", "#1f9e89", "#35b779", "#6ece58", "#b5de2b", "#fde725"];
   const DOMAIN_COLORS = ["#8dd3c7", "#fdb462", "#bebada", "#fb8072", "#80b1d3", "#b3de69", "#fccde5", "#d9d9d9"];
   const EMPTY_CELL = "#e9edf2";
+  const COLD_FILL = "url(#hm-cold)";  // hatched: chosen by the cold start, no score to colour by
   const hm = { grid: null, direction: "down", sort: "count", only: true, find: "", page: 0, selected: null, layout: null };
 
   function hexToRgb(hx) { const n = parseInt(hx.slice(1), 16); return [(n >> 16) & 255, (n >> 8) & 255, n & 255]; }
@@ -161,6 +165,7 @@
     const H = y + 4;
     const svg = s("svg", { class: "heatmap-svg", width: W, height: H, viewBox: `0 0 ${W} ${H}`, role: "grid",
                            "aria-label": "allocation heat map" });
+    svg.appendChild(coldPattern());
     // domain strip
     const strip = s("g", { class: "domain-strip" });
     pageCols.forEach((c, j) => strip.appendChild(s("rect", {
@@ -173,8 +178,9 @@
       labels.appendChild(s("text", { x: 15, y: (gr.y0 + gr.y1) / 2 + 4, class: "peer-label", text: label(gr.peer) }));
     }
     g.rows.forEach((r, i) => {
-      labels.appendChild(s("text", { x: labelW - 6, y: rowY[i] + rowH - 4, "text-anchor": "end", class: "round-label",
-                                     text: `r${r.round_idx}` }));
+      labels.appendChild(s("text", { x: labelW - 6, y: rowY[i] + rowH - 4, "text-anchor": "end",
+                                     class: r.cold_start ? "round-label cold" : "round-label",
+                                     text: r.cold_start ? `r${r.round_idx} cold` : `r${r.round_idx}` }));
       labels.appendChild(s("rect", { x: labelW, y: rowY[i], width: pageCols.length * cw, height: rowH,
                                      fill: EMPTY_CELL, class: "row-bg" }));
     });
@@ -187,9 +193,10 @@
       for (let r = 0; r < g.rows.length; r++) {
         const k = g.cellAt[r * nc + c];
         if (k < 0) continue;
+        const cold = g.rows[r].cold_start;
         cells.appendChild(s("rect", {
-          class: "cell", x: labelW + j * cw, y: rowY[r], width: Math.max(1, cw - gapX), height: rowH,
-          fill: scoreColor(g.score[k], lo, hi), "data-sid": g.samples[c], "data-row": r, "data-col": c,
+          class: cold ? "cell cold" : "cell", x: labelW + j * cw, y: rowY[r], width: Math.max(1, cw - gapX), height: rowH,
+          fill: cold ? COLD_FILL : scoreColor(g.score[k], lo, hi), "data-sid": g.samples[c], "data-row": r, "data-col": c,
         }));
       }
     });
@@ -212,6 +219,12 @@
     renderLegend();
   }
 
+  function coldPattern() {
+    return s("defs", null, s("pattern", { id: "hm-cold", width: 4, height: 4, patternUnits: "userSpaceOnUse",
+                                          patternTransform: "rotate(45)" },
+      s("rect", { width: 4, height: 4, fill: "#cfd6df" }), s("line", { x1: 0, y1: 0, x2: 0, y2: 4, stroke: "#7b8794",
+                                                                       "stroke-width": 2 })));
+  }
   function renderLegend() {
     const lg = $("hm-legend");
     clear(lg);
@@ -225,6 +238,11 @@
     lg.appendChild(h("span", { class: "legend-item" }, "score", h("b", { text: fmtNum(lo, 2) }), bar, h("b", { text: fmtNum(hi, 2) })));
     const empty = s("svg", { width: 14, height: 14 }, s("rect", { width: 14, height: 14, rx: 2, fill: EMPTY_CELL }));
     lg.appendChild(h("span", { class: "legend-item" }, empty, "not allocated"));
+    if (g.rows.some((r) => r.cold_start)) {
+      const cold = s("svg", { width: 14, height: 14 }, coldPattern(), s("rect", { width: 14, height: 14, rx: 2, fill: COLD_FILL }));
+      lg.appendChild(h("span", { class: "legend-item", id: "hm-cold-legend" }, cold,
+        "cold start (no reward history yet: chosen, not scored)"));
+    }
     for (const d of hm.domainList) {
       const sw = s("svg", { width: 14, height: 8 }, s("rect", { width: 14, height: 8, rx: 1, fill: domainColor(d) }));
       lg.appendChild(h("span", { class: "legend-item" }, sw, `domain ${d}`));
@@ -246,7 +264,7 @@
     const g = hm.grid;
     const k = g.cellAt[row * g.samples.length + col];
     return { k, sid: g.samples[col], dom: g.domains[col], peer: g.rows[row].peer, round: g.rows[row].round_idx,
-             score: k >= 0 ? g.score[k] : null, rank: k >= 0 ? g.rank[k] : null };
+             score: k >= 0 ? g.score[k] : null, rank: k >= 0 ? g.rank[k] : null, cold: g.rows[row].cold_start };
   }
 
   const tip = $("hm-tooltip");
@@ -256,7 +274,8 @@
     const info = cellInfo(c.row, c.col);
     const dir = hm.direction === "down" ? `LLM → ${label(info.peer)}` : `${label(info.peer)} → LLM`;
     tip.textContent = `${info.sid} (${info.dom}) · ${dir} · round ${info.round} · `
-      + (info.k >= 0 ? `score ${fmtNum(info.score, 3)} · rank ${info.rank}` : "not allocated");
+      + (info.k < 0 ? "not allocated" : info.cold ? `cold start pick (no score yet) · rank ${info.rank}`
+        : `score ${fmtNum(info.score, 3)} · rank ${info.rank}`);
     const wrap = tip.parentElement.getBoundingClientRect();
     tip.hidden = false;
     tip.style.left = `${Math.min(evt.clientX - wrap.left + 14, wrap.width - tip.offsetWidth - 4)}px`;
@@ -326,9 +345,11 @@
     const panel = $("sample-detail");
     panel.hidden = false;
     $("sd-title").textContent = `Sample ${d.sample_id}`;
+    $("sd-permalink").href = LADA.link(`/runs/${runId}/samples/${encodeURIComponent(d.sample_id)}`);
     $("sd-question").textContent = d.question;
     $("sd-answer").textContent = d.answer;
-    $("sd-domain").textContent = d.domain;
+    $("sd-domain").textContent = d.difficulty === null || d.difficulty === undefined
+      ? d.domain : `${d.domain} · ${d.difficulty} step${d.difficulty === 1 ? "" : "s"}`;
     const receiver = hm.direction === "down" ? sel.peer : "llm";
     const sender = hm.direction === "down" ? "llm" : sel.peer;
     const a = d.allocations.find((x) => x.round_idx === sel.round && x.receiver === receiver && x.sender === sender);
@@ -336,7 +357,8 @@
     clear(ctx);
     ctx.append(h("b", { text: `${label(sender)} → ${label(receiver)} · round ${sel.round}` }));
     if (a) {
-      for (const [k, v] of [["score", fmtNum(a.score, 3)], ["rank", String(a.rank)], ["reward", fmtNum(a.reward, 3)],
+      const score = a.cold_start ? "cold start (no score)" : fmtNum(a.score, 3);
+      for (const [k, v] of [["score", score], ["rank", String(a.rank)], ["reward", fmtNum(a.reward, 3)],
                             ["batch reward", fmtNum(a.batch_reward, 3)]]) {
         ctx.append(h("span", { class: "kv-chip" }, `${k} `, h("b", { text: v })));
       }
@@ -351,7 +373,8 @@
       const cur = a && x === a;
       at.appendChild(h("tr", { class: cur ? "current" : null },
         h("td", { class: "num", text: x.round_idx }), h("td", { text: label(x.receiver) }), h("td", { text: label(x.sender) }),
-        h("td", { class: "num", text: fmtNum(x.score, 3) }), h("td", { class: "num", text: x.rank }),
+        h("td", { class: "num" }, x.cold_start ? h("span", { class: "badge cold-badge", text: "cold start" }) : fmtNum(x.score, 3)),
+        h("td", { class: "num", text: x.rank }),
         h("td", { class: "num", text: fmtNum(x.reward, 3) }), h("td", { class: "num", text: fmtNum(x.batch_reward, 3) })));
     }
     if (!d.allocations.length) at.appendChild(h("tr", { class: "empty-row" }, h("td", { colspan: 7, text: "never allocated" })));
@@ -389,7 +412,8 @@
     LADA.registerSubjects(list.map((c) => c.name));
     for (const c of list) {
       tb.appendChild(h("tr", null,
-        h("td", null, h("span", { class: "swatch subject", dataset: { subject: c.name } }), c.name),
+        h("td", null, h("span", { class: "swatch subject", dataset: { subject: c.name } }),
+          h("a", { class: "client-link", href: LADA.link(`/runs/${runId}/clients/${encodeURIComponent(c.name)}`), text: c.name })),
         h("td", null, h("code", { text: c.model })),
         h("td", { text: c.domain }),
         h("td", null, h("span", { class: `badge state-${c.state}`, text: c.state })),
