@@ -3,7 +3,10 @@ SLMs' paths, and learns from the ones its filters pick (SLM -> LLM)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -12,7 +15,9 @@ from lada.common.config import LadaConfig
 from lada.common.data import Sample, is_correct
 from lada.common.learner import Learner, LearnerState, LearnReport, Pair
 from lada.common.models import load_for, resolve_model, torch_device
-from lada.common.textlm import encode_pairs
+from lada.common.textlm import batches, encode_pairs
+
+T = TypeVar("T")
 
 
 class LLMHost:
@@ -27,11 +32,24 @@ class LLMHost:
         self.version = 0  # bumps whenever the LLM learns, invalidating the teach cache
         self._teach_cache: tuple[int, list[str]] | None = None
         self._proj: torch.Tensor | None = None
+        self.compute_s = 0.0  # seconds spent in the LLM's own model work (bench_rounds: overhead = wall - this)
+
+    @contextmanager
+    def _timed(self) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.compute_s += time.perf_counter() - t0
+
+    def _run(self, fn: Callable[..., T], *args: object) -> T:
+        with self._timed():
+            return fn(*args)
 
     def teach(self, public: Sequence[Sample]) -> tuple[list[str], list[bool]]:
         """The LLM's path for every public sample, cached until the LLM changes."""
         if self._teach_cache is None or self._teach_cache[0] != self.version:
-            self._teach_cache = (self.version, self.learner.paths([s.question for s in public]))
+            self._teach_cache = (self.version, self._run(self.learner.paths, [s.question for s in public]))
         paths = self._teach_cache[1]
         return paths, [is_correct(p, s.answer, family_of(s.id)) for p, s in zip(paths, public)]
 
@@ -40,38 +58,40 @@ class LLMHost:
         """Mean-pooled last hidden state of each question, randomly projected to
         ``filter.embed_dim`` dims (a fixed seeded projection keeps contexts small)."""
         dim = self.cfg.filter.embed_dim
-        tok, model = self.learner.tok, self.learner.model
-        out = []
-        for i in range(0, len(samples), self.cfg.train.gen_batch_size):
-            chunk = samples[i : i + self.cfg.train.gen_batch_size]
-            b = encode_pairs(tok, [s.question for s in chunk], [""] * len(chunk),
-                             self.cfg.train.max_len).to(model.device)
-            hs = model(input_ids=b.input_ids, attention_mask=b.attention_mask,
-                       output_hidden_states=True).hidden_states[-1]
-            m = b.attention_mask.unsqueeze(-1).float()
-            out.append(((hs * m).sum(1) / m.sum(1).clamp_min(1)).float().cpu())
-        h = torch.cat(out) if out else torch.zeros(0, 1)
+        tok, c = self.learner.tok, self.cfg.train
+        h = torch.zeros(len(samples), 1)
+        with self._timed(), self.learner.inference() as model:
+            lengths = [len(s.question) for s in samples] if c.sort_by_length else [0] * len(samples)
+            for idx in batches(lengths, c.gen_batch_size, c.sort_by_length):
+                b = encode_pairs(tok, [samples[i].question for i in idx], [""] * len(idx), c.max_len).to(model.device)
+                hs = model(input_ids=b.input_ids, attention_mask=b.attention_mask,
+                           output_hidden_states=True).hidden_states[-1]
+                m = b.attention_mask.unsqueeze(-1).float()
+                pooled = ((hs * m).sum(1) / m.sum(1).clamp_min(1)).float().cpu()
+                if h.shape[1] != pooled.shape[1]:
+                    h = torch.zeros(len(samples), pooled.shape[1])
+                h[idx] = pooled
         if self._proj is None:
             g = torch.Generator().manual_seed(self.cfg.data.seed)
             self._proj = torch.randn(h.shape[1], dim, generator=g) / h.shape[1] ** 0.5
         return (h @ self._proj).numpy().astype(np.float32)
 
     def nll(self, questions: Sequence[str], paths: Sequence[str]) -> np.ndarray:
-        return self.learner.nll(questions, paths)
+        return self._run(self.learner.nll, questions, paths)
 
     def answer_ce(self, samples: Sequence[Sample]) -> np.ndarray:
-        return self.learner.answer_nll([s.question for s in samples], [s.answer for s in samples])
+        return self._run(self.learner.answer_nll, [s.question for s in samples], [s.answer for s in samples])
 
     def path_lengths(self, paths: Sequence[str]) -> np.ndarray:
         return np.array([len(self.learner.tok(p)["input_ids"]) for p in paths], dtype=np.float32)
 
     def learn(self, local: Sequence[Sample], pairs: Sequence[Pair]) -> LearnReport:
-        rep = self.learner.learn_round(local, pairs)
+        rep = self._run(self.learner.learn_round, local, pairs)
         self.version += 1
         return rep
 
     def evaluate(self, samples: Sequence[Sample]) -> float:
-        return self.learner.evaluate(samples)[0]
+        return self._run(self.learner.evaluate, samples)[0]
 
     def state_dict(self) -> LearnerState:
         """The LLM's learner state (LoRA adapter, optimizer, kept paths, RNGs) for a checkpoint."""
