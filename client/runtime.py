@@ -23,7 +23,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import grpc
@@ -156,7 +156,8 @@ class Connection:
                  max_message_mb: int = 64, chunk_kb: int = 256, tls: grpc.ChannelCredentials | None = None,
                  call_timeout: float = 60.0, give_up_after: float = ClientConfig().give_up_after,
                  server_name: str | None = None,
-                 observer: Callable[[str, float, str], None] | None = None) -> None:
+                 observer: Callable[[str, float, str], None] | None = None,
+                 interceptors: Sequence[Any] = ()) -> None:
         self.name, self.join_token, self.model, self.domain = name, join_token, model, domain
         self.instance_id = uuid.uuid4().hex  # this process; a restarted client is a new instance
         opts = channel_options(max_message_mb, server_name)
@@ -167,7 +168,8 @@ class Connection:
                              f"(a chunk message is up to {chunks.CHUNK_OVERHEAD} bytes more than its data)")
         self.channel = grpc.secure_channel(address, tls, opts) if tls else grpc.insecure_channel(address, opts)
         self.address, self.tls = address, tls is not None
-        guarded = grpc.intercept_channel(self.channel, _SizeGuard(limit))
+        # interceptors: more client interceptors, outside the size guard (e.g. to watch the messages)
+        guarded = grpc.intercept_channel(self.channel, _SizeGuard(limit), *interceptors)
         self.coord = coordinator_pb2_grpc.CoordinatorStub(guarded)
         self.alloc = allocation_pb2_grpc.AllocationStub(guarded)
         self.exchange = exchange_pb2_grpc.ExchangeStub(guarded)

@@ -40,7 +40,7 @@ class _Partial:
     cs: int = 0  # the length of every chunk but the last (0: no chunk seen yet)
     landed: set[int] = field(default_factory=set)  # chunks whose bytes are in ``buf``
     ids: dict[int, str] = field(default_factory=dict)  # their verified sha256
-    hasher: Any = field(default_factory=hashlib.sha256)
+    hasher: Any = field(default_factory=lambda: hashlib.sha256())
     hashed: int = 0  # chunks [0, hashed) are in ``hasher``
     hlock: threading.Lock = field(default_factory=threading.Lock)  # guards hasher/hashed, not the store
     completing: bool = False

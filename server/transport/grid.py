@@ -276,8 +276,11 @@ class GrpcGrid:
             self.cv.notify_all()
         return kind, cred, exp
 
-    def next_task(self, slot: ClientSlot, wait_s: float, active: Callable[[], bool]) -> messages_pb2.Task:
-        """Long-poll: the client's next task, or WAIT/STOP once ``wait_s`` passed (or the call ended)."""
+    def next_task(self, slot: ClientSlot, wait_s: float, active: Callable[[], bool], req_bytes: int = 0
+                  ) -> messages_pb2.Task:
+        """Long-poll: the client's next task, or WAIT/STOP once ``wait_s`` passed (or the call ended).
+        A poll that hands out a task counts in the round's bytes (``req_bytes``: its request); one that
+        comes back empty is liveness traffic, like a heartbeat, and does not."""
         end = time.time() + wait_s
         with self.lock:
             ticket = None
@@ -301,6 +304,7 @@ class GrpcGrid:
             slot.last_seen = time.time()
             if slot.tasks and self.clients.get(slot.name) is slot:
                 task = slot.tasks.popleft()
+                slot.up += req_bytes
                 slot.down += task.ByteSize()
                 return task
             kind = messages_pb2.TASK_KIND_STOP if self.stopped else messages_pb2.TASK_KIND_WAIT
@@ -359,16 +363,19 @@ class GrpcGrid:
             samples = self.allocs.get((t, name))
             return None if samples is None else list(samples)
 
-    def accept_probe(self, slot: ClientSlot, task_id: str, t: int, reply: ProbeResult, nbytes: int) -> None:
-        self._accept(slot, task_id, self.probes, (t, slot.name), reply, nbytes)
+    def accept_probe(self, slot: ClientSlot, task_id: str, t: int, reply: ProbeResult, nbytes: int,
+                     down: int = 0) -> None:
+        self._accept(slot, task_id, self.probes, (t, slot.name), reply, nbytes, down)
 
     def accept_reward(self, slot: ClientSlot, task_id: str, t: int, report: TrainResult,
-                      nbytes: int) -> None:
-        self._accept(slot, task_id, self.rewards, (t, slot.name), report, nbytes)
+                      nbytes: int, down: int = 0) -> None:
+        self._accept(slot, task_id, self.rewards, (t, slot.name), report, nbytes, down)
 
     def _accept(self, slot: ClientSlot, task_id: str, results: dict, key: tuple[int, str], value: Any,
-                nbytes: int) -> None:
-        """Store a validated report, once; raise if it lost a race with a drop (a retry's twin is fine)."""
+                nbytes: int, down: int = 0) -> None:
+        """Store a validated report, once; raise if it lost a race with a drop (a retry's twin is fine).
+        ``nbytes``/``down``: the report's and its answer's sizes, counted before the round can see the
+        report (the answer is sent after, but a count added then could land in the next round)."""
         with self.cv:
             if self.clients.get(slot.name) is not slot or task_id not in slot.outstanding:
                 if task_id in slot.done:
@@ -379,5 +386,6 @@ class GrpcGrid:
             while len(slot.done) > DONE_MEMORY:
                 slot.done.popitem(last=False)
             slot.up += nbytes
+            slot.down += down
             results[key] = value
             self.cv.notify_all()

@@ -66,6 +66,7 @@ from .validation import (
 )
 
 PROTOCOL_VERSION = 1
+ACK = messages_pb2.Ack(ok=True)
 
 
 def caller(g: GrpcGrid, ctx: grpc.ServicerContext, claimed: str) -> ClientSlot:
@@ -168,7 +169,7 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServicer):
         slot = caller(g, ctx, req.client_id)
         if not finite(req.wait_s, lo=0.0, hi=MAX_WAIT_S):
             invalid(ctx, f"wait_s must be in [0, {MAX_WAIT_S:g}]")
-        return g.next_task(slot, req.wait_s, ctx.is_active)
+        return g.next_task(slot, req.wait_s, ctx.is_active, req.ByteSize())
 
     def Leave(self, req: coordinator_pb2.LeaveRequest, ctx: grpc.ServicerContext) -> messages_pb2.Ack:
         g = self.grid
@@ -217,11 +218,12 @@ class AllocationServicer(allocation_pb2_grpc.AllocationServicer):
             invalid(ctx, "own_paths_blob is not a PathBatch")
         check_paths(ctx, own, set(expected))
         try:
-            g.accept_probe(slot, req.task_id, req.round, wire.probe_result(req, own), req.ByteSize() + len(blob))
+            # the own paths crossed the wire as the Upload, counted there: only this message counts here
+            g.accept_probe(slot, req.task_id, req.round, wire.probe_result(req, own), req.ByteSize(), ACK.ByteSize())
         except NotOutstanding as e:
             not_outstanding(ctx, e)
         g.blobs.discard(req.own_paths_blob, slot.name)  # another uploader of the same bytes keeps its claim
-        return messages_pb2.Ack(ok=True)
+        return ACK
 
     def GetAllocation(self, req: allocation_pb2.AllocationRequest, ctx: grpc.ServicerContext) -> Any:
         g = self.grid
@@ -233,6 +235,7 @@ class AllocationServicer(allocation_pb2_grpc.AllocationServicer):
             errors.abort(ctx, grpc.StatusCode.NOT_FOUND, errors.TASK_NOT_OUTSTANDING,
                          f"no allocation for {slot.name!r} in round {req.round}")
         ticket = admit_stream(g, ctx, slot)
+        slot.up += req.ByteSize()
         try:
             for p in samples:
                 msg = wire.allocated_sample(p)
@@ -261,10 +264,10 @@ class AllocationServicer(allocation_pb2_grpc.AllocationServicer):
         if not finite(req.loss_sft, req.loss_cd):
             invalid(ctx, "losses must be finite")
         try:
-            g.accept_reward(slot, req.task_id, req.round, wire.train_result(req), req.ByteSize())
+            g.accept_reward(slot, req.task_id, req.round, wire.train_result(req), req.ByteSize(), ACK.ByteSize())
         except NotOutstanding as e:
             not_outstanding(ctx, e)
-        return messages_pb2.Ack(ok=True)
+        return ACK
 
 
 class ExchangeServicer(exchange_pb2_grpc.ExchangeServicer):
@@ -289,6 +292,9 @@ class ExchangeServicer(exchange_pb2_grpc.ExchangeServicer):
 
         try:
             r = g.blobs.add_chunks(slot.name, counted(), check)
+            reply = exchange_pb2.UploadReply(blob_id=r.blob_id, size=r.size, already_present=r.already_present,
+                                             complete=r.complete, received=r.received, total=r.total)
+            slot.down += reply.ByteSize()
         except grpc.RpcError:  # cancelled (idle, or by the client): the chunks it delivered stay for resume
             return exchange_pb2.UploadReply()
         except chunks.ChunkError as e:
@@ -299,8 +305,7 @@ class ExchangeServicer(exchange_pb2_grpc.ExchangeServicer):
             errors.abort(ctx, grpc.StatusCode.RESOURCE_EXHAUSTED, errors.STORE_FULL, str(e))
         finally:
             ticket.close()
-        return exchange_pb2.UploadReply(blob_id=r.blob_id, size=r.size, already_present=r.already_present,
-                                        complete=r.complete, received=r.received, total=r.total)
+        return reply
 
     def QueryUpload(self, req: exchange_pb2.UploadQuery, ctx: grpc.ServicerContext) -> exchange_pb2.UploadState:
         g = self.grid
@@ -308,7 +313,10 @@ class ExchangeServicer(exchange_pb2_grpc.ExchangeServicer):
         if not chunks.is_sha256(req.blob_sha256):
             invalid(ctx, "blob_sha256 must be 64 lower-case hex characters")
         present, have, total, size = g.blobs.state(slot.name, req.blob_sha256)
-        return exchange_pb2.UploadState(present=present, received_chunks=have, total=total, blob_size=size)
+        reply = exchange_pb2.UploadState(present=present, received_chunks=have, total=total, blob_size=size)
+        slot.up += req.ByteSize()
+        slot.down += reply.ByteSize()
+        return reply
 
     def Download(self, req: exchange_pb2.DownloadRequest, ctx: grpc.ServicerContext) -> Any:
         """Yields encoded Chunk messages (bytes: see :func:`exchange_handler`), hashed when the blob was stored."""
@@ -323,6 +331,7 @@ class ExchangeServicer(exchange_pb2_grpc.ExchangeServicer):
         if not 0 <= req.from_chunk <= lay.total:
             invalid(ctx, f"from_chunk must be in [0, {lay.total}]")
         ticket = admit_stream(g, ctx, slot)
+        slot.up += req.ByteSize()
         try:
             for msg in lay.encoded(data, start=req.from_chunk):
                 slot.down += len(msg)

@@ -1,0 +1,188 @@
+"""A round's recorded bytes are the bytes of the messages that crossed the wire (issue 17).
+
+A real client (``client.runtime.run_client`` over a real gRPC server) does one
+PROBE and one TRAIN; a client interceptor sums the protobuf size of every
+message of the round's RPCs it sends and receives (the task handed out by a
+poll, the candidate download, the own-paths upload with its query, the
+reports and their answers, the allocation). The server's per-round counters
+(``GrpcGrid.take_bytes``, what ``Federation.record`` stores as bytes_up /
+bytes_down) must equal those sums exactly: the own paths used to be counted a
+second time in ReportLearnability (up by the blob's size too much).
+Heartbeats and polls that come back empty are liveness, not round traffic, and
+are left out on both sides.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import grpc
+from lada.client.runtime import Connection, run_client
+from lada.common.proto.lada.v1 import messages_pb2
+from lada.common.rounds import AllocatedPair, ProbeResult, ReasoningPath, SampleReward, SampleStats, TrainResult
+
+from tests.support.transport import TOKEN, grpc_server, in_thread, wait_until
+
+ROUND_RPCS = {"PullTask", "Download", "QueryUpload", "Upload", "ReportLearnability", "GetAllocation", "ReportReward"}
+CHUNK = 16 * 1024
+
+
+def _size(m: Any) -> int:
+    return len(m) if isinstance(m, (bytes, bytearray, memoryview)) else m.ByteSize()
+
+
+class WireCounter(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor,
+                  grpc.StreamUnaryClientInterceptor):
+    """Sums the size of every request and response message of the round's RPCs, per direction."""
+
+    def __init__(self) -> None:
+        self.up = self.down = 0
+        self.lock = threading.Lock()
+        self.calls: dict[str, int] = {}
+
+    def _add(self, up: int = 0, down: int = 0) -> None:
+        with self.lock:
+            self.up += up
+            self.down += down
+
+    @staticmethod
+    def _rpc(details: grpc.ClientCallDetails) -> str:
+        m = details.method
+        return (m.decode() if isinstance(m, bytes) else m).rsplit("/", 1)[1]
+
+    def intercept_unary_unary(self, continuation: Callable, details: grpc.ClientCallDetails, request: Any) -> Any:
+        out = continuation(details, request)
+        rpc = self._rpc(details)
+        if rpc in ROUND_RPCS and out.exception() is None:
+            reply = out.result()
+            if rpc != "PullTask" or reply.kind in (messages_pb2.TASK_KIND_PROBE, messages_pb2.TASK_KIND_TRAIN):
+                self._add(_size(request), _size(reply))
+                self.calls[rpc] = self.calls.get(rpc, 0) + 1
+        return out
+
+    def intercept_unary_stream(self, continuation: Callable, details: grpc.ClientCallDetails, request: Any) -> Any:
+        call = continuation(details, request)
+        rpc = self._rpc(details)
+        if rpc not in ROUND_RPCS:
+            return call
+        self._add(up=_size(request))
+        self.calls[rpc] = self.calls.get(rpc, 0) + 1
+
+        def counted() -> Iterator[Any]:
+            for m in call:
+                self._add(down=_size(m))
+                yield m
+
+        return counted()
+
+    def intercept_stream_unary(self, continuation: Callable, details: grpc.ClientCallDetails,
+                               request_iterator: Iterator[Any]) -> Any:
+        rpc = self._rpc(details)
+
+        def counted() -> Iterator[Any]:
+            for m in request_iterator:
+                self._add(up=_size(m))
+                yield m
+
+        out = continuation(details, counted() if rpc in ROUND_RPCS else request_iterator)
+        if rpc in ROUND_RPCS and out.exception() is None:
+            self._add(down=_size(out.result()))
+            self.calls[rpc] = self.calls.get(rpc, 0) + 1
+        return out
+
+
+class App:
+    """A model-free client whose own paths are large enough to take several chunks."""
+
+    def probe(self, task: Any, cand: list[ReasoningPath]) -> ProbeResult:
+        stats = [SampleStats(p.sample_id, nll=1.5, sender_len=9, own_len=7, own_correct=True,
+                             sender_correct=p.correct, answer_ce=0.5) for p in cand]
+        own = [ReasoningPath(p.sample_id, p.question, f"my step for {p.sample_id} " * 8 + "#### 1", p.answer, True)
+               for p in cand]
+        return ProbeResult(stats, own, 0.5, 0.25 if task.evaluate else None)
+
+    def train(self, task: Any, samples: list[AllocatedPair]) -> TrainResult:
+        return TrainResult([SampleReward(s.sample_id, 2.0, 1.5) for s in samples], test_accuracy=0.5, steps=1,
+                           train_seconds=0.01)
+
+
+def test_recorded_round_bytes_equal_the_messages_sent() -> None:
+    cand = [ReasoningPath(f"s{i}", f"question {i}?", f"the server's step {i} " * 10 + f"#### {i}", str(i), i % 2 == 0)
+            for i in range(300)]  # ~70 KB of candidates and ~65 KB of own paths: several 16 KiB chunks each way
+    with grpc_server(chunk_size=CHUNK, heartbeat_s=0.2) as srv:
+        g, counter = srv.grid, WireCounter()
+        conn = Connection(srv.address, "client-1", TOKEN, "m", "arith", chunk_kb=CHUNK // 1024, call_timeout=30,
+                          interceptors=[counter])
+        th, box = in_thread(run_client, conn, App(), 0.3)
+        assert wait_until(lambda: g.live_clients() == ["client-1"])
+        g.take_bytes()  # from here on: the round
+        probes = g.probe(1, cand, ["client-1"], ["client-1"])
+        assert probes["client-1"].test_accuracy == 0.25
+        alloc = [AllocatedPair(p.sample_id, p.question, positive=p.text, negative="x #### 0", rank=i)
+                 for i, p in enumerate(cand[:40])]
+        trained = g.train(1, {"client-1": alloc})
+        assert len(trained["client-1"].samples) == 40
+        up, down = g.take_bytes()["client-1"]
+        g.stop()
+        th.join(15)
+        assert not th.is_alive() and "error" not in box, box
+    assert counter.calls == {"PullTask": 2, "Download": 1, "QueryUpload": 1, "Upload": 1, "ReportLearnability": 1,
+                             "GetAllocation": 1, "ReportReward": 1}
+    own_blob = 300 * len("my step for s100 " * 8)
+    assert down > 300 * len("the server's step 100 " * 10) and up > own_blob  # the transfers are in there
+    assert (up, down) == (counter.up, counter.down), (
+        f"recorded up {up} / down {down}, sent {counter.up} / received {counter.down}: "
+        f"{up - counter.up:+d} / {down - counter.down:+d} bytes")
+
+
+class _Counted:
+    """hashlib.sha256 that adds every byte it hashes to a shared count."""
+
+    def __init__(self, count: list[int], lock: threading.Lock, data: Any = b"") -> None:
+        import hashlib
+
+        self.h, self.count, self.lock = hashlib.sha256(), count, lock
+        self.update(data)
+
+    def update(self, data: Any) -> None:
+        with self.lock:
+            self.count[0] += memoryview(data).nbytes
+        self.h.update(data)
+
+    def hexdigest(self) -> str:
+        return self.h.hexdigest()
+
+
+def test_each_byte_is_hashed_once_per_pass(monkeypatch: Any) -> None:
+    """A stored blob's id and chunk hashes are computed once (at put), not per download; a download
+    hashes each byte once (the receiver's check), an upload four times in all (the sender's id and
+    chunk hashes, the receiver's check of each chunk and of the id). It was about 5x each way."""
+    import os
+    from types import SimpleNamespace
+
+    from lada.common import chunks
+    from lada.server.transport import blobs
+
+    count, lock = [0], threading.Lock()
+    fake = SimpleNamespace(sha256=lambda data=b"": _Counted(count, lock, data))
+    monkeypatch.setattr(chunks, "hashlib", fake)
+    monkeypatch.setattr(blobs, "hashlib", fake)
+
+    def hashed() -> int:
+        n, count[0] = count[0], 0
+        return n
+
+    blob, mine = os.urandom(1 << 20), os.urandom((1 << 20) + 123)
+    with grpc_server(chunk_size=CHUNK, max_message_mb=1) as srv:
+        conn = Connection(srv.address, "client-1", TOKEN, "m", "arith", chunk_kb=CHUNK // 1024, call_timeout=30)
+        conn.register()
+        hashed()
+        bid = srv.grid.blobs.put(blob, reader="client-1")
+        assert hashed() == 2 * len(blob)  # its id and its chunks' hashes, once
+        for _ in range(2):
+            assert conn.download(bid) == blob
+            assert hashed() == len(blob)  # the client's check only: the server hashes nothing per download
+        assert conn.upload(mine) == chunks.sha256(mine)
+        assert hashed() == 4 * len(mine) + len(mine)  # + the test's own sha256 just above
