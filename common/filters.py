@@ -71,14 +71,43 @@ def _kmeans_pp(x: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
     return x[chosen].copy()
 
 
+def kmeans(x: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """K-means on standardised columns: (label per row, centroids in standardised space).
+
+    Columns are standardised (``z = (x - mean) / std``) so no column dominates the distance;
+    k-means++ init, then Lloyd iterations ``c_j = mean{x : argmin_l ||x - c_l|| = j}`` (an empty
+    cluster keeps its centre). Deterministic for ``seed``; needs ``1 <= k <= len(x)``.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim != 2:
+        raise ValueError(f"contexts must be 2-D, got shape {x.shape}")
+    if not np.all(np.isfinite(x)):
+        raise ValueError("contexts must be finite")
+    if not 1 <= k <= len(x):
+        raise ValueError(f"k must be in [1, {len(x)}], got {k}")
+    std = x.std(0)
+    x = (x - x.mean(0)) / np.where(std > _EPS, std, 1.0)
+    rng = np.random.default_rng(seed)
+    c = _kmeans_pp(x, k, rng)
+    for _ in range(_KMEANS_ITERS):
+        labels = _sqdist(x, c).argmin(1)
+        new = c.copy()
+        for j in range(k):
+            members = labels == j
+            if members.any():
+                new[j] = x[members].mean(0)
+        if np.allclose(new, c):
+            break
+        c = new
+    return _sqdist(x, c).argmin(1), c
+
+
 def kmeans_cold_start(contexts: np.ndarray, k: int, seed: int) -> list[int]:
     """Round-1 allocation without reward history: k samples spread over the context space.
 
-    Columns are standardised (``z = (x - mean) / std``) so no statistic
-    dominates the distance, K-means (k-means++ init, Lloyd iterations
-    ``c_j = mean{x : argmin_l ||x - c_l|| = j}``) finds k clusters, and for each
-    centroid the nearest sample not yet taken is returned. The result is
-    exactly ``min(k, n)`` distinct indices; deterministic for ``seed``.
+    :func:`kmeans` finds k clusters of the standardised contexts, and for each centroid the
+    nearest sample not yet taken is returned. The result is exactly ``min(k, n)`` distinct
+    indices; deterministic for ``seed``.
     """
     x = np.asarray(contexts, dtype=np.float64)
     if x.ndim != 2:
@@ -90,21 +119,10 @@ def kmeans_cold_start(contexts: np.ndarray, k: int, seed: int) -> list[int]:
         return []
     if k >= n:
         return list(range(n))
+    _, c = kmeans(x, k, seed)
     std = x.std(0)
-    x = (x - x.mean(0)) / np.where(std > _EPS, std, 1.0)
-    rng = np.random.default_rng(seed)
-    c = _kmeans_pp(x, k, rng)
-    for _ in range(_KMEANS_ITERS):
-        labels = _sqdist(x, c).argmin(1)
-        new = c.copy()
-        for j in range(k):
-            members = labels == j
-            if members.any():  # an empty cluster keeps its centre
-                new[j] = x[members].mean(0)
-        if np.allclose(new, c):
-            break
-        c = new
-    order = np.argsort(_sqdist(x, c), axis=0, kind="stable")  # (n, k): samples by distance per centroid
+    z = (x - x.mean(0)) / np.where(std > _EPS, std, 1.0)
+    order = np.argsort(_sqdist(z, c), axis=0, kind="stable")  # (n, k): samples by distance per centroid
     used = np.zeros(n, dtype=bool)
     out: list[int] = []
     for j in range(k):
@@ -165,25 +183,34 @@ class _Adam:
             w -= step * m / (np.sqrt(v * c2) + self.eps)
 
 
+def exploration_dim(context_dim: int, cfg: FilterConfig) -> int:
+    """Width of f2's input: every parameter of f1 (``"grad"``) or f1's hidden layer (``"hidden"``)."""
+    h = cfg.hidden
+    return context_dim * h + 2 * h + 1 if cfg.exploration_input == "grad" else h
+
+
 class NeuralBanditFilter:
-    """EE-Net-style learnability filter for one (receiver, sender) pair.
+    """EE-Net (Ban et al., ICLR 2022) as published, for one (receiver, sender) pair or a shared one.
 
-    - exploitation ``f1(x) = sigmoid(w2ᵀ h(x) + b2)``, ``h(x) = relu(W1 x + b1)``,
-      predicts the reward ``r`` in [0, 1];
-    - exploration ``f2(φ(x)) = tanh(MLP(φ(x)))`` in [-1, 1] predicts the residual
-      ``r - f1(x)``, i.e. where ``f1`` is too pessimistic (positive) or too
-      optimistic (negative). Its input ``φ`` is either the gradient of ``f1``
-      w.r.t. its last layer, in closed form
-      ``∂f1/∂(w2, b2) = σ'(z)·[h(x); 1]`` with ``σ'(z) = f1(1 - f1)``
-      (``exploration_input="grad"``), or ``h(x)`` itself (``"hidden"``);
-    - ``score(x) = f1(x) + λ·f2(φ(x))``.
+    - exploitation ``f1(x) = sigmoid(w2ᵀ h + b2)``, ``h = relu(W1 z + b1)``, ``z`` the standardised
+      context: predicts the reward ``r`` in [0, 1] (a sigmoid because the reward lives there);
+    - exploration ``f2(φ(x))``, a plain MLP with an unbounded output: predicts ``r - f1(x)``, the
+      error f1 made on x. Its input ``φ(x)`` is f1's gradient w.r.t. all its parameters, in closed
+      form ``∂f1/∂b2 = s``, ``∂f1/∂w2 = s·h``, ``∂f1/∂b1 = s·w2⊙1[a>0]``,
+      ``∂f1/∂W1 = (s·w2⊙1[a>0]) zᵀ`` with ``s = f1(1 - f1)``, divided by its L2 norm (as the
+      authors' code does, so f2 sees the direction in which f1 would move, not its scale);
+      ``exploration_input="hidden"`` uses f1's normalised hidden activations instead;
+    - ``score(x) = f1(x) + λ·f2(φ(x))``. λ = 1 is EE-Net's own score: f2 estimates the part of the
+      reward f1 misses, so f1 + f2 is the whole estimate; any other λ rescales that correction by
+      a number the published method does not have (``lam=0`` is the no-exploration ablation).
 
-    ``update`` appends the observed rewards to the history and retrains both
-    nets (warm-started) on the whole history for ``cfg.epochs`` epochs: first
-    ``f1`` with MSE to ``r``, then, with ``f1`` frozen, ``f2`` with MSE to
-    ``r - f1(x)``. Contexts are standardised with mean/std fitted on the
-    history. A per-filter ``torch.Generator`` drives init and shuffling, so the
-    filter is deterministic for its seed and its state round-trips exactly.
+    The label of f2 is the residual *at choice time*: :meth:`parts` returns f1's prediction and φ
+    as they are when a sample is picked, and :meth:`update` takes them back with the reward, so
+    f2 learns where the f1 that made a choice was wrong (not a second regression of a refit f1).
+    ``update`` retrains both nets (warm-started) on the whole history for ``cfg.epochs`` epochs.
+    Contexts are standardised with mean/std of the history and the latest candidate pool, refit
+    at every update. A per-filter ``torch.Generator`` drives init and shuffling, so the filter is
+    deterministic for its seed and its state round-trips exactly.
     """
 
     def __init__(self, context_dim: int, cfg: FilterConfig, seed: int) -> None:
@@ -191,12 +218,14 @@ class NeuralBanditFilter:
             raise ValueError("context_dim must be >= 1")
         self.context_dim = context_dim
         self.cfg = cfg
+        self.feat_dim = exploration_dim(context_dim, cfg)
         self._gen = torch.Generator().manual_seed(int(seed))
         self.f1 = _mlp(context_dim, cfg.hidden, self._gen)
-        feat_dim = cfg.hidden + 1 if cfg.exploration_input == "grad" else cfg.hidden
-        self.f2 = _mlp(feat_dim, cfg.hidden, self._gen)
+        self.f2 = _mlp(self.feat_dim, cfg.hidden, self._gen)
         self.hist_x = torch.zeros(0, context_dim)
         self.hist_r = torch.zeros(0)
+        self.hist_p = torch.zeros(0)  # f1(x) when x was chosen
+        self.hist_phi = torch.zeros(0, self.feat_dim)  # φ(x) when x was chosen
         self.x_mean = torch.zeros(context_dim)
         self.x_std = torch.ones(context_dim)
 
@@ -217,30 +246,37 @@ class NeuralBanditFilter:
     def _standardize(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.x_mean) / self.x_std
 
-    def _f1(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(f1 prediction in [0, 1], last hidden activation h) for standardised z."""
-        h = self.f1[1](self.f1[0](z))
-        return torch.sigmoid(self.f1[2](h)).squeeze(-1), h
+    def _f1(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(f1 in [0, 1], pre-activation a, hidden h = relu(a)) for standardised z."""
+        a = self.f1[0](z)
+        h = torch.relu(a)
+        return torch.sigmoid(self.f1[2](h)).squeeze(-1), a, h
 
-    def _features(self, p: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-        """Detached input of f2: σ'(z)·[h; 1] (grad) or h (hidden)."""
-        if self.cfg.exploration_input == "grad":
-            g = (p * (1.0 - p)).unsqueeze(-1)
-            return (g * torch.cat([h, torch.ones_like(h[:, :1])], dim=1)).detach()
-        return h.detach()
+    def _features(self, z: torch.Tensor, p: torch.Tensor, a: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """φ: f1's normalised gradient w.r.t. (W1, b1, w2, b2), or its normalised hidden layer."""
+        with torch.no_grad():
+            if self.cfg.exploration_input == "grad":
+                s = (p * (1.0 - p)).unsqueeze(-1)
+                d = s * self.f1[2].weight.reshape(1, -1) * (a > 0).float()  # ∂f1/∂b1, (n, hidden)
+                g = torch.cat([(d.unsqueeze(2) * z.unsqueeze(1)).reshape(len(z), -1), d, s * h, s], dim=1)
+            else:
+                g = h
+            return g / g.norm(dim=1, keepdim=True).clamp_min(_EPS)
 
-    def _f2(self, feats: torch.Tensor) -> torch.Tensor:
-        return torch.tanh(self.f2(feats)).squeeze(-1)
+    def parts(self, contexts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(score ``f1 + λ·f2``, f1, φ) per context row, as the filter is now: what a policy
+        keeps of the samples it picks, to hand back to :meth:`update` with their rewards."""
+        x = self._to_tensor(contexts)
+        with torch.no_grad():
+            z = self._standardize(x)
+            p, a, h = self._f1(z)
+            phi = self._features(z, p, a, h)
+            s = p + self.cfg.lam * self.f2(phi).squeeze(-1) if self.cfg.lam > 0 else p
+        return s.double().numpy(), p.numpy().astype(np.float32), phi.numpy()
 
     def score(self, contexts: np.ndarray) -> np.ndarray:
         """``f1(x) + λ·f2(φ(x))`` per context row (float64, shape (n,))."""
-        x = self._to_tensor(contexts)
-        if len(x) == 0:
-            return np.zeros(0)
-        with torch.no_grad():
-            p, h = self._f1(self._standardize(x))
-            s = p + self.cfg.lam * self._f2(self._features(p, h)) if self.cfg.lam > 0 else p
-        return s.double().numpy()
+        return self.parts(contexts)[0]
 
     # ------------------------------------------------------------ learning
     def _fit(self, net_loss: Callable[[torch.Tensor], torch.Tensor], params: list[nn.Parameter], n: int) -> None:
@@ -255,21 +291,43 @@ class NeuralBanditFilter:
                 net_loss(idx).backward()
                 opt.step()
 
-    def update(self, contexts: np.ndarray, rewards: np.ndarray | list[float]) -> None:
-        """Add (context, reward) observations and retrain f1, then f2, on the whole history."""
+    def update(self, contexts: np.ndarray, rewards: np.ndarray | list[float], f1_at_choice: np.ndarray | None = None,
+               phi_at_choice: np.ndarray | None = None, pool: np.ndarray | None = None) -> None:
+        """Add (context, reward) observations and retrain f1 on ``(x, r)`` and f2 on
+        ``(φ_chosen, r - f1_chosen)``, both over the whole history.
+
+        ``f1_at_choice``/``phi_at_choice`` are what :meth:`parts` gave when the samples were picked
+        (EE-Net's label); without them they are taken from the filter as it is now, which is the
+        same thing only if nothing was learned since the pick. ``pool`` (the round's candidate
+        contexts) joins the history in the standardisation, so a feature the history has not yet
+        varied (a cluster never picked) keeps the scale the candidates give it.
+        """
         x = self._to_tensor(contexts)
         r = torch.as_tensor(np.asarray(rewards, dtype=np.float32).reshape(-1))
         if len(r) != len(x):
             raise ValueError(f"{len(x)} contexts but {len(r)} rewards")
         if not torch.isfinite(r).all():
             raise ValueError("rewards must be finite")
+        if (f1_at_choice is None) != (phi_at_choice is None):
+            raise ValueError("f1_at_choice and phi_at_choice go together")
         if len(x) == 0:
             return
+        if f1_at_choice is None:
+            _, p_now, phi_now = self.parts(contexts)
+            f1_at_choice, phi_at_choice = p_now, phi_now
+        p0 = torch.as_tensor(np.asarray(f1_at_choice, dtype=np.float32).reshape(-1))
+        phi0 = torch.as_tensor(np.asarray(phi_at_choice, dtype=np.float32))
+        if len(p0) != len(x) or tuple(phi0.shape) != (len(x), self.feat_dim):
+            raise ValueError(f"choice-time predictions must be ({len(x)},) and ({len(x)}, {self.feat_dim}), "
+                             f"got {tuple(p0.shape)} and {tuple(phi0.shape)}")
         self.hist_x = torch.cat([self.hist_x, x])
         self.hist_r = torch.cat([self.hist_r, r])
+        self.hist_p = torch.cat([self.hist_p, p0])
+        self.hist_phi = torch.cat([self.hist_phi, phi0])
         n = len(self.hist_r)
-        self.x_mean = self.hist_x.mean(0)
-        std = self.hist_x.std(0, unbiased=False) if n > 1 else torch.ones(self.context_dim)
+        ref = self.hist_x if pool is None else torch.cat([self.hist_x, self._to_tensor(pool)])
+        self.x_mean = ref.mean(0)
+        std = ref.std(0, unbiased=False) if len(ref) > 1 else torch.ones(self.context_dim)
         self.x_std = torch.where(std > 1e-6, std, torch.ones_like(std))
         z = self._standardize(self.hist_x)
         y = self.hist_r
@@ -277,19 +335,18 @@ class NeuralBanditFilter:
         def f1_loss(idx: torch.Tensor) -> torch.Tensor:
             return torch.mean((self._f1(z[idx])[0] - y[idx]) ** 2)
 
-        self.f1.train()
         self._fit(f1_loss, list(self.f1.parameters()), n)
-        with torch.no_grad():
-            p, h = self._f1(z)
-            feats = self._features(p, h)
-            resid = y - p
+        resid = self.hist_r - self.hist_p
+        feats = self.hist_phi
 
         def f2_loss(idx: torch.Tensor) -> torch.Tensor:
-            return torch.mean((self._f2(feats[idx]) - resid[idx]) ** 2)
+            return torch.mean((self.f2(feats[idx]).squeeze(-1) - resid[idx]) ** 2)
 
         self._fit(f2_loss, list(self.f2.parameters()), n)
 
     # ------------------------------------------------------------ state
+    _HIST = ("hist_x", "hist_r", "hist_p", "hist_phi", "x_mean", "x_std")
+
     def state_dict(self) -> dict[str, torch.Tensor]:
         """Everything needed to resume (weights, history, input stats, RNG), as
         contiguous standalone tensors, so ``safetensors.torch.save_file`` works."""
@@ -297,25 +354,23 @@ class NeuralBanditFilter:
         for name, net in (("f1", self.f1), ("f2", self.f2)):
             for k, v in net.state_dict().items():
                 out[f"{name}.{k}"] = v.detach().clone().contiguous()
-        out["hist_x"] = self.hist_x.clone().contiguous()
-        out["hist_r"] = self.hist_r.clone().contiguous()
-        out["x_mean"] = self.x_mean.clone().contiguous()
-        out["x_std"] = self.x_std.clone().contiguous()
+        for k in self._HIST:
+            out[k] = getattr(self, k).clone().contiguous()
         out["rng_state"] = self._gen.get_state().clone()
         return out
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         """Inverse of :meth:`state_dict` (shapes must match this filter's config)."""
+        shapes = {"hist_x": (-1, self.context_dim), "hist_phi": (-1, self.feat_dim)}
+        for k, shape in shapes.items():
+            t = torch.as_tensor(state[k], dtype=torch.float32)
+            if t.ndim != 2 or t.shape[1] != shape[1]:
+                raise ValueError(f"{k} has shape {tuple(t.shape)}, this filter expects (n, {shape[1]})")
         for name, net in (("f1", self.f1), ("f2", self.f2)):
             prefix = f"{name}."
             net.load_state_dict({k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)})
-        hist_x = torch.as_tensor(state["hist_x"], dtype=torch.float32)
-        if hist_x.ndim != 2 or hist_x.shape[1] != self.context_dim:
-            raise ValueError(f"hist_x has shape {tuple(hist_x.shape)}, filter has context_dim {self.context_dim}")
-        self.hist_x = hist_x.clone().reshape(-1, self.context_dim)
-        self.hist_r = torch.as_tensor(state["hist_r"], dtype=torch.float32).clone()
-        self.x_mean = torch.as_tensor(state["x_mean"], dtype=torch.float32).clone()
-        self.x_std = torch.as_tensor(state["x_std"], dtype=torch.float32).clone()
+        for k in self._HIST:
+            setattr(self, k, torch.as_tensor(state[k], dtype=torch.float32).clone())
         self._gen.set_state(torch.as_tensor(state["rng_state"], dtype=torch.uint8).clone())
 
 

@@ -43,6 +43,7 @@ class AllocationContext:
     student_ce: np.ndarray | None = None
     sender_nll: np.ndarray | None = None
     offer: np.ndarray | None = None  # candidates the caller lets this round offer (None: all)
+    given_count: np.ndarray | None = None  # times each candidate was already given to this receiver
 
     def __post_init__(self) -> None:
         n = len(self.sample_ids)
@@ -54,6 +55,8 @@ class AllocationContext:
         self.receiver_correct = np.asarray(self.receiver_correct, dtype=bool).reshape(-1)
         if self.offer is not None:
             self.offer = np.asarray(self.offer, dtype=bool).reshape(-1)
+        if self.given_count is not None:
+            self.given_count = np.asarray(self.given_count, dtype=np.int64).reshape(-1)
         for name in ("teacher_ce", "student_ce", "sender_nll"):
             val = getattr(self, name)
             if val is not None:
@@ -66,6 +69,7 @@ class AllocationContext:
             "student_ce",
             "sender_nll",
             "offer",
+            "given_count",
         ):
             val = getattr(self, name)
             if val is not None and len(val) != n:
@@ -95,6 +99,7 @@ class Allocation:
     indices: list[int]
     scores: list[float]
     all_scores: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    memo: dict[str, np.ndarray] = field(default_factory=dict)  # per chosen index: what update needs back
 
 
 def _minmax(x: np.ndarray) -> np.ndarray:
@@ -134,9 +139,11 @@ class AllocationPolicy(ABC):
     @abstractmethod
     def allocate(self, ctx: AllocationContext, budget: int, round_idx: int) -> Allocation: ...
 
-    def update(self, ctx: AllocationContext, chosen: list[int], rewards: list[float]) -> None:
-        """Baselines do not learn: no-op."""
-        del ctx, chosen, rewards
+    def update(self, ctx: AllocationContext, chosen: list[int], rewards: list[float],
+               alloc: Allocation | None = None) -> None:
+        """Feed back the rewards of ``chosen`` (a subset of ``alloc.indices``, the allocation made on
+        ``ctx``). Baselines do not learn: no-op."""
+        del ctx, chosen, rewards, alloc
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {}
@@ -156,7 +163,10 @@ class LadaPolicy(AllocationPolicy):
     Round 1 (or no reward history): cold start — K-means over the eligible
     contexts, the samples nearest the centroids (``cold_start="kmeans"``), or a
     uniform draw (``"random"``). Afterwards: ``score = f1(x) + λ·f2(φ(x))`` and
-    top-B (or above-threshold, capped at B). ``update`` retrains the filter.
+    top-B (or above-threshold, capped at B). Every allocation keeps f1's prediction
+    and φ of what it chose (``Allocation.memo``), so ``update`` trains f2 on the error
+    of the f1 that made the choice. A sample the receiver was already given
+    (``ctx.given_count > 0``) is not offered again unless ``cfg.resend``.
     """
 
     name = "lada"
@@ -164,9 +174,17 @@ class LadaPolicy(AllocationPolicy):
     def __init__(self, cfg: FilterConfig, context_dim: int, seed: int) -> None:
         super().__init__(cfg, context_dim, seed)
         self.filter = NeuralBanditFilter(context_dim, cfg, seed)
+        self._last: Allocation | None = None
+
+    def _eligible(self, ctx: AllocationContext) -> np.ndarray:
+        elig = ctx.eligible
+        if not self.cfg.resend and ctx.given_count is not None:
+            elig = elig[ctx.given_count[elig] == 0]
+        return elig
 
     def allocate(self, ctx: AllocationContext, budget: int, round_idx: int) -> Allocation:
-        elig = ctx.eligible
+        elig = self._eligible(ctx)
+        scores, f1, phi = self.filter.parts(ctx.contexts)
         if round_idx <= 1 or not self.filter.has_history:
             # Cold-start "scores" are the selection indicator: nothing has been learned yet.
             k = min(budget, len(elig))
@@ -177,18 +195,34 @@ class LadaPolicy(AllocationPolicy):
             idx = [int(elig[i]) for i in local]
             all_scores = np.zeros(ctx.n)
             all_scores[idx] = 1.0
-            return Allocation(idx, [1.0] * len(idx), all_scores)
-        return _top_eligible(self.filter.score(ctx.contexts), elig, budget, self.cfg)
+            alloc = Allocation(idx, [1.0] * len(idx), all_scores)
+        else:
+            alloc = _top_eligible(scores, elig, budget, self.cfg)
+        pick = np.asarray(alloc.indices, dtype=int)
+        alloc.memo = {"f1": f1[pick], "phi": phi[pick]}
+        self._last = alloc
+        return alloc
 
-    def update(self, ctx: AllocationContext, chosen: list[int], rewards: list[float]) -> None:
-        """Retrain the filter with the rewards of the chosen samples. One reward for
+    def update(self, ctx: AllocationContext, chosen: list[int], rewards: list[float],
+               alloc: Allocation | None = None) -> None:
+        """Retrain the filter with the rewards of the chosen samples, each with f1's prediction and
+        φ from when it was chosen (``alloc``, else this policy's latest allocation). One reward for
         several samples (``reward_mode="batch"``) is shared by all of them."""
         if not chosen:
             return
         r = np.asarray(rewards, dtype=np.float64).reshape(-1)
         if len(r) == 1 and len(chosen) > 1:
             r = np.full(len(chosen), r[0])
-        self.filter.update(ctx.contexts[np.asarray(chosen, dtype=int)], r)
+        alloc = alloc if alloc is not None else self._last
+        pos = {} if alloc is None or not alloc.memo else {i: k for k, i in enumerate(alloc.indices)}
+        rows = np.asarray(chosen, dtype=int)
+        if all(int(i) in pos for i in rows):
+            at = np.asarray([pos[int(i)] for i in rows], dtype=int)
+            assert alloc is not None
+            self.filter.update(ctx.contexts[rows], r, alloc.memo["f1"][at], alloc.memo["phi"][at],
+                               pool=ctx.contexts)
+        else:  # not chosen by an allocation this policy remembers: the filter as it is now
+            self.filter.update(ctx.contexts[rows], r, pool=ctx.contexts)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {f"filter.{k}": v for k, v in self.filter.state_dict().items()}

@@ -123,13 +123,16 @@ def test_filter_beats_random_on_synthetic_bandit(lam: float) -> None:
 
 
 def test_update_is_fast() -> None:
+    """A retrain on 600 rewards at the default context width (8 clusters + 7 statistics; f2 then
+    reads a 1089-wide gradient) stays a small part of a round (0.7 s measured at load 10 on 2 cores)."""
     rng = np.random.default_rng(0)
-    filt = NeuralBanditFilter(D, FilterConfig(), 0)
-    filt.update(rng.normal(size=(8, D)), rng.random(8))  # warm-up
-    filt.update(rng.normal(size=(492, D)), rng.random(492))
+    d = 15
+    filt = NeuralBanditFilter(d, FilterConfig(), 0)
+    filt.update(rng.normal(size=(8, d)), rng.random(8))  # warm-up
+    filt.update(rng.normal(size=(492, d)), rng.random(492))
     t0 = time.perf_counter()
-    filt.update(rng.normal(size=(100, D)), rng.random(100))  # retrain on 600
-    assert time.perf_counter() - t0 < 1.0
+    filt.update(rng.normal(size=(100, d)), rng.random(100))  # retrain on 600
+    assert time.perf_counter() - t0 < 2.0
 
 
 @pytest.mark.parametrize("inp", ["grad", "hidden"])
@@ -153,9 +156,53 @@ def test_score_range_and_lam() -> None:
     f0 = NeuralBanditFilter(6, FilterConfig(lam=0.0), 0)
     f1 = NeuralBanditFilter(6, FilterConfig(lam=1.0), 0)
     s0, s1 = f0.score(x), f1.score(x)
-    assert s0.shape == (50,) and np.all((s0 >= 0) & (s0 <= 1))
-    assert np.all((s1 >= -1) & (s1 <= 2))
-    assert not np.allclose(s0, s1)
+    assert s0.shape == (50,) and np.all((s0 >= 0) & (s0 <= 1))  # f1 alone is a reward in [0, 1]
+    assert not np.allclose(s0, s1)  # f2 is added, unbounded (no tanh squashing it)
+
+
+@pytest.mark.parametrize("inp", ["grad", "hidden"])
+def test_exploration_input_is_f1s_normalised_gradient(inp: str) -> None:
+    """φ(x) is the gradient of f1(x) w.r.t. all of f1's parameters (autograd agrees with the closed
+    form), divided by its norm; "hidden" is f1's normalised hidden layer."""
+    cfg = FilterConfig(exploration_input=inp, hidden=8)
+    f = NeuralBanditFilter(5, cfg, 0)
+    rng = np.random.default_rng(0)
+    f.update(rng.normal(size=(40, 5)), rng.random(40))
+    x = rng.normal(size=(6, 5)).astype(np.float32)
+    _, p, phi = f.parts(x)
+    assert phi.shape == (6, 5 * 8 + 2 * 8 + 1 if inp == "grad" else 8)
+    np.testing.assert_allclose(np.linalg.norm(phi, axis=1), 1.0, rtol=1e-5)
+    z = f._standardize(torch.from_numpy(x))
+    for i in range(len(x)):
+        f.f1.zero_grad()
+        out, _, h = f._f1(z[i : i + 1])
+        assert float(out) == pytest.approx(float(p[i]), rel=1e-6)
+        if inp == "grad":
+            out.sum().backward()
+            g = torch.cat([q.grad.flatten() for q in f.f1.parameters()]).numpy()
+        else:
+            g = h[0].detach().numpy()
+        np.testing.assert_allclose(phi[i], g / np.linalg.norm(g), rtol=1e-4, atol=1e-6)
+
+
+def test_f2_learns_the_error_of_f1_as_it_was_when_the_sample_was_chosen() -> None:
+    """EE-Net's label: r - f1(x) with f1 (and φ) from the moment x was picked, not a refit f1."""
+    cfg = FilterConfig(epochs=3)
+    f = NeuralBanditFilter(4, cfg, 0)
+    rng = np.random.default_rng(0)
+    x_pick = rng.normal(size=(10, 4))
+    _, p_pick, phi_pick = f.parts(x_pick)  # the pick, at round t
+    f.update(rng.normal(size=(50, 4)), rng.random(50))  # f1 learns something else meanwhile
+    _, p_now, _ = f.parts(x_pick)
+    assert not np.allclose(p_now, p_pick)
+    r = rng.random(10)
+    f.update(x_pick, r, p_pick, phi_pick)
+    np.testing.assert_array_equal(f.hist_p[-10:].numpy(), p_pick)
+    np.testing.assert_array_equal(f.hist_phi[-10:].numpy(), phi_pick)
+    with pytest.raises(ValueError):
+        f.update(x_pick, r, p_pick)  # one without the other
+    with pytest.raises(ValueError):
+        f.update(x_pick, r, p_pick[:3], phi_pick[:3])
 
 
 def test_filter_input_validation() -> None:
