@@ -299,9 +299,10 @@ class Connection:
         return self.call(fetch, "Download")
 
     def upload(self, data: chunks.Buffer) -> str:
-        """Upload a blob in content-addressed chunks, sending only what the server lacks. The id and
-        the chunk hashes are computed once, before the first try, and reused by every retry."""
-        lay = chunks.Layout.of(data, self.chunk_size)
+        """Upload a blob in content-addressed chunks, sending only what the server lacks. The id is
+        computed once before the first try, each chunk's hash once when it is first sent (a retry
+        reuses both)."""
+        lay = chunks.Layout.of(data, self.chunk_size, lazy=True)  # chunk hashes as they are first sent
         bid, total = lay.blob_id, lay.total
 
         def send() -> str:

@@ -69,33 +69,37 @@ def chunk_hashes(data: Buffer, chunk_size: int) -> list[str]:
 
 @dataclass(frozen=True)
 class Layout:
-    """A blob cut into chunks: its id and every chunk's sha256, computed once (both hash passes run
-    side by side for a large blob: hashlib releases the GIL)."""
+    """A blob cut into chunks: its id and every chunk's sha256, each computed once. Eager (a stored
+    blob: both hash passes side by side for a large one, hashlib releases the GIL) or ``lazy`` (a
+    sender: the id now, each chunk's hash when the chunk is first encoded, so it overlaps the send)."""
 
     blob_id: str
     size: int
     chunk_size: int
-    chunk_ids: tuple[str, ...]
+    chunk_ids: list[str | None]
 
     @property
     def total(self) -> int:
         return len(self.chunk_ids)
 
     @classmethod
-    def of(cls, data: Buffer, chunk_size: int = DEFAULT_CHUNK, blob_id: str | None = None) -> Layout:
+    def of(cls, data: Buffer, chunk_size: int = DEFAULT_CHUNK, blob_id: str | None = None,
+           lazy: bool = False) -> Layout:
         if chunk_size < 1:
             raise ValueError("chunk_size must be >= 1")
         mv = memoryview(data).cast("B")
+        if lazy:
+            return cls(blob_id or sha256(mv), len(mv), chunk_size, [None] * n_chunks(len(mv), chunk_size))
         if blob_id is not None:
-            return cls(blob_id, len(mv), chunk_size, tuple(chunk_hashes(mv, chunk_size)))
+            return cls(blob_id, len(mv), chunk_size, list(chunk_hashes(mv, chunk_size)))
         if len(mv) < PARALLEL_HASH:
-            return cls(sha256(mv), len(mv), chunk_size, tuple(chunk_hashes(mv, chunk_size)))
+            return cls(sha256(mv), len(mv), chunk_size, list(chunk_hashes(mv, chunk_size)))
         out: dict[str, Any] = {}
         th = threading.Thread(target=lambda: out.update(ids=chunk_hashes(mv, chunk_size)), daemon=True)
         th.start()
         bid = sha256(mv)
         th.join()
-        return cls(bid, len(mv), chunk_size, tuple(out["ids"]))
+        return cls(bid, len(mv), chunk_size, list(out["ids"]))
 
     def encoded(self, data: Buffer, client_id: str = "", start: int = 0,
                 indices: Sequence[int] | None = None) -> Iterator[bytes]:
@@ -104,8 +108,11 @@ class Layout:
         for i in (range(start, total) if indices is None else indices):
             if not 0 <= i < total:
                 raise ValueError(f"chunk index {i} out of range for {total} chunks")
-            yield encode_chunk(self.blob_id, i, total, mv[i * cs:(i + 1) * cs], self.chunk_ids[i], self.size,
-                               client_id)
+            piece = mv[i * cs:(i + 1) * cs]
+            cid = self.chunk_ids[i]
+            if cid is None:
+                cid = self.chunk_ids[i] = sha256(piece)
+            yield encode_chunk(self.blob_id, i, total, piece, cid, self.size, client_id)
 
 
 def split(data: Buffer, chunk_size: int = DEFAULT_CHUNK, client_id: str = "", start: int = 0,

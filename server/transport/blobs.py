@@ -324,7 +324,7 @@ class BlobStore:
                 self.nbytes += p.size
                 if p.cs == self.chunk_size or (p.total == 1 and p.size <= self.chunk_size):
                     self.layouts[bid] = chunks.Layout(bid, p.size, self.chunk_size,
-                                                      tuple(p.ids[i] for i in range(p.total)))
+                                                      [p.ids[i] for i in range(p.total)])
             self.readers.setdefault(bid, set()).add(owner)
 
     def _rollback(self, key: tuple[str, str, int, int], added: list[int]) -> None:

@@ -313,10 +313,8 @@ class ExchangeServicer(exchange_pb2_grpc.ExchangeServicer):
         if not chunks.is_sha256(req.blob_sha256):
             invalid(ctx, "blob_sha256 must be 64 lower-case hex characters")
         present, have, total, size = g.blobs.state(slot.name, req.blob_sha256)
-        reply = exchange_pb2.UploadState(present=present, received_chunks=have, total=total, blob_size=size)
-        slot.up += req.ByteSize()
-        slot.down += reply.ByteSize()
-        return reply
+        # not in the round's bytes: a resume probe is control traffic, like a heartbeat or an empty poll
+        return exchange_pb2.UploadState(present=present, received_chunks=have, total=total, blob_size=size)
 
     def Download(self, req: exchange_pb2.DownloadRequest, ctx: grpc.ServicerContext) -> Any:
         """Yields encoded Chunk messages (bytes: see :func:`exchange_handler`), hashed when the blob was stored."""

@@ -3,13 +3,14 @@
 A real client (``client.runtime.run_client`` over a real gRPC server) does one
 PROBE and one TRAIN; a client interceptor sums the protobuf size of every
 message of the round's RPCs it sends and receives (the task handed out by a
-poll, the candidate download, the own-paths upload with its query, the
-reports and their answers, the allocation). The server's per-round counters
+poll, the candidate download, the own-paths upload, the reports and their
+answers, the allocation). The server's per-round counters
 (``GrpcGrid.take_bytes``, what ``Federation.record`` stores as bytes_up /
 bytes_down) must equal those sums exactly: the own paths used to be counted a
 second time in ReportLearnability (up by the blob's size too much).
-Heartbeats and polls that come back empty are liveness, not round traffic, and
-are left out on both sides.
+Heartbeats, polls that come back empty and the upload's resume query
+(QueryUpload) are control traffic, not the round's, and are left out on both
+sides.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from lada.common.rounds import AllocatedPair, ProbeResult, ReasoningPath, Sample
 
 from tests.support.transport import TOKEN, grpc_server, in_thread, wait_until
 
-ROUND_RPCS = {"PullTask", "Download", "QueryUpload", "Upload", "ReportLearnability", "GetAllocation", "ReportReward"}
+ROUND_RPCS = {"PullTask", "Download", "Upload", "ReportLearnability", "GetAllocation", "ReportReward"}
 CHUNK = 16 * 1024
 
 
@@ -128,8 +129,8 @@ def test_recorded_round_bytes_equal_the_messages_sent() -> None:
         g.stop()
         th.join(15)
         assert not th.is_alive() and "error" not in box, box
-    assert counter.calls == {"PullTask": 2, "Download": 1, "QueryUpload": 1, "Upload": 1, "ReportLearnability": 1,
-                             "GetAllocation": 1, "ReportReward": 1}
+    assert counter.calls == {"PullTask": 2, "Download": 1, "Upload": 1, "ReportLearnability": 1, "GetAllocation": 1,
+                             "ReportReward": 1}
     own_blob = 300 * len("my step for s100 " * 8)
     assert down > 300 * len("the server's step 100 " * 10) and up > own_blob  # the transfers are in there
     assert (up, down) == (counter.up, counter.down), (
