@@ -23,8 +23,9 @@ from peft import get_peft_model
 from peft.tuners.lora import LoraLayer
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from .answers import extract, family_of
 from .config import DistillConfig, LoraConfig, TrainConfig
-from .data import Sample, extract_answer, path_steps
+from .data import Sample, path_steps
 from .losses import contrastive_distillation_loss, sequence_logprob, sft_loss
 from .textlm import encode_pairs, evaluate, forward_logits, generate_paths, path_logprobs, path_nll
 
@@ -260,7 +261,7 @@ class Learner:
         a few hundred kept over rounds are enough (docs/results.md, "The channel")."""
         for p in pairs:
             self.kept[p.sample_id] = Sample(p.sample_id, "", p.question, path_steps(p.positive),
-                                            extract_answer(p.positive) or "", 0)
+                                            extract(p.positive, family_of(p.sample_id)) or "", 0)
 
     # ------------------------------------------------------------------ adapters
     def adapter_state(self) -> dict[str, torch.Tensor]:
