@@ -153,7 +153,7 @@ class Connection:
     """Stubs plus the credential; every call has a deadline and is retried on transient errors."""
 
     def __init__(self, address: str, name: str, join_token: str, model: str, domain: str,
-                 max_message_mb: int = 64, chunk_kb: int = 256, tls: grpc.ChannelCredentials | None = None,
+                 max_message_mb: int = 64, chunk_kb: int = 1024, tls: grpc.ChannelCredentials | None = None,
                  call_timeout: float = 60.0, give_up_after: float = ClientConfig().give_up_after,
                  server_name: str | None = None,
                  observer: Callable[[str, float, str], None] | None = None,

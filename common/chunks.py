@@ -26,7 +26,7 @@ from typing import Any
 
 from .proto.lada.v1 import exchange_pb2
 
-DEFAULT_CHUNK = 256 * 1024
+DEFAULT_CHUNK = 1024 * 1024  # the fastest in benchmarks/bench_exchange.py (docs/performance.md)
 MAX_CHUNKS = 1 << 16  # a blob in more pieces than this is refused (bounds per-blob bookkeeping)
 CHUNK_OVERHEAD = 512  # bytes of a Chunk message besides its data, with room (two sha256 ids, a 200-char client id)
 PARALLEL_HASH = 4 << 20  # from this size on the id and the chunk hashes are computed in two threads

@@ -189,7 +189,8 @@ class ServerConfig(Section):
     min_clients: int = Field(1, ge=1, description="fewest reporting clients for a round to count")
     wait_clients: int = Field(3, ge=1, description="clients to wait for before round 1 starts")
     max_message_mb: int = Field(64, ge=1, description="gRPC max message size (both ends)")
-    chunk_kb: int = Field(256, ge=1, description="chunk size of streamed transfers")
+    chunk_kb: int = Field(1024, ge=1, description="chunk size of streamed transfers (1 MiB: the fastest in "
+                          "benchmarks/bench_exchange.py, docs/performance.md)")
     device: str = Field("auto", pattern=DEVICE_PATTERN, description="where the LLM runs: auto (cuda if present), "
                         "cpu, cuda, cuda:N")
     dtype: DTypeName = Field("auto", description="the LLM's weights: auto = bfloat16 on a GPU, float32 on CPU")
@@ -336,6 +337,13 @@ class LadaConfig(Section):
     def store_bytes(self) -> int:
         """What the transfer store may hold: ``transport.store_mb``, else two of the largest blobs."""
         return self.transport.store_mb << 20 if self.transport.store_mb else 2 * self.max_blob_bytes
+
+    @model_validator(mode="after")
+    def _chunk_fits_a_message(self) -> LadaConfig:
+        if (self.server.chunk_kb << 10) + 512 > self.server.max_message_mb << 20:  # 512: a Chunk's other fields
+            raise ValueError(f"server.chunk_kb ({self.server.chunk_kb}) leaves no room in a message of "
+                             f"server.max_message_mb ({self.server.max_message_mb}) MiB: lower chunk_kb")
+        return self
 
     @model_validator(mode="after")
     def _store_holds_a_blob(self) -> LadaConfig:
