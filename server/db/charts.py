@@ -12,7 +12,7 @@ from collections import defaultdict
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from .reads import cold_groups
+from .reads import cold_start_of
 from .tables import BATCH, LLM, Allocation, Metric, PublicSample, Reward, Round
 from .views import AllocationGrid, ChartData, Direction, GridRow, Series
 
@@ -133,9 +133,7 @@ def allocation_grid(session: Session, run_id: int, direction: Direction = "down"
     keys = sorted({(a[2] if direction == "up" else a[1], a[0]) for a in allocs},
                   key=lambda k: (k[0] == LLM, k[0], k[1]))
     row_of = {k: i for i, k in enumerate(keys)}
-    cold = cold_groups(session, run_id)
-    cold_rows = {row_of[(s if direction == "up" else r, i)] for i, r, s in cold
-                 if (s if direction == "up" else r, i) in row_of and (r == LLM) == (direction == "up")}
+    cold_rows = {row_of[(s if direction == "up" else r, i)] for i, r, s in cold_start_of(session, run_id, allocs)}
     rows_i, cols_i, scores, ranks = [], [], [], []
     for idx, receiver, sender, sid, score, rank in allocs:
         rows_i.append(row_of[(sender if direction == "up" else receiver, idx)])

@@ -248,6 +248,18 @@ def cold_groups(session: Session, run_id: int) -> set[tuple[int, str, str]]:
     return {(i, r, s) for i, r, s in session.execute(q)}
 
 
+def cold_start_of(session: Session, run_id: int, rows: Any) -> set[tuple[int, str, str]]:
+    """``cold_groups`` over allocation rows already read (round, receiver, sender, sample, score, ...):
+    the heat map's query has them, so no second pass over the table."""
+    if session.scalar(select(Run.method).where(Run.id == run_id)) not in COLD_START_METHODS:
+        return set()
+    all_one: dict[tuple[int, str, str], bool] = {}
+    for idx, rec, snd, _sid, score, *_ in rows:
+        key = (idx, rec, snd)
+        all_one[key] = all_one.get(key, True) and score == 1.0
+    return {k for k, v in all_one.items() if v}
+
+
 @lru_cache(maxsize=16)
 def _generated_public(data_json: str) -> dict[str, tuple[str, int]]:
     d = DataConfig.model_validate_json(data_json)

@@ -131,6 +131,13 @@ def test_run_page_public_chart_distinct_series_cold_start_links_and_knob_help(se
     page.click("#sd-permalink")
     page.wait_for_url(f"**/runs/{served.lada}/samples/{sid}")
     assert page.locator("#sample-id").text_content() == sid
+    # a double click on a cell opens the sample page too
+    page.go_back()
+    _ready(page)
+    cell = page.locator("#heatmap rect.cell").nth(7)
+    sid = cell.get_attribute("data-sid")
+    cell.dblclick()
+    page.wait_for_url(f"**/runs/{served.lada}/samples/{sid}")
     # run page -> client page
     page.go_back()
     page.click("#clients-table a.client-link >> text=client-2")

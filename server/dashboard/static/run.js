@@ -282,9 +282,15 @@
     tip.style.top = `${evt.clientY - wrap.top + 16}px`;
   });
   $("heatmap").addEventListener("mouseleave", () => { tip.hidden = true; });
+
   $("heatmap").addEventListener("click", (evt) => {
     const c = hit(evt);
     if (!c) return;
+    if (evt.detail >= 2) {  // a double click opens the sample's own page (the first click re-drew the map,
+      // so this is the second click's count, not a dblclick event on one element)
+      location.href = LADA.link(`/runs/${runId}/samples/${encodeURIComponent(hm.grid.samples[c.col])}`);
+      return;
+    }
     hm.selected = { row: c.row, col: c.col, sid: hm.grid.samples[c.col], peer: hm.grid.rows[c.row].peer,
                     round: hm.grid.rows[c.row].round_idx };
     renderHeatmap();
