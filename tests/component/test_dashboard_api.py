@@ -371,6 +371,29 @@ def test_auth_open_paths_and_pages(secured: TestClient, runs: list[dict]) -> Non
     assert doc["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
 
 
+def test_new_pages_keep_the_token(secured: TestClient, runs: list[dict]) -> None:
+    """The client, sample and comparison pages and the downloads need the token, and carry it on."""
+    rid = runs[0]["id"]
+    client = _ok(secured, f"/api/runs/{rid}/clients", token="s3cret")[0]["name"]
+    sid = _ok(secured, f"/api/runs/{rid}/allocations", token="s3cret")["samples"][0]
+    for path in (f"/runs/{rid}/clients/{client}", f"/runs/{rid}/samples/{sid}", f"/api/runs/{rid}/download/metrics.csv",
+                 f"/api/runs/{rid}/clients/{client}"):
+        assert secured.get(path).status_code == 401, path
+        assert secured.get(path, params={"token": "s3cret"}).status_code == 200, path
+    page = secured.get(f"/runs/{rid}/clients/{client}", params={"token": "s3cret"}).text
+    assert f'href="/runs/{rid}?token=s3cret"' in page and f'href="/runs/{rid}?token=s3cret#sec-clients"' in page
+    run_page = secured.get(f"/runs/{rid}", params={"token": "s3cret"}).text
+    assert f'/runs/{rid}/clients/{client}?token=s3cret"' in run_page
+    assert f'/api/runs/{rid}/download/allocations.csv?token=s3cret"' in run_page
+    index = secured.get("/", params={"token": "s3cret"}).text
+    assert '<input type="hidden" name="token" value="s3cret">' in index, "the compare form (GET) keeps the token"
+    if len(runs) >= 2:
+        ids = [r["id"] for r in runs[:2]]
+        assert secured.get("/compare", params={"runs": ids}).status_code == 401
+        cmp = secured.get("/compare", params={"runs": ids, "token": "s3cret"})
+        assert cmp.status_code == 200 and f'href="/runs/{ids[0]}?token=s3cret"' in cmp.text
+
+
 def test_no_token_links_when_open(client: TestClient) -> None:
     assert "token=" not in client.get("/", params={"token": "whatever"}).text
 
