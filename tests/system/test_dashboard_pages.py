@@ -3,7 +3,7 @@
 One seeded database (a LaDa run with its cold-start round 1, and a random-policy run)
 serves every test of the module. Screenshots of the new pages go to ``docs/img/``
 (``dashboard-client.png``, ``dashboard-sample.png``, ``dashboard-compare.png``,
-``dashboard-run.png``, ``dashboard-error.png``), which docs/dashboard.md shows.
+``dashboard-run.png``, ``dashboard-runs.png``, ``dashboard-error.png``), which docs/dashboard.md shows.
 Needs the Debian ``chromium`` package, like test_dashboard_browser.py, whose server helper it reuses.
 """
 
@@ -217,6 +217,7 @@ def test_compare_page_from_the_runs_list(served: Served, page) -> None:
     page.check(f'#runs-table input[value="{served.lada}"]')
     page.check(f'#runs-table input[value="{served.baseline}"]')
     assert page.locator("#compare-btn").text_content() == "Compare 2 runs"
+    _shot(page, "dashboard-runs.png")
     page.click("#compare-btn")
     page.wait_for_url("**/compare?runs=*")
     _ready(page)
