@@ -396,6 +396,22 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _check_devices(cfg: LadaConfig, args: argparse.Namespace) -> None:
+    """A GPU the command's learners ask for (server.device, client.device) that is not there is a usage
+    error before anything loads; torch is imported only when a GPU is asked for."""
+    sections = {"server": ("server",), "client": ("client",), "demo": ("server", "client"),
+                "experiment": ("server", "client")}.get(args.cmd, ())
+    wanted = {f"{s}.device": getattr(cfg, s).device for s in sections}
+    if any(v.startswith("cuda") for v in wanted.values()):
+        from lada.common.models import torch_device
+
+        for knob, v in wanted.items():
+            try:
+                torch_device(v)
+            except ValueError as e:
+                raise ValueError(f"{knob}: {e}") from None
+
+
 def main(argv: list[str] | None = None) -> None:
     pipes.install()  # `lada demo | head`: a reader that leaves is not a run failure
     args, extra = build_parser().parse_known_args(argv)
@@ -404,6 +420,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         cfg = config_from_args(args)
         preflight.check(cfg, args)  # the models resolve and the ports are free, before any work
+        _check_devices(cfg, args)
     except (ConfigError, OSError, ValueError) as e:  # a usage error, before anything loads
         args.parser.exit(2, f"{args.parser.prog}: error: {e}\n")
     sys.exit(args.fn(cfg, args))
