@@ -108,6 +108,17 @@ class Learner:
         self.kept: dict[str, Sample] = {}
         self.progress: str | None = None  # a label: generation and evaluation show progress (lada server)
 
+    def uses_global_rng(self) -> bool:
+        """Whether training draws from torch's global RNG: any dropout with p > 0 (a module, or a
+        functional rate in the model config such as Llama's ``attention_dropout``). Learners that
+        share a process may then only train one after the other, or their results would depend
+        on timing (``server.overlap_learn``)."""
+        if any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in self.model.modules()):
+            return True
+        conf = self.model.get_base_model().config.to_dict()
+        return any(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0
+                   for k, v in conf.items() if "dropout" in k or "pdrop" in k)
+
     # ------------------------------------------------------------------ inference
     @contextmanager
     def inference(self) -> Iterator[torch.nn.Module]:

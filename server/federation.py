@@ -11,9 +11,12 @@ that own the state (``checkpoint``); what a run prints is in ``report``.
 
 from __future__ import annotations
 
+import random
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +26,7 @@ from lada.common.config import LadaConfig
 from lada.common.data import Sample
 from lada.common.learner import Pair
 from lada.common.redact import redact
-from lada.common.rounds import AllocatedPair, ProbeResult, ReasoningPath, grade
+from lada.common.rounds import AllocatedPair, ProbeResult, ReasoningPath, TrainResult, grade
 from lada.common.scenario import scenario_splits, server_train_set
 
 from .allocation import LLM, AllocationService, Teaching, down_view, up_view
@@ -31,6 +34,7 @@ from .checkpoint import CHECKPOINT_ERRORS, Checkpoints
 from .db.writer import RoundRecord, Store
 from .llm_host import LLMHost
 from .report import RoundSummary, print_round, summary_table
+from .transport.inprocess import InProcessGrid
 from .transport.seam import Grid
 
 __all__ = ["Federation", "Grid", "RoundFailed", "RoundSummary"]
@@ -38,6 +42,21 @@ __all__ = ["Federation", "Grid", "RoundFailed", "RoundSummary"]
 
 class RoundFailed(RuntimeError):
     """Fewer than ``server.min_clients`` clients took part in a phase of a round."""
+
+
+PHASES = ("teach", "probe", "allocate", "client_learn", "server_learn", "filter_update", "record")
+
+
+@dataclass
+class UpLearning:
+    """What server learn produced, applied in the filter-update phase: the LLM's rewards per
+    (client, sample) and the SLM -> LLM allocations (kept apart from the round record while
+    server learn runs beside client learn, so rows never depend on which thread ran first)."""
+
+    allocations: list[tuple[str, str, str, float, int]] = field(default_factory=list)
+    owners: list[str] = field(default_factory=list)
+    sample_ids: list[str] = field(default_factory=list)
+    rewards: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
 
 @dataclass
@@ -54,6 +73,9 @@ class RoundState:
     def __post_init__(self) -> None:
         self.summary = RoundSummary(self.idx)
 
+    started: float = field(default_factory=time.perf_counter)
+    compute0: float = 0.0  # the LLM's compute seconds when the round began
+
     @contextmanager
     def phase(self, name: str) -> Iterator[None]:
         t0 = time.perf_counter()
@@ -65,11 +87,17 @@ class RoundState:
         if self.log:
             self.log(f"{where} done in {self.timings[name]:.1f}s")
 
+    def ordered_timings(self) -> dict[str, float]:
+        """The phases in round order, whichever of two overlapping phases ended first."""
+        return {k: self.timings[k] for k in sorted(self.timings, key=lambda k: (PHASES + (k,)).index(k))}
+
 
 class Federation:
     def __init__(self, cfg: LadaConfig, grid: Grid, store: Store | None = None, llm: LLMHost | None = None,
                  log: Callable[[str], None] | None = None, resume: bool = True) -> None:
         self.cfg, self.grid, self.store = cfg, grid, store
+        if store is not None:
+            store.bulk = cfg.server.bulk_record
         self.resume = resume  # with a store: continue the open run of the same name (see _open_run)
         self.known: set[str] = set()  # clients that took part in this run (this process)
         self.dropped: set[str] = set()  # ... and missed a deadline since
@@ -86,6 +114,10 @@ class Federation:
         self.history: list[RoundSummary] = []
         self.before: dict[str, float] = {}
         self.public_acc: dict[str, float] = {}  # accuracy on the public mix before any learning
+        n_eval = cfg.server.eval_subsample
+        pick = sorted(random.Random(cfg.data.seed).sample(range(len(self.server_test)), n_eval)) \
+            if n_eval is not None and n_eval < len(self.server_test) else range(len(self.server_test))
+        self.server_test_sub = [self.server_test[i] for i in pick]  # the fixed subsample (server.eval_subsample)
 
     # ------------------------------------------------------------------ the run
     def run(self) -> list[RoundSummary]:
@@ -130,13 +162,57 @@ class Federation:
             probes = self.probe(r, teach, clients)
         with r.phase("allocate"):
             allocations = self.allocate(r, teach, probes)
-        with r.phase("client_learn"):
-            self.client_learn(r, allocations)
-        with r.phase("server_learn"):
-            self.server_learn(r, teach, probes)
+        if self.overlaps():  # server learn needs only the probes and the LLM's own filters
+            running = self._in_thread(self._timed_server_learn, r, teach, probes)
+            try:
+                with r.phase("client_learn"):
+                    results = self.client_learn(r, allocations)
+            finally:  # never leave the LLM learning behind a failed round
+                _wait_quietly(running)
+            up = running.result()
+        else:
+            with r.phase("client_learn"):
+                results = self.client_learn(r, allocations)
+            up = self._timed_server_learn(r, teach, probes)
+        with r.phase("filter_update"):
+            self.update_filters(r, allocations, results, up)
         with r.phase("record"):
             self.record(r)
         return self._end_round(r)
+
+    def overlaps(self) -> bool:
+        """Whether server learn runs beside client learn (``server.overlap_learn``). Clients in this
+        process (the in-process grid) share torch's global RNG with the LLM: there the two overlap
+        only if the LLM's training draws nothing from it (no dropout anywhere), so a seed's results
+        never depend on which thread ran first."""
+        if not self.cfg.server.overlap_learn:
+            return False
+        return not (isinstance(self.grid, InProcessGrid) and self.llm.learner.uses_global_rng())
+
+    def _timed_server_learn(self, r: RoundState, teach: Teaching, probes: dict[str, ProbeResult]) -> UpLearning:
+        with r.phase("server_learn"):
+            return self.server_learn(r, teach, probes)
+
+    @staticmethod
+    def _in_thread(fn: Callable[..., UpLearning], *args: object) -> Future[UpLearning]:
+        """``fn(*args)`` on a thread of its own; its result as a Future. The thread takes torch's
+        thread count from the caller's: a new thread could otherwise use the library default, and
+        the LLM's floating-point sums would change with it."""
+        import torch
+
+        fut: Future[UpLearning] = Future()
+
+        n = torch.get_num_threads()
+
+        def body() -> None:
+            torch.set_num_threads(n)
+            try:
+                fut.set_result(fn(*args))
+            except BaseException as e:  # noqa: BLE001 - handed to the round, which raises it
+                fut.set_exception(e)
+
+        threading.Thread(target=body, name="server-learn", daemon=True).start()
+        return fut
 
     # ------------------------------------------------------------------ the phases
     def teach(self, r: RoundState) -> Teaching:
@@ -190,12 +266,39 @@ class Federation:
             r.rec.allocations += [(name, LLM, p.sample_id, p.score, p.rank) for p in out[name]]
         return out
 
-    def client_learn(self, r: RoundState, allocations: dict[str, list[AllocatedPair]]) -> None:
-        """4. The clients learn their allocations; the NLL drop on each y+ is its filter's reward."""
+    def client_learn(self, r: RoundState, allocations: dict[str, list[AllocatedPair]]) -> dict[str, TrainResult]:
+        """4. The clients learn their allocations and report the NLL of each y+ before and after."""
         t = r.idx
         results = self.grid.train(t, allocations)
         self._mark_dropped(list(allocations), results, "train")
         self._require(t, "train", len(results))
+        return results
+
+    def server_learn(self, r: RoundState, teach: Teaching, probes: dict[str, ProbeResult]) -> UpLearning:
+        """5. Client -> LLM, then the LLM's held-out accuracy. Without SLM paths this run (a method
+        that does not collaborate, one direction) the LLM still learns on its own data, as a
+        local-only client does, so comparisons isolate what the SLM paths add. It reads only the
+        probes, the teaching and the LLM's own filters (it may run beside client learn) and writes
+        only ``r.summary.llm``; its rewards and allocations are applied in ``update_filters``.
+
+        The held-out accuracy of a round between the first and the last is measured on a fixed
+        subsample (``server.eval_subsample``); the first and last rounds use the whole set."""
+        cfg = self.cfg
+        up = UpLearning()
+        if cfg.run.bidirectional and self.alloc.collaborates and cfg.run.server_budget > 0:
+            r.summary.llm.update(self._learn_from_clients(r, teach, probes, up))
+        elif self.server_train:
+            self.llm.learn(self.server_train, [])
+        full = r.idx in (1, cfg.run.rounds)
+        r.summary.llm["accuracy"] = self.llm.evaluate(self.server_test if full else self.server_test_sub)
+        r.summary.llm["public_accuracy_before"] = float(np.mean(teach.correct))  # taught at the round's start
+        return up
+
+    def update_filters(self, r: RoundState, allocations: dict[str, list[AllocatedPair]],
+                       results: dict[str, TrainResult], up: UpLearning) -> None:
+        """The filters learn this round's rewards (timed as a phase of its own: it grows with the
+        run's history): each client's filter from the NLL drop of its y+, then the LLM's filters
+        from the LLM's own; the reward rows are recorded in that order."""
         for name, res in results.items():
             ids = [s.sample_id for s in res.samples]
             rw = self.alloc.rewards([s.nll_before for s in res.samples], [s.nll_after for s in res.samples])
@@ -206,18 +309,15 @@ class Federation:
                 r.rec.rewards.append((name, LLM, "*", mean_r))
             r.summary.clients[name] = {"accuracy": res.test_accuracy, "reward": mean_r,
                                        "n_allocated": float(len(allocations.get(name, [])))}
-
-    def server_learn(self, r: RoundState, teach: Teaching, probes: dict[str, ProbeResult]) -> None:
-        """5. Client -> LLM, then the LLM's held-out accuracy. Without SLM paths this run (a method
-        that does not collaborate, one direction) the LLM still learns on its own data, as a
-        local-only client does, so comparisons isolate what the SLM paths add."""
-        cfg = self.cfg
-        if cfg.run.bidirectional and self.alloc.collaborates and cfg.run.server_budget > 0:
-            r.summary.llm.update(self._learn_from_clients(r, teach, probes))
-        elif self.server_train:
-            self.llm.learn(self.server_train, [])
-        r.summary.llm["accuracy"] = self.llm.evaluate(self.server_test)
-        r.summary.llm["public_accuracy_before"] = float(np.mean(teach.correct))  # taught at the round's start
+        r.rec.allocations += up.allocations
+        if not up.owners:
+            return
+        for name in dict.fromkeys(up.owners):
+            mine = [k for k, o in enumerate(up.owners) if o == name]
+            ids = [up.sample_ids[k] for k in mine]
+            self.alloc.update(LLM, name, ids, up.rewards[mine])
+            r.rec.rewards += [(LLM, name, sid, float(up.rewards[k])) for sid, k in zip(ids, mine)]
+        r.rec.rewards.append((LLM, "*", "*", float(up.rewards.mean())))
 
     def record(self, r: RoundState) -> None:
         """6. Checkpoint what the round learned, then commit it (one transaction). In this order a
@@ -241,23 +341,26 @@ class Federation:
     def _begin_round(self, t: int) -> RoundState:
         fresh = self.store.start_round(self.run_id, t) if self.store else True
         self._event("round_start", "server", f"round {t}" if fresh else f"round {t} (again, after a restart)")
-        return RoundState(t, log=self.log, of=self.cfg.run.rounds)
+        return RoundState(t, log=self.log, of=self.cfg.run.rounds, compute0=self.llm.compute_s)
 
     def _end_round(self, r: RoundState) -> RoundSummary:
+        r.timings = r.ordered_timings()
         r.summary.timings = r.timings
+        r.summary.wall = time.perf_counter() - r.started
+        r.summary.llm_compute = self.llm.compute_s - r.compute0
         if self.store:  # the record phase (the checkpoint, the commit) ended after the commit: store it too
             self.store.set_round_timings(self.run_id, r.idx, r.timings)
-        self._event("round_end", "server", f"round {r.idx} done in {sum(r.timings.values()):.1f}s")
+        self._event("round_end", "server", f"round {r.idx} done in {r.summary.wall:.1f}s")
         print_round(r.summary, self.cfg.run.rounds, self.before, self.log)
         return r.summary
 
-    def _learn_from_clients(self, r: RoundState, teach: Teaching, probes: dict[str, ProbeResult]
-                            ) -> dict[str, float]:
+    def _learn_from_clients(self, r: RoundState, teach: Teaching, probes: dict[str, ProbeResult],
+                            up: UpLearning) -> dict[str, float]:
         """SLM -> LLM: each client's filter on the server picks the SLM paths most
         novel for the LLM; the LLM learns them with the same loss, roles swapped."""
         cfg, t = self.cfg, r.idx
         pairs: list[Pair] = []
-        owners: list[str] = []
+        owners = up.owners
         for name, pr in probes.items():
             own = {p.sample_id: p for p in pr.own_paths}
             paths = [own.get(s.id) for s in self.public]
@@ -270,18 +373,12 @@ class Federation:
                 s, c = self.public[i], teach.candidates[i]
                 pairs.append(Pair(s.id, s.question, texts[i], _negative(c.text, c.correct, cfg)))
                 owners.append(name)
-                r.rec.allocations.append((LLM, name, s.id, float(score), rank))
+                up.allocations.append((LLM, name, s.id, float(score), rank))
         if not pairs:
             return {"reward": 0.5, "n_allocated": 0.0}
         rep = self.llm.learn(self.server_train, pairs)
-        rw = self.alloc.rewards(rep.nll_before, rep.nll_after)
-        for name in probes:
-            mine = [k for k, o in enumerate(owners) if o == name]
-            ids = [rep.sample_ids[k] for k in mine]
-            self.alloc.update(LLM, name, ids, rw[mine])
-            r.rec.rewards += [(LLM, name, sid, float(rw[k])) for sid, k in zip(ids, mine)]
-        r.rec.rewards.append((LLM, "*", "*", float(rw.mean())))
-        return {"reward": float(rw.mean()), "n_allocated": float(len(pairs))}
+        up.sample_ids, up.rewards = list(rep.sample_ids), self.alloc.rewards(rep.nll_before, rep.nll_after)
+        return {"reward": float(up.rewards.mean()), "n_allocated": float(len(pairs))}
 
     def _llm_nll_where(self, mask: np.ndarray, texts: list[str]) -> np.ndarray:
         """The LLM's NLL of the SLM paths in ``mask`` (the correct ones: no policy may pick
@@ -399,6 +496,14 @@ class Federation:
     def summary_table(self) -> str:
         """Markdown table: accuracy before and after, per model."""
         return summary_table(self.cfg, self.history, self.before, self.public_acc)
+
+
+def _wait_quietly(fut: Future) -> None:
+    """Wait for ``fut`` to finish; its error, if any, is raised where its result is read."""
+    try:
+        fut.exception()
+    except BaseException:  # noqa: BLE001 - cancelled: nothing to wait for
+        pass
 
 
 def _redacted(conf: dict) -> dict:

@@ -17,11 +17,13 @@ class RoundSummary:
     llm: dict[str, float] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     allocated: dict[str, list[str]] = field(default_factory=dict)  # client -> sample ids it was given
+    wall: float = 0.0  # seconds from the round's start to its end (phases may overlap: not their sum)
+    llm_compute: float = 0.0  # seconds of the LLM's own model work in the round (LLMHost.compute_s)
 
 
 def print_round(s: RoundSummary, rounds: int, before: dict[str, float], log: Callable[[str], None]) -> None:
-    tm = " ".join(f"{k}={v:.1f}s" for k, v in s.timings.items())
-    log(f"[round {s.idx}/{rounds}] {tm}")
+    tm = " ".join(f"{k}={v:.2f}s" for k, v in s.timings.items())
+    log(f"[round {s.idx}/{rounds}] {tm}  wall={s.wall:.2f}s llm_compute={s.llm_compute:.2f}s")
     for name, v in sorted(s.clients.items()):
         start = before.get(name, float("nan"))
         kb = (v.get("bytes_up", 0) + v.get("bytes_down", 0)) / 1024

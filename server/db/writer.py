@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import bindparam, or_, select, update
+from sqlalchemy import bindparam, delete, insert, or_, select, tuple_, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from . import migrations
@@ -34,6 +34,7 @@ class Store:
         """``create``: bring the schema up to date through the Alembic migrations
         (``migrations.upgrade``; one ``SELECT`` when it already is); False opens as is."""
         self.url = url
+        self.bulk = True  # commit_round by bulk inserts (``server.bulk_record``; False: one ORM object per row)
         self.engine = make_engine(url)
         if create:
             migrations.upgrade(self.engine)
@@ -172,7 +173,13 @@ class Store:
             return r is None
 
     def commit_round(self, run_id: int, idx: int, record: RoundRecord) -> None:
-        """Everything a round produced, in one transaction (replacing a partial earlier try)."""
+        """Everything a round produced, in one transaction (replacing a partial earlier try).
+
+        With ``bulk`` each table's rows go in as one executemany of plain dicts (``insert``): the
+        ORM's one object per row cost 2.7 s of a 4.7 s round at 200 clients (issue 17)."""
+        if self.bulk:
+            self._commit_round_bulk(run_id, idx, record)
+            return
         with self.session() as s:
             for model in (Allocation, Reward, ReasoningPath):
                 s.query(model).filter(model.run_id == run_id, model.round_idx == idx).delete()
@@ -205,6 +212,35 @@ class Store:
                 r = Round(run_id=run_id, idx=idx)
                 s.add(r)
             r.status, r.finished_at, r.timings = "done", utcnow(), _tidy_timings(record.timings)
+
+    def _commit_round_bulk(self, run_id: int, idx: int, record: RoundRecord) -> None:
+        with self.session() as s:
+            for model in (Allocation, Reward, ReasoningPath, Metric):
+                s.execute(delete(model).where(model.run_id == run_id, model.round_idx == idx))
+            others: dict[int, set[tuple[str, str]]] = {}  # metrics this round writes for other rounds (round 0)
+            for m in record.metrics:
+                if m[0] != idx:
+                    others.setdefault(m[0], set()).add((m[1], m[2]))
+            for m_idx, keys in others.items():
+                s.execute(delete(Metric).where(Metric.run_id == run_id, Metric.round_idx == m_idx,
+                                               tuple_(Metric.subject, Metric.name).in_(sorted(keys))))
+            rows: list[tuple[type, list[dict[str, Any]]]] = [
+                (Allocation, [{"run_id": run_id, "round_idx": idx, "receiver": a[0], "sender": a[1],
+                               "sample_id": a[2], "score": float(a[3]), "rank": int(a[4])}
+                              for a in record.allocations]),
+                (Reward, [{"run_id": run_id, "round_idx": idx, "receiver": r[0], "sender": r[1], "sample_id": r[2],
+                           "value": tidy(r[3])} for r in record.rewards]),
+                (ReasoningPath, [{"run_id": run_id, "round_idx": idx, "author": p[0], "sample_id": p[1], "text": p[2],
+                                  "correct": bool(p[3])} for p in record.paths]),
+                (Metric, [{"run_id": run_id, "round_idx": m_idx, "subject": subj, "name": name, "value": tidy(v)}
+                          for (m_idx, subj, name, v) in record.metrics]),
+            ]
+            for model, batch in rows:
+                if batch:
+                    s.execute(insert(model.__table__), batch)
+            done = {"status": "done", "finished_at": utcnow(), "timings": _tidy_timings(record.timings)}
+            if s.execute(update(Round).where(Round.run_id == run_id, Round.idx == idx).values(**done)).rowcount == 0:
+                s.execute(insert(Round.__table__), [{"run_id": run_id, "idx": idx, "started_at": utcnow(), **done}])
 
     def set_round_timings(self, run_id: int, idx: int, timings: Mapping[str, float]) -> None:
         """A committed round's timings again, once the phases timed after its commit (``record``:

@@ -1,0 +1,108 @@
+"""Round benchmark: what a round costs beyond the models, at N = 2, 10, 50, 200 model-free clients.
+
+    .venv/bin/python benchmarks/bench_rounds.py [--clients 2,10,50,200] [--rounds 2] [--knobs-off]
+
+Each N is one run of bench_load's setup: the real `lada server` process (tiny embedded LLM, the
+real round loop, SQLite) and N simulated clients over the real client runtime and gRPC
+(``bench_load.SimApp``: no model, random valid statistics and rewards). Per round it prints, from
+the server's own round line: the wall time, the LLM's model compute in the round
+(``LLMHost.compute_s``: teach, embedding, scoring, server learn, held-out evaluation), the filter
+update phase, the record phase (checkpoint and commit), the overhead (wall minus the model
+compute: coordination, transport, allocation, filter updates, recording) and the database rows
+the round committed per second of its wall time.
+
+Server learn is kept beside nothing here (``server.overlap_learn=false``), so every second of model
+compute is on the round's critical path and wall minus compute is the whole overhead (overlapped,
+the compute would hide part of the clients' learn phase and the difference would under-count).
+``--knobs-off`` also turns off the other issue-17 knobs (``server.bulk_record``,
+``server.eval_subsample``, ``lora.merge_inference``, ``train.sort_by_length``): before and after on
+the same code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_load import run_load, verify  # noqa: E402 - the sibling benchmark, by path
+
+ROUND_LINE = re.compile(r"^\[round (\d+)/\d+\] (.*)$", re.M)
+KNOBS_OFF = {"LADA_SERVER__BULK_RECORD": "false", "LADA_SERVER__EVAL_SUBSAMPLE": "null",
+             "LADA_LORA__MERGE_INFERENCE": "false", "LADA_TRAIN__SORT_BY_LENGTH": "false"}
+
+
+def round_lines(server_out: str) -> dict[int, dict[str, float]]:
+    """``{round: {key: seconds}}`` from the server's '[round k/R] teach=1.0s ... wall=3.0s' lines."""
+    out = {}
+    for m in ROUND_LINE.finditer(server_out):
+        out[int(m.group(1))] = {k: float(v) for k, v in re.findall(r"(\w+)=([0-9.]+)s", m.group(2))}
+    return out
+
+
+def rows_per_round(db: str) -> dict[int, int]:
+    from sqlalchemy import create_engine, text
+
+    eng = create_engine(db)
+    out: dict[int, int] = {}
+    with eng.connect() as c:
+        for table in ("allocations", "rewards", "paths", "metrics"):
+            for idx, n in c.execute(text(f"select round_idx, count(*) from {table} group by round_idx")):
+                out[idx] = out.get(idx, 0) + n
+    eng.dispose()
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--clients", default="2,10,50,200", help="comma-separated client counts")
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--procs", type=int, default=2, help="worker processes the clients are spread over")
+    ap.add_argument("--knobs-off", action="store_true", help="issue 17's knobs off (bulk record, ...)")
+    ap.add_argument("--workdir", help="keep each run's database, config and logs under this folder")
+    ap.add_argument("--model-cache", default=os.environ.get("LADA_TEST_MODEL_CACHE"))
+    args = ap.parse_args(argv)
+    try:
+        ns = [int(x) for x in args.clients.split(",") if x.strip()]
+    except ValueError:
+        ap.error(f"--clients takes comma-separated integers, not {args.clients!r}")
+    if not ns or min(ns) < 1 or args.rounds < 1 or args.procs < 1:
+        ap.error("--clients, --rounds and --procs must be at least 1")
+    os.environ["LADA_SERVER__OVERLAP_LEARN"] = "false"
+    if args.knobs_off:
+        os.environ.update(KNOBS_OFF)
+    root = Path(args.workdir or tempfile.mkdtemp(prefix="lada-rounds-"))
+    print(f"{'N':>4} {'round':>5} {'wall s':>7} {'model s':>8} {'filter s':>9} {'record s':>9} {'overhead s':>11} "
+          f"{'rows':>6} {'rows/s':>8}")
+    bad: list[str] = []
+    summary: list[tuple[int, float]] = []
+    for i, n in enumerate(ns):
+        res = run_load(n, args.rounds, min(args.procs, n), root / f"n{n}", args.model_cache, build_models=i == 0)
+        problems = verify(res)
+        bad += [f"N={n}: {p}" for p in problems]
+        lines = round_lines((Path(res["workdir"]) / "server.out").read_text(errors="replace"))
+        rows = rows_per_round(res["db"])
+        overheads = []
+        for t in sorted(lines):
+            v = lines[t]
+            wall, model = v.get("wall", float("nan")), v.get("llm_compute", float("nan"))
+            overheads.append(wall - model)
+            print(f"{n:>4} {t:>5} {wall:>7.2f} {model:>8.2f} {v.get('filter_update', 0.0):>9.2f} "
+                  f"{v.get('record', 0.0):>9.2f} {wall - model:>11.2f} {rows.get(t, 0):>6} "
+                  f"{rows.get(t, 0) / max(wall, 1e-9):>8.0f}")
+        if overheads:
+            summary.append((n, sum(overheads) / len(overheads)))
+    print("mean overhead per round: " + ", ".join(f"N={n} {o:.2f}s" for n, o in summary))
+    if len(summary) > 1:
+        (n0, o0), (n1, o1) = summary[0], summary[-1]
+        print(f"growth: {(o1 - o0) / max(n1 - n0, 1) * 1000:.1f} ms per extra client (N={n0} to N={n1})")
+    print("verify: " + ("every row present" if not bad else "PROBLEMS:\n  " + "\n  ".join(bad[:20])))
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
