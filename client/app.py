@@ -102,6 +102,9 @@ class ClientApp:
         self._run_key = ""  # the run this app's learner state belongs to ("" before its first keyed task)
         self._base = self.learner.snapshot()  # every run starts here, unless a saved state of it exists
         self._seq = 0  # numbers the saved states of the current run: the highest is the newest
+        # round -> per-item correctness of that round's evaluation, in test-set order (round 0 = before
+        # learning): what a paired significance test compares across methods (lada experiment)
+        self.evaluations: dict[int, list[bool]] = {}
 
     # ------------------------------------------------------------------ PROBE
     def probe(self, task: TaskInfo, candidates: Sequence[ReasoningPath]) -> ProbeResult:
@@ -122,7 +125,7 @@ class ClientApp:
             own_paths.append(ReasoningPath(p.sample_id, p.question, o, answer=p.answer, correct=ok))
         public_accuracy = sum(s.own_correct for s in stats) / max(len(paths), 1)
         return ProbeResult(stats, own_paths, public_accuracy,
-                           test_accuracy=self.test_accuracy() if task.evaluate else None)
+                           test_accuracy=self.test_accuracy(0) if task.evaluate else None)
 
     def _start_round(self, task: TaskInfo) -> None:
         """A probe opens a round. Seen before in this run: the server restarted and redoes the
@@ -220,7 +223,7 @@ class ClientApp:
             samples=[SampleReward(sid, float(b), float(a))
                      for sid, b, a in zip(rep.sample_ids, rep.nll_before, rep.nll_after)],
             steps=rep.steps, loss_sft=rep.losses.get("sft", 0.0), loss_cd=rep.losses.get("cd", 0.0),
-            test_accuracy=self.test_accuracy())
+            test_accuracy=self.test_accuracy(task.round))
         self._save(self.learner.snapshot(), {"after": task.round})
         out.train_seconds = time.perf_counter() - t0
         return out
@@ -232,6 +235,14 @@ class ClientApp:
             return self.train_set
         return self_taught(self.train_set, self.learner.paths([s.question for s in self.train_set]))
 
-    def test_accuracy(self) -> float:
-        acc, _, _ = self.learner.evaluate(self.test_set)
+    def test_accuracy(self, round_idx: int | None = None) -> float:
+        """Accuracy on the private test set, its per-item correctness kept in ``evaluations``. Before
+        learning (round 0) and in the last round every item; in between the first
+        ``data.n_test_between`` (a stratified prefix: the same items every round and method)."""
+        between = self.cfg.data.n_test_between
+        full = round_idx is None or round_idx == 0 or round_idx >= self.cfg.run.rounds or between is None
+        items = self.test_set if full else self.test_set[:between]
+        acc, _, correct = self.learner.evaluate(items)
+        if round_idx is not None:
+            self.evaluations[round_idx] = [bool(c) for c in correct]
         return float(np.float32(acc))

@@ -2,8 +2,12 @@
 
 Every cell runs the same round code as the gRPC path (``Federation``) over
 the in-process transport, with only the method's own knobs changed. Outputs:
-per-round metrics (CSV + JSON lines), a markdown table of final accuracies
-(mean ± std over seeds) and PNG plots.
+per-round metrics (CSV + JSON lines), the per-item correctness of the first and
+last evaluations (``items.jsonl``: the same held-out items for every method),
+a markdown table of final accuracies (mean ± std over seeds) with paired
+McNemar tests against random (pooled over clients and seeds) and PNG plots.
+Oracles (``Method.oracle``) are references that know each sample's domain and
+difficulty (``lada.common.oracles``), installed here, never a ``run.method``.
 
 It wires the server's ``Federation`` to in-process ``ClientApp`` objects, so it
 lives beside the CLI in ``lada`` (which may depend on both), not in
@@ -25,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from lada.common.config import LadaConfig
+from lada.common.significance import PairedResult, mark, mcnemar_exact, pool
 
 LLM = "llm"
 
@@ -34,6 +39,10 @@ class Method:
     name: str
     overrides: dict[str, Any]
     note: str = ""
+    oracle: bool = False  # the allocation is an oracle's (lada.common.oracles), not run.method's
+
+
+ORACLE_NOTE = "ORACLE, not a method: own domain at capacity-matched difficulty, same budget; "
 
 
 METHODS: dict[str, Method] = {m.name: m for m in [
@@ -49,27 +58,39 @@ METHODS: dict[str, Method] = {m.name: m for m in [
     Method("lada_sft", {"run.method": "lada", "distill.alpha": 0.0, "distill.sft_positive": 1.0},
            "ablation: SFT on paths instead of the contrastive loss"),
     Method("lada_one_way", {"run.method": "lada", "run.bidirectional": False}, "ablation: LLM -> SLM only"),
+    Method("oracle", {"run.method": "random"},
+           ORACLE_NOTE + "the LLM gets every SLM-right-LLM-wrong path", oracle=True),
+    Method("oracle_one_way", {"run.method": "random", "run.bidirectional": False},
+           ORACLE_NOTE + "LLM -> SLM only (the LLM's control)", oracle=True),
 ]}
+BASELINE = "random"  # what the table's paired tests compare every method against
 
 
 def run_cell(base: dict[str, Any], method: str, seed: int) -> list[dict[str, Any]]:
-    """One (method, seed) run; returns one row per round per subject."""
+    """One (method, seed) run; returns one row per round per subject, and one ``kind="items"`` row
+    per subject with the per-item correctness of its first (round 0) and last evaluations."""
     import torch
 
     from lada.client.app import ClientApp
     from lada.server.federation import Federation
     from lada.server.transport.inprocess import InProcessGrid
 
-    cfg = LadaConfig.load(overrides={**base, **METHODS[method].overrides, "run.seed": seed,
+    m = METHODS[method]
+    cfg = LadaConfig.load(overrides={**base, **m.overrides, "run.seed": seed,
                                      "run.name": f"{method}-s{seed}"}, env=False)
     torch.set_num_threads(cfg.run.threads)
     t0 = time.perf_counter()
     apps = {n: ClientApp(cfg, n) for n in cfg.data.client_domains}
     fed = Federation(cfg, InProcessGrid(apps), None, log=lambda s: None)
+    if m.oracle:
+        install_oracles(fed, cfg)
+    llm_evals = _record_llm_evaluations(fed, cfg)
     fed.run()
+    lacked = lacked_domain(cfg)
     rows = []
     for subj, acc in fed.before.items():
-        rows.append(dict(method=method, seed=seed, round=0, subject=subj, accuracy=acc))
+        rows.append(dict(method=method, seed=seed, round=0, subject=subj, accuracy=acc,
+                         **(_domain_acc(*llm_evals[0]) if subj == LLM and 0 in llm_evals else {})))
     domain_of = {p.id: p.domain for p in fed.public}
     seen: dict[str, set[str]] = {}  # client -> every sample id it was given so far
     for h in fed.history:
@@ -80,15 +101,94 @@ def run_cell(base: dict[str, Any], method: str, seed: int) -> list[dict[str, Any
             before = seen.setdefault(subj, set())
             fresh = sum(i not in before for i in set(given)) / len(given) if given else None
             before.update(given)
-            rows.append(dict(method=method, seed=seed, round=h.idx, subject=subj, **vals,
+            extra = _domain_acc(*llm_evals[h.idx]) if subj == LLM and h.idx in llm_evals else {}
+            rows.append(dict(method=method, seed=seed, round=h.idx, subject=subj, **vals, **extra,
                              overlap=_overlap(alloc) if subj == LLM else None,
                              in_domain=(sum(domain_of[i] == own for i in given) / len(given)
                                         if own and given else None),
-                             fresh=fresh, distinct=len(before) if own else None))
+                             fresh=fresh, distinct=len(before) if own else None,
+                             lacked=lacked if subj == LLM else None))
+    last = cfg.run.rounds
+    for name, app in apps.items():
+        for rnd in (0, last):
+            if rnd in app.evaluations:
+                rows.append(dict(kind="items", method=method, seed=seed, subject=name, round=rnd,
+                                 correct=_bits(app.evaluations[rnd])))
+    for rnd in (0, last):
+        if rnd in llm_evals:
+            items, correct = llm_evals[rnd]
+            rows.append(dict(kind="items", method=method, seed=seed, subject=LLM, round=rnd,
+                             correct=_bits(correct), domains=[s.domain for s in items]))
     print(f"[experiment] {method:<16} seed {seed}: final SLM mean "
           f"{np.mean([v['accuracy'] for v in fed.history[-1].clients.values()]):.3f}, "
           f"LLM {fed.history[-1].llm['accuracy']:.3f} ({time.perf_counter() - t0:.0f}s)", flush=True)
     return rows
+
+
+def _bits(correct: list[bool]) -> str:
+    return "".join("1" if c else "0" for c in correct)
+
+
+def lacked_domain(cfg: LadaConfig) -> str | None:
+    """The client domain the LLM never saw: left out of its pre-training slice and of its own mix."""
+    seen = cfg.models.llm_pretrain_domains
+    if seen is None:
+        return None
+    server = set(cfg.data.server_domains) if cfg.data.server_domains is not None else None
+    out = sorted(d for d in set(cfg.data.client_domains.values()) - set(seen) if server is None or d not in server)
+    return out[0] if out else None
+
+
+def _domain_acc(items: list[Any], correct: list[bool]) -> dict[str, float]:
+    by: dict[str, list[bool]] = {}
+    for s, c in zip(items, correct):
+        by.setdefault(s.domain, []).append(bool(c))
+    return {f"acc_{d}": float(np.mean(v)) for d, v in sorted(by.items())}
+
+
+def _record_llm_evaluations(fed: Any, cfg: LadaConfig) -> dict[int, tuple[list[Any], list[bool]]]:
+    """Wrap the LLM's held-out evaluation so the harness keeps its per-item correctness (the round
+    loop keeps only the accuracy). Round 0 and the last round evaluate every item; the rounds in
+    between the first ``data.n_test_between`` (a stratified prefix), as the clients do."""
+    host, out = fed.llm, {}
+    between = cfg.data.n_test_between
+
+    def evaluate(samples: list[Any]) -> float:
+        rnd = 0 if LLM not in fed.before else len(fed.history) + 1
+        items = list(samples) if rnd in (0, cfg.run.rounds) or between is None else list(samples)[:between]
+        acc, _, correct = host.learner.evaluate(items)
+        out[rnd] = (items, [bool(c) for c in correct])
+        return float(acc)
+
+    host.evaluate = evaluate
+    return out
+
+
+def install_oracles(fed: Any, cfg: LadaConfig) -> None:
+    """Replace the pairs' policies by oracles: LLM -> client the same-budget oracle (the client's
+    domain, difficulty up to its SLM's capacity), client -> LLM every SLM-right-LLM-wrong path."""
+    from lada.common.models import is_embedded, spec_of
+    from lada.common.oracles import LLMGapOracle, SameBudgetOracle, SampleFacts
+
+    facts = SampleFacts({s.id: s.domain for s in fed.public}, {s.id: s.difficulty for s in fed.public})
+    made: dict[tuple[str, str], Any] = {}
+    service = fed.alloc
+
+    def capacity(client: str) -> int:
+        model = cfg.models.clients[client]
+        return spec_of(model).pretrain_max_steps if is_embedded(model) else cfg.data.max_steps
+
+    def policy(receiver: str, sender: str, dim: int) -> Any:
+        if (receiver, sender) not in made:
+            seed = cfg.run.seed * 7919 + sum(map(ord, f"{receiver}<-{sender}"))
+            made[(receiver, sender)] = (
+                LLMGapOracle(cfg.filter, dim, seed) if receiver == LLM else
+                SameBudgetOracle(cfg.filter, dim, seed, facts, cfg.data.client_domains[receiver], capacity(receiver)))
+            key = service.key(receiver, sender) if hasattr(service, "key") else (receiver, sender)
+            service.policies[key] = made[(receiver, sender)]
+        return made[(receiver, sender)]
+
+    service.policy = policy
 
 
 def _overlap(alloc: dict[str, list[str]]) -> float:
@@ -133,13 +233,25 @@ def run_matrix(cfg: LadaConfig, methods: list[str], seeds: list[int], out: Path,
 def redraw(out: Path) -> None:
     """The table and plots again from ``out/metrics.jsonl`` (no run), keeping the recorded wall time."""
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    if (out / "items.jsonl").exists():
+        rows += [json.loads(line) for line in (out / "items.jsonl").read_text().splitlines() if line.strip()]
     methods = [m for m in METHODS if any(r["method"] == m for r in rows)]
     old = (out / "summary.md").read_text() if (out / "summary.md").exists() else ""
     wall = float(old.rsplit("Wall time of the matrix:", 1)[1].split("min")[0]) * 60 if "Wall time" in old else 0.0
     write_outputs(rows, out, methods, wall)
 
 
+def _split(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(per-round metric rows, per-item rows)."""
+    return [r for r in rows if r.get("kind") != "items"], [r for r in rows if r.get("kind") == "items"]
+
+
 def write_outputs(rows: list[dict[str, Any]], out: Path, methods: list[str], wall: float) -> None:
+    all_rows = rows
+    rows, items = _split(rows)
+    with open(out / "items.jsonl", "w") as fh:
+        for r in items:
+            fh.write(json.dumps(r) + "\n")
     keys = sorted({k for r in rows for k in r}, key=lambda k: (k not in ("method", "seed", "round", "subject"), k))
     with open(out / "metrics.csv", "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=keys)
@@ -148,16 +260,18 @@ def write_outputs(rows: list[dict[str, Any]], out: Path, methods: list[str], wal
     with open(out / "metrics.jsonl", "w") as fh:
         for r in rows:
             fh.write(json.dumps(r) + "\n")
-    table = summary_table(rows, methods)
-    (out / "summary.md").write_text(table + f"\n\nWall time of the matrix: {wall / 60:.1f} min\n")
-    print(table, flush=True)
+    table = summary_table(all_rows, methods)
+    premise = premise_check(all_rows)
+    (out / "summary.md").write_text(table + (f"\n\n{premise}" if premise else "")
+                                    + f"\n\nWall time of the matrix: {wall / 60:.1f} min\n")
+    print(table + (f"\n\n{premise}" if premise else ""), flush=True)
     print(f"\n[experiment] wall time {wall / 60:.1f} min; outputs in {out}", flush=True)
     plot(rows, methods, out)
 
 
 def _final(rows: list[dict[str, Any]], method: str) -> tuple[dict[int, float], dict[int, float], dict[int, float]]:
     """Per seed: mean final SLM accuracy, final LLM accuracy, LLM accuracy before."""
-    mine = [r for r in rows if r["method"] == method]
+    mine = [r for r in rows if r["method"] == method and r.get("kind") != "items"]
     last = max(r["round"] for r in mine)
     slm: dict[int, list[float]] = {}
     llm, llm0 = {}, {}
@@ -175,10 +289,52 @@ def _ms(vals: list[float]) -> str:
     return f"{100 * np.mean(vals):.1f} ± {100 * np.std(vals):.1f}" if vals else "–"
 
 
+def _vectors(items: list[dict[str, Any]], method: str, llm: bool, rnd: int | None = None,
+             domain: str | None = None) -> dict[tuple[int, str], np.ndarray]:
+    """(seed, subject) -> per-item correctness of ``method``'s last (or ``rnd``) evaluation, of the
+    LLM or of the clients; ``domain`` keeps only the LLM's items of that domain."""
+    mine = [r for r in items if r.get("kind") == "items" and r["method"] == method and (r["subject"] == LLM) == llm]
+    if not mine:
+        return {}
+    rnd = max(r["round"] for r in mine) if rnd is None else rnd
+    out = {}
+    for r in mine:
+        if r["round"] != rnd:
+            continue
+        bits = np.array([c == "1" for c in r["correct"]], dtype=bool)
+        if domain is not None:
+            bits = bits[np.array([d == domain for d in r.get("domains", [])], dtype=bool)]
+        out[(r["seed"], r["subject"])] = bits
+    return out
+
+
+def paired(items: list[dict[str, Any]], a: str, b: str, llm: bool = False, domain: str | None = None
+           ) -> PairedResult | None:
+    """McNemar exact of ``a`` against ``b`` on the same final items, pooled over seeds and subjects
+    (the clients, or the LLM); None when the two share no evaluated (seed, subject)."""
+    va, vb = _vectors(items, a, llm, domain=domain), _vectors(items, b, llm, domain=domain)
+    if not set(va) & set(vb):
+        return None
+    x, y = pool(va, vb)
+    return mcnemar_exact(x, y) if len(x) else None
+
+
+def _vs(res: PairedResult | None) -> str:
+    if res is None:
+        return "–"
+    return f"{100 * res.diff:+.1f} (p={res.p:.2g}){mark(res.p)}"
+
+
 def summary_table(rows: list[dict[str, Any]], methods: list[str]) -> str:
-    lines = ["| method | mean final SLM accuracy (%) | per client (%) | LLM final (%) | LLM change (pts) "
+    """The results table; every "vs random" cell is a paired McNemar test on per-item correctness
+    of the final evaluation, pooled over clients and seeds (``*`` p < 0.05, ``**`` p < 0.01)."""
+    rows, items = _split(rows)
+    lacked = next((r["lacked"] for r in rows if r.get("lacked")), None)
+    lk = f" | LLM on {lacked}, never seen (%)" if lacked else ""
+    lines = [f"| method | mean final SLM accuracy (%) | vs {BASELINE} (pts, McNemar p) | per client (%) "
+             f"| LLM final (%) | LLM vs {BASELINE} | LLM change (pts){lk} "
              "| own-domain share of allocations (%) | distinct samples a client was given | note |",
-             "|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|" + ("---|" if lacked else "") + "---|---|---|"]
     for m in methods:
         if not any(r["method"] == m for r in rows):
             continue
@@ -195,9 +351,52 @@ def summary_table(rows: list[dict[str, Any]], methods: list[str]) -> str:
         distinct = [r["distinct"] for r in rows if r["method"] == m and r["round"] == last
                     and r.get("distinct") is not None]
         distinct_s = f"{np.mean(distinct):.0f}" if distinct else "–"
-        lines.append(f"| {m} | {_ms(list(slm.values()))} | {per_s} | {_ms(list(llm.values()))} | "
-                     f"{100 * np.mean(delta):+.1f} | {share_s} | {distinct_s} | {METHODS[m].note} |")
+        vs_slm = _vs(paired(items, m, BASELINE)) if m != BASELINE else "(baseline)"
+        vs_llm = _vs(paired(items, m, BASELINE, llm=True)) if m != BASELINE else "(baseline)"
+        lk_s = ""
+        if lacked:
+            key = f"acc_{lacked}"
+            vals = [r[key] for r in rows if r["method"] == m and r["subject"] == LLM and r["round"] == last
+                    and r.get(key) is not None]
+            lk_s = f" | {_ms(vals)}"
+        lines.append(f"| {m} | {_ms(list(slm.values()))} | {vs_slm} | {per_s} | {_ms(list(llm.values()))} | "
+                     f"{vs_llm} | {100 * np.mean(delta):+.1f}{lk_s} | {share_s} | {distinct_s} | {METHODS[m].note} |")
     return "\n".join(lines)
+
+
+def premise_check(rows: list[dict[str, Any]]) -> str:
+    """The scenario's premise, from the oracles alone (issue 13): the same-budget oracle beats
+    random by >= 6 points on mean final SLM accuracy, and the LLM oracle raises the LLM by >= 3
+    points on the domain it never saw against the one-direction control. '' without the cells."""
+    rows, items = _split(rows)
+    have = {r["method"] for r in rows}
+    lines = []
+    if {"oracle", BASELINE} <= have:
+        a, b = _final(rows, "oracle")[0], _final(rows, BASELINE)[0]
+        res = paired(items, "oracle", BASELINE)
+        d = 100 * (np.mean(list(a.values())) - np.mean(list(b.values())))
+        p = f"McNemar p = {res.p:.2g} over {res.n} paired items" if res else "no paired items"
+        lines.append(f"- same-budget oracle against {BASELINE}, mean final SLM accuracy: {_ms(list(a.values()))} "
+                     f"against {_ms(list(b.values()))} (mean ± std over seeds): {d:+.1f} points, {p}; "
+                     f"target >= +6: **{'met' if d >= 6 and res and res.p < 0.05 else 'missed'}**")
+    lacked = next((r["lacked"] for r in rows if r.get("lacked")), None)
+    if lacked and {"oracle", "oracle_one_way"} <= have:
+        key = f"acc_{lacked}"
+
+        def final(m: str) -> dict[int, float]:
+            last = max(r["round"] for r in rows if r["method"] == m)
+            return {r["seed"]: r[key] for r in rows if r["method"] == m and r["subject"] == LLM
+                    and r["round"] == last and r.get(key) is not None}
+
+        a, b = final("oracle"), final("oracle_one_way")
+        res = paired(items, "oracle", "oracle_one_way", llm=True, domain=lacked)
+        d = 100 * (np.mean(list(a.values())) - np.mean(list(b.values()))) if a and b else float("nan")
+        p = f"McNemar p = {res.p:.2g} over {res.n} paired items" if res else "no paired items"
+        lines.append(f"- LLM oracle (every SLM-right-LLM-wrong path) against the one-direction control, LLM "
+                     f"accuracy on {lacked} (never seen): {_ms(list(a.values()))} against {_ms(list(b.values()))}: "
+                     f"{d:+.1f} points, {p}; target >= +3: "
+                     f"**{'met' if d >= 3 and res and res.p < 0.05 else 'missed'}**")
+    return ("Premise check (oracles only):\n\n" + "\n".join(lines)) if lines else ""
 
 
 def plot(rows: list[dict[str, Any]], methods: list[str], out: Path) -> None:
