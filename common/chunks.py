@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import mmap
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -324,3 +324,66 @@ class Receiver:
         if self.hasher.hexdigest() != self.blob_id:
             raise ChunkError(f"downloaded blob is not {self.blob_id[:12]}: it fails its sha256 check")
         return self.buf.toreadonly()
+
+
+_END = object()
+
+
+def read_ahead(it: Iterable[Any], depth: int = 4, when: Callable[[Any], bool] | None = None) -> Iterator[Any]:
+    """The items of ``it``, pulled by a helper thread up to ``depth`` ahead of the consumer.
+
+    A gRPC stream hands over its next message only when asked, and flow control stops the
+    sender while the receiver hashes and copies the last one: both sides then work in turn.
+    Reading ahead keeps the stream moving while this thread works (hashlib and the copies
+    release the GIL). An exception of ``it`` is raised here at its place in the stream; when
+    the consumer stops early (an error, or it is closed) the helper stops at its next item.
+    ``when``: decide on the first item whether the rest is worth a thread (a one-chunk blob is not)."""
+    import queue
+
+    it = iter(it)
+    if when is not None:
+        try:
+            first = next(it)
+        except StopIteration:
+            return
+        yield first
+        if not when(first):
+            yield from it
+            return
+
+    q: queue.Queue = queue.Queue(maxsize=max(1, depth))
+    stop = threading.Event()
+
+    def pump() -> None:
+        try:
+            for x in it:
+                while not stop.is_set():
+                    try:
+                        q.put((x, None), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            item: tuple[Any, BaseException | None] = (_END, None)
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer, in order
+            item = (_END, e)
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    th = threading.Thread(target=pump, name="lada-read-ahead", daemon=True)
+    th.start()
+    try:
+        while True:
+            x, err = q.get()
+            if err is not None:
+                raise err
+            if x is _END:
+                return
+            yield x
+    finally:
+        stop.set()

@@ -291,7 +291,8 @@ class ExchangeServicer(exchange_pb2_grpc.ExchangeServicer):
                 yield c
 
         try:
-            r = g.blobs.add_chunks(slot.name, counted(), check)
+            # read ahead of the hashing and copying: the client keeps sending meanwhile
+            r = g.blobs.add_chunks(slot.name, chunks.read_ahead(counted(), when=lambda c: c.total > 1), check)
             reply = exchange_pb2.UploadReply(blob_id=r.blob_id, size=r.size, already_present=r.already_present,
                                              complete=r.complete, received=r.received, total=r.total)
             slot.down += reply.ByteSize()

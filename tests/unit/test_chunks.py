@@ -123,3 +123,39 @@ def test_malformed_messages_are_chunk_errors() -> None:
     for raw in (b"\x0a\x05ab", b"\x10\xff\xff", b"\x0f", b"\x00\x01", b"\x0a\x02\xff\xfe"):
         with pytest.raises(chunks.ChunkError):
             chunks.parse_chunk(raw)
+
+
+def test_read_ahead_keeps_order_raises_in_place_and_stops_with_its_consumer() -> None:
+    import threading
+    import time
+
+    assert list(chunks.read_ahead(iter(range(50)), depth=3)) == list(range(50))
+    assert list(chunks.read_ahead(iter([7]), when=lambda x: False)) == [7]
+
+    def failing():  # noqa: ANN202
+        yield 1
+        yield 2
+        raise chunks.ChunkError("broken stream")
+
+    got = []
+    with pytest.raises(chunks.ChunkError, match="broken stream"):
+        for x in chunks.read_ahead(failing(), depth=1):
+            got.append(x)
+    assert got == [1, 2]  # everything before the error, then the error itself
+    pulled = []
+
+    def endless():  # noqa: ANN202
+        i = 0
+        while True:
+            pulled.append(i)
+            yield i
+            i += 1
+
+    it = chunks.read_ahead(endless(), depth=2)
+    assert next(it) == 0
+    ahead = threading.Event()
+    ahead.wait(0.2)  # the helper pulls ahead, but only depth items past what was taken
+    assert 2 <= len(pulled) <= 4
+    it.close()
+    time.sleep(0.4)
+    assert not [t for t in threading.enumerate() if t.name == "lada-read-ahead"]  # it stopped with its consumer
