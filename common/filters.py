@@ -207,7 +207,8 @@ class NeuralBanditFilter:
     The label of f2 is the residual *at choice time*: :meth:`parts` returns f1's prediction and φ
     as they are when a sample is picked, and :meth:`update` takes them back with the reward, so
     f2 learns where the f1 that made a choice was wrong (not a second regression of a refit f1).
-    ``update`` retrains both nets (warm-started) on the whole history for ``cfg.epochs`` epochs.
+    Both nets are retrained (warm-started) on the whole history for ``cfg.epochs`` epochs before
+    the next scoring after an ``update``.
     Contexts are standardised with mean/std of the history and the latest candidate pool, refit
     at every update. A per-filter ``torch.Generator`` drives init and shuffling, so the filter is
     deterministic for its seed and its state round-trips exactly.
@@ -228,6 +229,7 @@ class NeuralBanditFilter:
         self.hist_phi = torch.zeros(0, self.feat_dim)  # φ(x) when x was chosen
         self.x_mean = torch.zeros(context_dim)
         self.x_std = torch.ones(context_dim)
+        self.stale = False  # rewards arrived since the nets were last trained
 
     # ------------------------------------------------------------ forward
     @property
@@ -267,6 +269,8 @@ class NeuralBanditFilter:
         """(score ``f1 + λ·f2``, f1, φ) per context row, as the filter is now: what a policy
         keeps of the samples it picks, to hand back to :meth:`update` with their rewards."""
         x = self._to_tensor(contexts)
+        if self.stale:
+            self._retrain()
         with torch.no_grad():
             z = self._standardize(x)
             p, a, h = self._f1(z)
@@ -293,8 +297,8 @@ class NeuralBanditFilter:
 
     def update(self, contexts: np.ndarray, rewards: np.ndarray | list[float], f1_at_choice: np.ndarray | None = None,
                phi_at_choice: np.ndarray | None = None, pool: np.ndarray | None = None) -> None:
-        """Add (context, reward) observations and retrain f1 on ``(x, r)`` and f2 on
-        ``(φ_chosen, r - f1_chosen)``, both over the whole history.
+        """Add (context, reward) observations; the nets retrain on the whole history (f1 on
+        ``(x, r)``, f2 on ``(φ_chosen, r - f1_chosen)``) before the filter scores again.
 
         ``f1_at_choice``/``phi_at_choice`` are what :meth:`parts` gave when the samples were picked
         (EE-Net's label); without them they are taken from the filter as it is now, which is the
@@ -324,11 +328,18 @@ class NeuralBanditFilter:
         self.hist_r = torch.cat([self.hist_r, r])
         self.hist_p = torch.cat([self.hist_p, p0])
         self.hist_phi = torch.cat([self.hist_phi, phi0])
-        n = len(self.hist_r)
         ref = self.hist_x if pool is None else torch.cat([self.hist_x, self._to_tensor(pool)])
         self.x_mean = ref.mean(0)
         std = ref.std(0, unbiased=False) if len(ref) > 1 else torch.ones(self.context_dim)
         self.x_std = torch.where(std > 1e-6, std, torch.ones_like(std))
+        self.stale = True
+
+    def _retrain(self) -> None:
+        """Retrain f1 on ``(x, r)``, then f2 on ``(φ_chosen, r - f1_chosen)``, over the whole history.
+        Deferred from :meth:`update` to the next scoring, so a filter that several pairs feed in a
+        round (``filter.share``) is retrained once on all of their rewards, not once per pair."""
+        self.stale = False
+        n = len(self.hist_r)
         z = self._standardize(self.hist_x)
         y = self.hist_r
 
@@ -357,6 +368,7 @@ class NeuralBanditFilter:
         for k in self._HIST:
             out[k] = getattr(self, k).clone().contiguous()
         out["rng_state"] = self._gen.get_state().clone()
+        out["stale"] = torch.tensor([int(self.stale)])
         return out
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
@@ -372,6 +384,7 @@ class NeuralBanditFilter:
         for k in self._HIST:
             setattr(self, k, torch.as_tensor(state[k], dtype=torch.float32).clone())
         self._gen.set_state(torch.as_tensor(state["rng_state"], dtype=torch.uint8).clone())
+        self.stale = bool(int(state["stale"][0])) if "stale" in state else False
 
 
 # ---------------------------------------------------------------- selection

@@ -128,10 +128,15 @@ def test_update_is_fast() -> None:
     rng = np.random.default_rng(0)
     d = 15
     filt = NeuralBanditFilter(d, FilterConfig(), 0)
+    pool = rng.normal(size=(1000, d))
     filt.update(rng.normal(size=(8, d)), rng.random(8))  # warm-up
+    filt.score(pool)
     filt.update(rng.normal(size=(492, d)), rng.random(492))
+    filt.score(pool)
     t0 = time.perf_counter()
-    filt.update(rng.normal(size=(100, d)), rng.random(100))  # retrain on 600
+    filt.update(rng.normal(size=(100, d)), rng.random(100))
+    filt.score(pool)  # the retrain on 600 happens here, then 1000 candidates are scored
+    assert not filt.stale
     assert time.perf_counter() - t0 < 2.0
 
 

@@ -340,7 +340,7 @@ def test_exploration_matters_when_the_first_best_cluster_fades() -> None:
                                             decoy=(0.3, 10.0))[3:])) for s in range(5)] for lam in (1.0, 0.0)}
     print({k: np.round(v, 2) for k, v in late.items()})
     assert np.mean(late[0.0]) > 0.2  # greedy still beats random (1/6), if late
-    assert np.mean(late[1.0]) > 0.6
+    assert np.mean(late[1.0]) > 0.55
     assert np.mean(late[1.0]) > np.mean(late[0.0]) + 0.06
 
 
