@@ -181,7 +181,7 @@ def test_exploration_input_is_f1s_normalised_gradient(inp: str) -> None:
     for i in range(len(x)):
         f.f1.zero_grad()
         out, _, h = f._f1(z[i : i + 1])
-        assert float(out) == pytest.approx(float(p[i]), rel=1e-6)
+        assert float(out.detach()) == pytest.approx(float(p[i]), rel=1e-6)
         if inp == "grad":
             out.sum().backward()
             g = torch.cat([q.grad.flatten() for q in f.f1.parameters()]).numpy()
