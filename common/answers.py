@@ -5,7 +5,7 @@
 - ``gsm8k``: pretrained models answer in many styles. In order of trust: the last
   ``#### N``, the last ``\\boxed{N}``, the last "the (final) answer is N", else the last number
   in the text. Numbers are read the way people write them: ``$1,234.50``, ``18 dollars``,
-  ``-3``, ``7.0``; two answers are equal when their values are (``18.00`` is ``18``).
+  ``-3``, ``7.0``, ``1/4``; two answers are equal when their values are (``18.00`` is ``18``).
 
 A sample's family follows from its id: samples loaded from GSM8K-format data have ids that
 start with ``gsm8k`` (``data.gsm8k_sample``); every other sample is the embedded corpus's.
@@ -22,7 +22,7 @@ from .data import extract_answer as extract_embedded
 GSM8K = "gsm8k"
 EMBEDDED = "embedded"
 
-_NUM = r"-?\$?\s?\d[\d,]*(?:\.\d+)?|-?\$?\s?\.\d+"
+_NUM = r"-?\$?\s?\d[\d,]*(?:\.\d+)?(?:/\d+(?![\d,]))?|-?\$?\s?\.\d+"
 HASHES_RE = re.compile(rf"####\s*[^\d\-$.]{{0,20}}?({_NUM})")
 BOXED_RE = re.compile(r"\\boxed\s*\{([^{}]*)\}")
 ANSWER_IS_RE = re.compile(rf"answer\s*(?:is|=|:)\s*[:=]?\s*[^\d\-$.\n]{{0,30}}?({_NUM})", re.IGNORECASE)
@@ -30,14 +30,16 @@ NUMBER_RE = re.compile(rf"(?<![\w.])({_NUM})")
 
 
 def normalize_number(text: str) -> str | None:
-    """``'$1,234.50'`` -> ``'1234.5'``, ``'18.00'`` -> ``'18'``, ``'-3'`` -> ``'-3'``; None if no number."""
+    """``'$1,234.50'`` -> ``'1234.5'``, ``'18.00'`` -> ``'18'``, ``'-3'`` -> ``'-3'``, ``'1/4'`` -> ``'0.25'``;
+    None if no number."""
     m = re.search(_NUM, text)
     if not m:
         return None
     raw = m.group(0).replace("$", "").replace(",", "").replace(" ", "")
+    num, _, den = raw.partition("/")
     try:
-        value = Decimal(raw)
-    except InvalidOperation:
+        value = Decimal(num) / Decimal(den) if den else Decimal(num)
+    except (InvalidOperation, ZeroDivisionError):
         return None
     if value == value.to_integral_value():
         return str(int(value))
