@@ -163,6 +163,7 @@ class Connection:
         opts = channel_options(max_message_mb, server_name)
         limit = max_message_mb * 1024 * 1024
         self.chunk_size = chunk_kb * 1024
+        self.max_blob = 4 * limit
         if chunks.message_size(self.chunk_size) > limit:
             raise ValueError(f"chunk_kb={chunk_kb} leaves no room in max_message_mb={max_message_mb} "
                              f"(a chunk message is up to {chunks.CHUNK_OVERHEAD} bytes more than its data)")
@@ -286,7 +287,9 @@ class Connection:
         """The blob, verified against its id; an interrupted stream resumes from the first chunk not
         received. Chunks land in one buffer (no per-chunk objects kept, no join) and each byte is
         hashed once, on arrival."""
-        rx = chunks.Receiver(blob_id, max_blob)
+        # a blob is at most 4 messages' worth (the server's rule, LadaConfig.max_blob_bytes): a chunk
+        # claiming more is refused before its buffer is allocated
+        rx = chunks.Receiver(blob_id, self.max_blob if max_blob is None else max_blob)
 
         def fetch() -> memoryview:
             stream = self._download(exchange_pb2.DownloadRequest(blob_id=blob_id, from_chunk=rx.received,
