@@ -145,7 +145,8 @@ class AllocationService:
         self.method = method or cfg.run.method
         self.policies: dict[tuple[str, str], AllocationPolicy] = {}
         self._last: dict[tuple[str, str], tuple[AllocationContext, Allocation]] = {}
-        self.given: dict[tuple[str, str], Counter[str]] = {}  # (receiver, sender) -> times each sample was given
+        self.given: dict[tuple[str, str], set[str]] = {}  # (receiver, sender) -> sample ids given so far
+        self.counts: dict[tuple[str, str], Counter[str]] = {}  # (receiver, sender) -> times each was given
         self.frozen_ids: list[str] = []  # sample ids of the frozen embedding's rows
         self.frozen: np.ndarray | None = None  # the LLM embedding of the first round that had one
         self.cluster: np.ndarray | None = None  # its K-means cluster per row
@@ -192,8 +193,8 @@ class AllocationService:
 
     def allocate(self, receiver: str, sender: str, embedding: np.ndarray | None, view: PairView,
                  budget: int, round_idx: int) -> Allocation:
-        given = self.given.setdefault((receiver, sender), Counter())
-        count = np.array([given[sid] for sid in view.sample_ids], dtype=np.int64)
+        times = self.counts.setdefault((receiver, sender), Counter())
+        count = np.array([times[sid] for sid in view.sample_ids], dtype=np.int64)
         offer = count == 0 if self.cfg.run.fresh_only else None  # a sample given before is not offered again
         code = None
         if self.cfg.filter.share:
@@ -212,7 +213,8 @@ class AllocationService:
         )
         alloc = self.policy(receiver, sender, ctx.contexts.shape[1]).allocate(ctx, budget, round_idx)
         self._last[(receiver, sender)] = (ctx, alloc)
-        given.update(view.sample_ids[i] for i in alloc.indices)
+        times.update(view.sample_ids[i] for i in alloc.indices)
+        self.given.setdefault((receiver, sender), set()).update(view.sample_ids[i] for i in alloc.indices)
         return alloc
 
     def rewards(self, nll_before: Sequence[float], nll_after: Sequence[float]) -> np.ndarray:
@@ -250,7 +252,7 @@ class AllocationService:
             for k, v in pol.state_dict().items():
                 tensors[f"{key}/{k}"] = v.detach().cpu().contiguous()
         given: dict[str, list[str]] = {f"{r}<-{s}": sorted(ids.elements())  # a sample given twice is listed twice
-                                       for (r, s), ids in sorted(self.given.items())}
+                                       for (r, s), ids in sorted(self.counts.items())}
         if self.frozen is not None and self.cluster is not None:
             tensors["frozen/embedding"] = torch.from_numpy(self.frozen.copy())
             tensors["frozen/cluster"] = torch.from_numpy(self.cluster.astype(np.int64))
@@ -260,7 +262,8 @@ class AllocationService:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         given = dict(state.get("given", {}))
         ids = given.pop(_FROZEN_IDS, None)
-        self.given = {tuple(k.split("<-", 1)): Counter(v) for k, v in given.items()}  # type: ignore[misc]
+        self.counts = {tuple(k.split("<-", 1)): Counter(v) for k, v in given.items()}  # type: ignore[misc]
+        self.given = {k: set(v) for k, v in self.counts.items()}
         tensors = state["tensors"]
         if ids is not None and "frozen/embedding" in tensors:
             self.frozen_ids = list(ids)

@@ -305,7 +305,7 @@ def _fixed_pool(overrides: dict, seed: int, rounds: int = 6, method: str = "lada
     rng = np.random.default_rng(seed + 1000)
     shares, n_decoy = [], 0
     for t in range(1, rounds + 1):
-        given = svc.given.get(("c1", LLM), {})
+        given = svc.counts.get(("c1", LLM), {})
         count = np.array([given.get(s, 0) for s in view.sample_ids])
         idx = np.array(svc.allocate("c1", LLM, emb, view, POOL_B, t).indices)
         assert len(idx) == POOL_B
@@ -377,7 +377,8 @@ def test_lada_gives_a_sample_once_unless_resend(resend: bool) -> None:
         assert [len(g) for g in got] == [20, 10, 0]
         flat = [s for g in got for s in g]
         assert len(flat) == len(set(flat)) == 30
-    assert sum(svc.given[("c1", LLM)].values()) == sum(len(g) for g in got)
+    assert sum(svc.counts[("c1", LLM)].values()) == sum(len(g) for g in got)
+    assert svc.given[("c1", LLM)] == {s for g in got for s in g}
 
 
 def test_context_embedding_is_frozen_at_the_first_round_and_survives_a_checkpoint(tmp_path: Path) -> None:
@@ -400,7 +401,7 @@ def test_context_embedding_is_frozen_at_the_first_round_and_survives_a_checkpoin
     back = _svc(context_embedding="both")
     back.load_state_dict({"tensors": load_file(str(tmp_path / "f.safetensors")), "dims": state["dims"],
                           "given": json.loads(json.dumps(state["given"]))})
-    assert back.given == svc.given
+    assert back.given == svc.given and back.counts == svc.counts
     back.allocate("c1", LLM, drift + 5.0, view, 5, 3)
     svc.allocate("c1", LLM, drift + 5.0, view, 5, 3)
     np.testing.assert_array_equal(back._last[("c1", LLM)][0].contexts, svc._last[("c1", LLM)][0].contexts)
