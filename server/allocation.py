@@ -194,7 +194,8 @@ class AllocationService:
     def allocate(self, receiver: str, sender: str, embedding: np.ndarray | None, view: PairView,
                  budget: int, round_idx: int) -> Allocation:
         times = self.counts.setdefault((receiver, sender), Counter())
-        count = np.array([times[sid] for sid in view.sample_ids], dtype=np.int64)
+        seen = self.given.get((receiver, sender), set())
+        count = np.array([max(times[sid], int(sid in seen)) for sid in view.sample_ids], dtype=np.int64)
         offer = count == 0 if self.cfg.run.fresh_only else None  # a sample given before is not offered again
         code = None
         if self.cfg.filter.share:
@@ -251,8 +252,11 @@ class AllocationService:
             dims[key] = int(pol.context_dim)
             for k, v in pol.state_dict().items():
                 tensors[f"{key}/{k}"] = v.detach().cpu().contiguous()
-        given: dict[str, list[str]] = {f"{r}<-{s}": sorted(ids.elements())  # a sample given twice is listed twice
-                                       for (r, s), ids in sorted(self.counts.items())}
+        given: dict[str, list[str]] = {}  # a sample given twice is listed twice
+        for key in sorted(set(self.given) | set(self.counts)):
+            times = self.counts.get(key, Counter())
+            extra = self.given.get(key, set()) - set(times)  # in given only (set by hand): once
+            given[f"{key[0]}<-{key[1]}"] = sorted([*times.elements(), *extra])
         if self.frozen is not None and self.cluster is not None:
             tensors["frozen/embedding"] = torch.from_numpy(self.frozen.copy())
             tensors["frozen/cluster"] = torch.from_numpy(self.cluster.astype(np.int64))
