@@ -102,7 +102,7 @@ def test_stored_rounds_say_what_their_values_mean(tiny_overrides: dict, tmp_path
     fed, store = _fed(tiny_overrides, db)
     fed.run()
     printed = fed.history[0].timings
-    assert list(printed) == ["teach", "probe", "allocate", "client_learn", "server_learn", "record"]
+    assert list(printed) == ["teach", "probe", "allocate", "client_learn", "server_learn", "filter_update", "record"]
     with store.session() as s:
         rnd = s.scalars(select(Round)).one()
         assert rnd.timings == {k: tidy(v) for k, v in printed.items()}
