@@ -213,14 +213,12 @@ class LadaPolicy(AllocationPolicy):
         r = np.asarray(rewards, dtype=np.float64).reshape(-1)
         if len(r) == 1 and len(chosen) > 1:
             r = np.full(len(chosen), r[0])
-        alloc = alloc if alloc is not None else self._last
-        pos = {} if alloc is None or not alloc.memo else {i: k for k, i in enumerate(alloc.indices)}
+        src = alloc if alloc is not None else self._last
         rows = np.asarray(chosen, dtype=int)
-        if all(int(i) in pos for i in rows):
+        pos = {i: k for k, i in enumerate(src.indices)} if src is not None and src.memo else {}
+        if src is not None and pos and all(int(i) in pos for i in rows):
             at = np.asarray([pos[int(i)] for i in rows], dtype=int)
-            assert alloc is not None
-            self.filter.update(ctx.contexts[rows], r, alloc.memo["f1"][at], alloc.memo["phi"][at],
-                               pool=ctx.contexts)
+            self.filter.update(ctx.contexts[rows], r, src.memo["f1"][at], src.memo["phi"][at], pool=ctx.contexts)
         else:  # not chosen by an allocation this policy remembers: the filter as it is now
             self.filter.update(ctx.contexts[rows], r, pool=ctx.contexts)
 
