@@ -72,6 +72,7 @@ for who, learner in [("llm pypi:gemma3-270m", fed.llm.learner), ("slm pypi:smoll
     print(f"[gpu-check] {who} ({dtype}): generation {toks} tokens for {len(paths)} prompts in {secs:.1f}s = "
           f"{toks / secs:.0f} tokens/s (batch {len(paths)}, max_new_tokens {n_new}); {peak()}", flush=True)
     local = apps["client-1"].train_set
+    start = learner.snapshot()  # the round below starts from the base models again
     peak_reset()
     t = time.perf_counter()
     rep = learner.learn_round(local, [])
@@ -79,6 +80,7 @@ for who, learner in [("llm pypi:gemma3-270m", fed.llm.learner), ("slm pypi:smoll
     n = rep.steps * cfg.train.batch_size
     print(f"[gpu-check] {who}: training {rep.steps} LoRA steps x batch {cfg.train.batch_size} in {secs:.1f}s = "
           f"{n / secs:.1f} samples/s (incl. NLL before/after); {peak()}", flush=True)
+    learner.restore(start)
 peak_reset()
 t = time.perf_counter()
 fed.run()
