@@ -56,4 +56,6 @@ def summary_table(cfg: LadaConfig, history: Sequence[RoundSummary], before: dict
     total = {k: round(sum(h.timings.get(k, 0) for h in history), 1) for k in history[0].timings}
     rows.append("")
     rows.append("time per phase (s, all rounds): " + ", ".join(f"{k} {v}" for k, v in total.items()))
+    # server learn may run beside client learn (server.overlap_learn): the rounds took less than the phases' sum
+    rows.append(f"wall time (s, all rounds): {sum(h.wall for h in history):.1f}")
     return "\n".join(rows)
