@@ -120,10 +120,11 @@ EMBEDDED: dict[str, EmbeddedSpec] = {
 }
 # built only when a config names them (``make demo`` and ``lada models build`` build EMBEDDED)
 SCENARIO_MODELS: dict[str, EmbeddedSpec] = {
-    # a clearly smaller SLM (1 layer, 32 wide) that saw only 1-2-step problems: the low end of
-    # heterogeneous learnability (benchmarks/premise.yaml)
+    # a clearly smaller SLM (32 wide, half of slm-llama) that saw only 1-2-step problems: the low end of
+    # heterogeneous learnability (benchmarks/premise.yaml). A 1-layer version learnt nothing from
+    # anything (about 5 % at every difficulty, premise check attempts 1-2 in docs/results.md)
     "slm-tiny": EmbeddedSpec(
-        "slm-tiny", "llama", "wordpiece", "slm", hidden=32, layers=1, heads=2, intermediate=64, batch_size=32,
+        "slm-tiny", "llama", "wordpiece", "slm", hidden=32, layers=2, heads=2, intermediate=64, batch_size=32,
         pretrain_max_steps=2,
     ),
     # the LLM of the premise scenario: as "llm", but pre-trained on 1-5-step problems, so it can write
