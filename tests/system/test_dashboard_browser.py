@@ -84,9 +84,14 @@ def browser() -> Iterator[object]:
 
 @pytest.fixture
 def page(browser) -> Iterator[object]:
+    yield from open_page(browser)
+
+
+def open_page(browser, **context: object) -> Iterator[object]:
+    """A page in a fresh browser context that collects the page's errors in ``page.errors``."""
     # the pages send a strict Content-Security-Policy; the tests bypass it so that the escaping
     # checks below prove the page itself never turns data into markup (CSP is a second line)
-    ctx = browser.new_context(viewport={"width": 1440, "height": 1000}, bypass_csp=True)
+    ctx = browser.new_context(viewport={"width": 1440, "height": 1000}, bypass_csp=True, **context)
     pg = ctx.new_page()
     pg.set_default_timeout(10_000)
     errors: list[str] = []
