@@ -172,9 +172,9 @@ class AllocationService:
         frozen at the first call that has an embedding, so contexts do not follow the LLM as it
         trains; a sample the frozen set lacks takes its current vector and nearest cluster."""
         f = self.cfg.filter
-        if embedding is None or f.context_embedding == "none":
+        if f.context_embedding == "none" or (embedding is None and self.needs_embedding(sample_ids)):
             return None
-        emb = np.asarray(embedding, dtype=np.float32)
+        emb = self.frozen if embedding is None else np.asarray(embedding, dtype=np.float32)
         if self.frozen is None:
             self.frozen_ids, self.frozen = list(sample_ids), emb.copy()
             self.cluster, _ = kmeans(self.frozen, min(f.clusters, len(emb)), self.cfg.run.seed)
@@ -190,6 +190,16 @@ class AllocationService:
                             for k, s in enumerate(sample_ids)])
         onehot = np.eye(f.clusters, dtype=np.float32)[lab]
         return {"cluster": onehot, "frozen": vec, "both": np.concatenate([onehot, vec], axis=1)}[f.context_embedding]
+
+    def needs_embedding(self, sample_ids: list[str]) -> bool:
+        """Whether a round must embed these samples: not once the frozen embedding holds them all
+        (from the second round on, the LLM's current embedding would go unused)."""
+        if self.cfg.filter.context_embedding == "none":
+            return False
+        if self.frozen is None:
+            return True
+        have = set(self.frozen_ids)
+        return not all(s in have for s in sample_ids)
 
     def allocate(self, receiver: str, sender: str, embedding: np.ndarray | None, view: PairView,
                  budget: int, round_idx: int) -> Allocation:

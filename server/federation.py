@@ -218,7 +218,8 @@ class Federation:
     def teach(self, r: RoundState) -> Teaching:
         """1. The LLM's path for every public sample (cached until the LLM changes), graded."""
         paths, correct = self.llm.teach(self.public)
-        embedding = self.llm.embed(self.public) if self.cfg.filter.embedding == "llm" else None
+        embedding = (self.llm.embed(self.public) if self.cfg.filter.embedding == "llm"
+                     and self.alloc.needs_embedding([s.id for s in self.public]) else None)
         r.rec.paths += [(LLM, s.id, p, c) for s, p, c in zip(self.public, paths, correct)]
         return Teaching(candidates=[ReasoningPath(s.id, s.question, p, s.answer, c)
                                     for s, p, c in zip(self.public, paths, correct)],

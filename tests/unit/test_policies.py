@@ -407,6 +407,23 @@ def test_context_embedding_is_frozen_at_the_first_round_and_survives_a_checkpoin
     np.testing.assert_array_equal(back._last[("c1", LLM)][0].contexts, svc._last[("c1", LLM)][0].contexts)
 
 
+def test_a_round_embeds_only_until_the_frozen_embedding_holds_every_sample() -> None:
+    """From the second round on the LLM's current embedding is unused (contexts come from the frozen
+    one), so the round loop skips it: without it the contexts are the same; a new sample needs it."""
+    svc = _svc(context_embedding="both")
+    emb, view = _small_view(30)
+    assert svc.needs_embedding(view.sample_ids)
+    svc.allocate("c1", LLM, emb, view, 5, 1)
+    assert not svc.needs_embedding(view.sample_ids)
+    assert svc.needs_embedding([*view.sample_ids, "a-new-sample"])
+    twin = _svc(context_embedding="both")
+    twin.allocate("c1", LLM, emb, view, 5, 1)
+    svc.allocate("c1", LLM, None, view, 5, 2)
+    twin.allocate("c1", LLM, emb + 1.0, view, 5, 2)
+    np.testing.assert_array_equal(svc._last[("c1", LLM)][0].contexts, twin._last[("c1", LLM)][0].contexts)
+    assert not _svc(context_embedding="none").needs_embedding(view.sample_ids)
+
+
 def test_shared_filter_learns_from_every_client() -> None:
     """``filter.share``: one filter per direction, fed by every client's rewards (3 x B a round, not B),
     told apart by each client's code in the context; the checkpoint keys it as ``*<-llm``."""
