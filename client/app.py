@@ -61,12 +61,13 @@ def client_data(cfg: LadaConfig, name: str) -> tuple[list[Sample], list[Sample]]
     return train, splits.client_test[name]
 
 
-def self_taught(samples: Sequence[Sample], paths: Sequence[str]) -> list[Sample]:
+def self_taught(samples: Sequence[Sample], paths: Sequence[str], check_steps: bool = False) -> list[Sample]:
     """The samples whose path (the model's own) reaches the label, with that path as the
     solution: self-training on answer-only data (STaR-style rejection sampling) -- a label
-    can check a reasoning path but cannot write one."""
+    can check a reasoning path but cannot write one. ``check_steps``: keep only paths whose
+    steps hold too (``distill.check_steps``), else it trains on its own wrong steps."""
     return [replace(s, solution=path_steps(p))
-            for s, p in zip(samples, paths) if is_correct(p, s.answer, family_of(s.id))]
+            for s, p in zip(samples, paths) if is_correct(p, s.answer, family_of(s.id), check_steps)]
 
 
 class ClientApp:
@@ -119,7 +120,7 @@ class ClientApp:
         tok = self.learner.tok
         stats, own_paths = [], []
         for p, n, o, c in zip(paths, nll, own, ce):
-            ok = is_correct(o, p.answer, family_of(p.sample_id))
+            ok = is_correct(o, p.answer, family_of(p.sample_id), self.cfg.distill.check_steps)  # a y+? (rounds.grade)
             stats.append(SampleStats(p.sample_id, float(n), len(tok(p.text)["input_ids"]), len(tok(o)["input_ids"]),
                                      own_correct=ok, sender_correct=p.correct, answer_ce=float(c)))
             own_paths.append(ReasoningPath(p.sample_id, p.question, o, answer=p.answer, correct=ok))
@@ -233,7 +234,8 @@ class ClientApp:
         SLM's own paths on it that reach the label, rewritten every round."""
         if self.cfg.data.private_solutions:
             return self.train_set
-        return self_taught(self.train_set, self.learner.paths([s.question for s in self.train_set]))
+        return self_taught(self.train_set, self.learner.paths([s.question for s in self.train_set]),
+                           self.cfg.distill.check_steps)
 
     def test_accuracy(self, round_idx: int | None = None) -> float:
         """Accuracy on the private test set, its per-item correctness kept in ``evaluations``. Before

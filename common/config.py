@@ -147,6 +147,11 @@ class DistillConfig(Section):
     retain: bool = Field(
         True, description="keep every y+ a receiver was given and add it to its local SFT data in later "
         "rounds (False: the paper's rule, a round's paths are learned in that round only)")
+    check_steps: bool = Field(
+        True, description="a path is y+ (taught, and counts as the receiver's own right path) only if its answer "
+        "is right and, where the family's steps are checkable (the embedded corpus's 'a op b = c'), every step "
+        "holds: a right answer through a wrong step teaches the wrong step (False: answer-only, for data without "
+        "checkable steps). Test accuracy is always answer-only; public_accuracy_before counts y+ paths")
 
 
 class FilterConfig(Section):

@@ -68,12 +68,13 @@ def extract_answer(text: str) -> str | None:
     return m.group(1) if m else None
 
 
-def is_correct(text: str, answer: str, family: str = "embedded") -> bool:
+def is_correct(text: str, answer: str, family: str = "embedded", check_steps: bool = False) -> bool:
     """Check a path's final answer against the label with its task family's extractor
-    (``common/answers.py``): ``embedded`` is the exact ``#### N`` rule, ``gsm8k`` reads free text."""
+    (``common/answers.py``): ``embedded`` is the exact ``#### N`` rule, ``gsm8k`` reads free text;
+    ``check_steps``: a y+ check, every checkable step must hold too (``answers.steps_hold``)."""
     from .answers import is_correct as check
 
-    return check(text, answer, family)
+    return check(text, answer, family, check_steps)
 
 
 # --------------------------------------------------------------------------- domains

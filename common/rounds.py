@@ -91,15 +91,17 @@ class TrainResult:
     loss_cd: float = 0.0
 
 
-def grade(probe: ProbeResult, candidates: Sequence[ReasoningPath]) -> ProbeResult:
+def grade(probe: ProbeResult, candidates: Sequence[ReasoningPath], check_steps: bool = False) -> ProbeResult:
     """Correctness is the server's call, not the client's: grade the client's own paths against the
-    public labels and take the sender's correctness from the server's own candidates."""
+    public labels and take the sender's correctness from the server's own candidates.
+    ``check_steps`` (``distill.check_steps``): a right path is a y+, every checkable step holds."""
     labels: Mapping[str, ReasoningPath] = {c.sample_id: c for c in candidates}
     own = []
     for p in probe.own_paths:
         c = labels.get(p.sample_id)
         answer = c.answer if c is not None else p.answer
-        own.append(replace(p, answer=answer, correct=is_correct(p.text, answer, family_of(p.sample_id))))
+        ok = is_correct(p.text, answer, family_of(p.sample_id), check_steps)
+        own.append(replace(p, answer=answer, correct=ok))
     graded = {p.sample_id: p.correct for p in own}
     stats = [replace(s, own_correct=graded.get(s.sample_id, s.own_correct),
                      sender_correct=labels[s.sample_id].correct if s.sample_id in labels else s.sender_correct)

@@ -235,7 +235,7 @@ class Federation:
                                  clients=clients)
         self._mark_dropped(clients, probes, "probe")
         self._require(t, "probe", len(probes))
-        probes = {name: grade(pr, teach.candidates) for name, pr in probes.items()}
+        probes = {name: grade(pr, teach.candidates, self.cfg.distill.check_steps) for name, pr in probes.items()}
         for name, pr in probes.items():
             if pr.test_accuracy is not None:
                 self.before[name] = pr.test_accuracy

@@ -51,7 +51,8 @@ class LLMHost:
         if self._teach_cache is None or self._teach_cache[0] != self.version:
             self._teach_cache = (self.version, self._run(self.learner.paths, [s.question for s in public]))
         paths = self._teach_cache[1]
-        return paths, [is_correct(p, s.answer, family_of(s.id)) for p, s in zip(paths, public)]
+        check = self.cfg.distill.check_steps  # graded as a y+: the LLM teaches only paths whose steps hold
+        return paths, [is_correct(p, s.answer, family_of(s.id), check) for p, s in zip(paths, public)]
 
     @torch.inference_mode()
     def embed(self, samples: Sequence[Sample]) -> np.ndarray:
