@@ -27,7 +27,7 @@ from .answers import extract, family_of
 from .config import DistillConfig, LoraConfig, TrainConfig
 from .data import Sample, path_steps
 from .losses import contrastive_distillation_loss, sequence_logprob, sft_loss
-from .textlm import encode_pairs, evaluate, forward_logits, generate_paths, path_logprobs, path_nll
+from .textlm import encode_pairs, evaluate, forward_logits, generate_paths, path_logprobs, path_nll, pool_prompts
 
 # peft calls a transformers 5 API that warns on every wrap; it is not ours to fix
 warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
@@ -160,12 +160,19 @@ class Learner:
                     w.copy_(orig)
                     m.merged_adapters.clear()
 
-    def paths(self, questions: Sequence[str]) -> list[str]:
+    def paths(self, questions: Sequence[str], pooled: dict[int, torch.Tensor] | None = None) -> list[str]:
+        """Greedy paths; ``pooled`` is filled with each prompt's mean last hidden state from the prefill."""
         c = self.train_cfg
         with self.inference() as model:
             return generate_paths(model, self.tok, questions, c.max_new_tokens, c.gen_batch_size,
                                   f"{self.progress}: generating paths" if self.progress else None,
-                                  sort=c.sort_by_length)
+                                  sort=c.sort_by_length, pooled=pooled)
+
+    def pooled(self, questions: Sequence[str]) -> torch.Tensor:
+        """Each prompt's mean last hidden state, as ``paths(pooled=...)`` gives it, without generating."""
+        c = self.train_cfg
+        with self.inference() as model:
+            return pool_prompts(model, self.tok, questions, c.max_new_tokens, c.gen_batch_size, sort=c.sort_by_length)
 
     def nll(self, questions: Sequence[str], paths: Sequence[str]) -> np.ndarray:
         c = self.train_cfg

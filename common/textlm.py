@@ -131,6 +131,15 @@ def path_nll(
 
 
 @torch.inference_mode()
+def _fit_prompts(model: PreTrainedModel, tok: PreTrainedTokenizerBase, questions: Sequence[str],
+                 max_new_tokens: int) -> list[list[int]]:
+    """Prompt ids, each cut to its last tokens where it would leave the path no room in the context."""
+    n_ctx = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
+    room = max(1, n_ctx - max_new_tokens) if n_ctx else None
+    prompts = [_prompt_ids(tok, q) for q in questions]
+    return [p[-room:] for p in prompts] if room else prompts
+
+
 def generate_paths(
     model: PreTrainedModel,
     tok: PreTrainedTokenizerBase,
@@ -139,20 +148,19 @@ def generate_paths(
     batch_size: int = 128,
     progress: str | None = None,
     sort: bool = False,
+    pooled: dict[int, torch.Tensor] | None = None,
 ) -> list[str]:
     """Greedy reasoning paths (chain of thought + '#### answer'). A prompt longer than the model's
     context leaves room for the path keeps its last tokens: a model with learned positions (GPT-2)
     would otherwise fail on a long question from another data set. ``progress``: the label of a
     progress bar on stderr over the batches (None: silent). ``sort``: batch prompts of similar
-    token length together (less left padding to attend over); paths come back in input order."""
+    token length together (less left padding to attend over); paths come back in input order.
+    ``pooled``: filled with each prompt's mean last hidden state from the prefill generation runs
+    anyway (question index -> vector), so an embedding costs no second forward pass (issue 17)."""
     device = next(model.parameters()).device
     out: list[str] = [""] * len(questions)
     pad = tok.pad_token_id
-    n_ctx = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
-    room = max(1, n_ctx - max_new_tokens) if n_ctx else None
-    all_prompts = [_prompt_ids(tok, q) for q in questions]
-    if room:
-        all_prompts = [p[-room:] for p in all_prompts]
+    all_prompts = _fit_prompts(model, tok, questions, max_new_tokens)
     with Progress(len(questions), progress or "", enabled=progress is not None, unit="path") as bar:
         for idx in batches([len(p) for p in all_prompts], batch_size, sort):
             prompts = [all_prompts[i] for i in idx]
@@ -169,13 +177,47 @@ def generate_paths(
                 do_sample=False,
                 pad_token_id=pad,
                 eos_token_id=tok.eos_token_id,
+                **({"output_hidden_states": True, "return_dict_in_generate": True} if pooled is not None else {}),
             )
+            if pooled is not None:  # step 0's hidden states are the prefill's, over the whole prompt
+                m = mask.to(device).unsqueeze(-1).float()
+                hs = gen.hidden_states[0][-1]
+                for i, v in zip(idx, ((hs * m).sum(1) / m.sum(1).clamp_min(1)).float().cpu()):
+                    pooled[i] = v
+                gen = gen.sequences
             for i, row in zip(idx, gen[:, width:].tolist()):
                 if tok.eos_token_id in row:
                     row = row[: row.index(tok.eos_token_id)]
                 out[i] = finish(tok, tok.decode(row, skip_special_tokens=True))
             bar.update(len(prompts))
     return out
+
+
+@torch.inference_mode()
+def pool_prompts(model: PreTrainedModel, tok: PreTrainedTokenizerBase, questions: Sequence[str],
+                 max_new_tokens: int = 64, batch_size: int = 128, sort: bool = False) -> torch.Tensor:
+    """Each prompt's mean last hidden state: what ``generate_paths(pooled=...)`` takes from the
+    prefill, for when no generation runs (right padding: positions as generation's left padding
+    gets them from the attention mask)."""
+    device = next(model.parameters()).device
+    prompts = _fit_prompts(model, tok, questions, max_new_tokens)
+    out: torch.Tensor | None = None
+    for idx in batches([len(p) for p in prompts], batch_size, sort):
+        rows = [prompts[i] for i in idx]
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), tok.pad_token_id, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for j, r in enumerate(rows):
+            ids[j, : len(r)] = torch.tensor(r)
+            mask[j, : len(r)] = 1
+        mask = mask.to(device)
+        hs = model(input_ids=ids.to(device), attention_mask=mask, output_hidden_states=True).hidden_states[-1]
+        m = mask.unsqueeze(-1).float()
+        v = ((hs * m).sum(1) / m.sum(1).clamp_min(1)).float().cpu()
+        if out is None:
+            out = torch.zeros(len(prompts), v.shape[1])
+        out[idx] = v
+    return out if out is not None else torch.zeros(0, 1)
 
 
 def evaluate(

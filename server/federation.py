@@ -29,7 +29,7 @@ from lada.common.redact import redact
 from lada.common.rounds import AllocatedPair, ProbeResult, ReasoningPath, TrainResult, grade
 from lada.common.scenario import scenario_splits, server_train_set
 
-from .allocation import LLM, AllocationService, Teaching, down_view, up_view
+from .allocation import LLM, AllocationService, Teaching, down_view, up_eligible, up_view
 from .checkpoint import CHECKPOINT_ERRORS, Checkpoints
 from .db.writer import RoundRecord, Store
 from .llm_host import LLMHost
@@ -217,9 +217,9 @@ class Federation:
     # ------------------------------------------------------------------ the phases
     def teach(self, r: RoundState) -> Teaching:
         """1. The LLM's path for every public sample (cached until the LLM changes), graded."""
-        paths, correct = self.llm.teach(self.public)
-        embedding = (self.llm.embed(self.public) if self.cfg.filter.embedding == "llm"
-                     and self.alloc.needs_embedding([s.id for s in self.public]) else None)
+        need = self.cfg.filter.embedding == "llm" and self.alloc.needs_embedding([s.id for s in self.public])
+        paths, correct = self.llm.teach(self.public, embed=need)
+        embedding = self.llm.embed(self.public) if need else None
         r.rec.paths += [(LLM, s.id, p, c) for s, p, c in zip(self.public, paths, correct)]
         return Teaching(candidates=[ReasoningPath(s.id, s.question, p, s.answer, c)
                                     for s, p, c in zip(self.public, paths, correct)],
@@ -367,7 +367,8 @@ class Federation:
             paths = [own.get(s.id) for s in self.public]
             texts = [p.text if p is not None else "" for p in paths]
             correct = np.array([p is not None and p.correct for p in paths], dtype=bool)
-            view = up_view(teach, pr, texts, correct, self._llm_nll_where(correct, texts),
+            eligible = up_eligible(correct, teach.correct)  # only where the LLM's own path is not a y+
+            view = up_view(teach, pr, texts, correct, self._llm_nll_where(eligible, texts),
                            self.llm.path_lengths(texts))
             a = self.alloc.allocate(LLM, name, teach.embedding, view, cfg.run.server_budget, t)
             for rank, (i, score) in enumerate(zip(a.indices, a.scores)):
@@ -382,7 +383,7 @@ class Federation:
         return {"reward": float(up.rewards.mean()), "n_allocated": float(len(pairs))}
 
     def _llm_nll_where(self, mask: np.ndarray, texts: list[str]) -> np.ndarray:
-        """The LLM's NLL of the SLM paths in ``mask`` (the correct ones: no policy may pick
+        """The LLM's NLL of the SLM paths in ``mask`` (the eligible ones: no policy may pick
         another), 0 elsewhere; scoring only those saves most of the server's forward passes."""
         out = np.zeros(len(texts))
         idx = np.flatnonzero(mask)

@@ -15,7 +15,6 @@ from lada.common.config import LadaConfig
 from lada.common.data import Sample, is_correct
 from lada.common.learner import Learner, LearnerState, LearnReport, Pair
 from lada.common.models import load_for, resolve_model, torch_device
-from lada.common.textlm import batches, encode_pairs
 
 T = TypeVar("T")
 
@@ -32,6 +31,7 @@ class LLMHost:
         self.version = 0  # bumps whenever the LLM learns, invalidating the teach cache
         self._teach_cache: tuple[int, list[str]] | None = None
         self._proj: torch.Tensor | None = None
+        self._pooled: tuple[int, tuple[str, ...], torch.Tensor] | None = None  # teach's prefill states
         self.compute_s = 0.0  # seconds spent in the LLM's own model work (bench_rounds: overhead = wall - this)
 
     @contextmanager
@@ -46,32 +46,31 @@ class LLMHost:
         with self._timed():
             return fn(*args)
 
-    def teach(self, public: Sequence[Sample]) -> tuple[list[str], list[bool]]:
-        """The LLM's path for every public sample, cached until the LLM changes."""
+    def teach(self, public: Sequence[Sample], embed: bool = False) -> tuple[list[str], list[bool]]:
+        """The LLM's path for every public sample, cached until the LLM changes. ``embed``: keep the
+        prompts' pooled prefill states from the same generation, for ``embed`` (no second pass)."""
         if self._teach_cache is None or self._teach_cache[0] != self.version:
-            self._teach_cache = (self.version, self._run(self.learner.paths, [s.question for s in public]))
+            pooled: dict[int, torch.Tensor] | None = {} if embed else None
+            self._teach_cache = (self.version, self._run(self.learner.paths, [s.question for s in public], pooled))
+            if pooled is not None and len(pooled) == len(public):
+                rows = torch.stack([pooled[i] for i in range(len(public))])
+                self._pooled = (self.version, tuple(s.id for s in public), rows)
         paths = self._teach_cache[1]
         check = self.cfg.distill.check_steps  # graded as a y+: the LLM teaches only paths whose steps hold
         return paths, [is_correct(p, s.answer, family_of(s.id), check) for p, s in zip(paths, public)]
 
     @torch.inference_mode()
     def embed(self, samples: Sequence[Sample]) -> np.ndarray:
-        """Mean-pooled last hidden state of each question, randomly projected to
-        ``filter.embed_dim`` dims (a fixed seeded projection keeps contexts small)."""
+        """Mean-pooled last hidden state of each question's prompt, randomly projected to
+        ``filter.embed_dim`` dims (a fixed seeded projection keeps contexts small). Taken from the
+        prefill of ``teach(embed=True)`` when it generated for these samples at the LLM's current
+        version (it was a separate forward pass of 2.6-3.4 s a round, issue 17); else one pass."""
         dim = self.cfg.filter.embed_dim
-        tok, c = self.learner.tok, self.cfg.train
-        h = torch.zeros(len(samples), 1)
-        with self._timed(), self.learner.inference() as model:
-            lengths = [len(s.question) for s in samples] if c.sort_by_length else [0] * len(samples)
-            for idx in batches(lengths, c.gen_batch_size, c.sort_by_length):
-                b = encode_pairs(tok, [samples[i].question for i in idx], [""] * len(idx), c.max_len).to(model.device)
-                hs = model(input_ids=b.input_ids, attention_mask=b.attention_mask,
-                           output_hidden_states=True).hidden_states[-1]
-                m = b.attention_mask.unsqueeze(-1).float()
-                pooled = ((hs * m).sum(1) / m.sum(1).clamp_min(1)).float().cpu()
-                if h.shape[1] != pooled.shape[1]:
-                    h = torch.zeros(len(samples), pooled.shape[1])
-                h[idx] = pooled
+        ids = tuple(s.id for s in samples)
+        if self._pooled is not None and self._pooled[:2] == (self.version, ids):
+            h = self._pooled[2]
+        else:
+            h = self._run(self.learner.pooled, [s.question for s in samples])
         if self._proj is None:
             g = torch.Generator().manual_seed(self.cfg.data.seed)
             self._proj = torch.randn(h.shape[1], dim, generator=g) / h.shape[1] ** 0.5
