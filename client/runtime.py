@@ -286,7 +286,7 @@ class Connection:
     def download(self, blob_id: str, max_blob: int | None = None) -> memoryview:
         """The blob, verified against its id; an interrupted stream resumes from the first chunk not
         received. Chunks land in one buffer (no per-chunk objects kept, no join) and each byte is
-        hashed once, on arrival."""
+        hashed once, on arrival (its chunk's sha256; the id is derived from those)."""
         # a blob is at most 4 messages' worth (the server's rule, LadaConfig.max_blob_bytes): a chunk
         # claiming more is refused before its buffer is allocated
         rx = chunks.Receiver(blob_id, self.max_blob if max_blob is None else max_blob)
@@ -303,10 +303,10 @@ class Connection:
         return self.call(fetch, "Download")
 
     def upload(self, data: chunks.Buffer) -> str:
-        """Upload a blob in content-addressed chunks, sending only what the server lacks. The id is
-        computed once before the first try, each chunk's hash once when it is first sent (a retry
-        reuses both)."""
-        lay = chunks.Layout.of(data, self.chunk_size, lazy=True)  # chunk hashes as they are first sent
+        """Upload a blob in content-addressed chunks, sending only what the server lacks. The chunk
+        hashes, and the id derived from them, are computed once before the first try (every chunk
+        names the id; a retry reuses both): each byte is hashed once."""
+        lay = chunks.Layout.of(data, self.chunk_size)
         bid, total = lay.blob_id, lay.total
 
         def send() -> str:

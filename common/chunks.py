@@ -1,18 +1,27 @@
 """Content-addressed chunking of blobs (path batches, adapters).
 
-A blob's id is the sha256 of its bytes and each chunk carries its own sha256,
-so a receiver verifies every piece and a retried chunk or upload is
-idempotent: storing it again is a no-op. Chunks may arrive in any order and
-any subset at a time, which is what lets an interrupted upload resume with
-only the chunks the receiver does not hold yet.
+A blob's id is a hash list (``lada-blob-v2``): the sha256 of a tag, the blob's
+chunk size and length, and the sha256 of each of its chunks in order
+(:func:`blob_id`). Each chunk carries its own sha256, so a receiver verifies
+every piece as it arrives and derives the id from the verified digests: each
+byte is hashed once per side (the id of the bytes themselves was a second
+pass). The id still pins the bytes (sha256 collision resistance: other bytes,
+or the same bytes cut differently, give another id), and a retried chunk or
+upload is idempotent. Chunks may arrive in any order and any subset at a time,
+which is what lets an interrupted upload resume with only the chunks the
+receiver does not hold yet. The id depends on the chunk size (a blob of one
+chunk: only on its bytes); every LaDa party cuts at ``server.chunk_kb``
+(1 MiB), and a blob is always served in the layout its id names. Ids of the
+v1 scheme (sha256 of the bytes) are refused with an error that says so.
 
 Transfers are hot paths (a 256 MiB blob must move near raw gRPC speed), so a
-sender computes a blob's id and chunk hashes once (:class:`Layout`) and sends
+sender computes a blob's chunk hashes and id once (:class:`Layout`) and sends
 chunks it encodes itself (:func:`encode_chunk`: the protobuf ``Chunk`` wire
 format, with the data copied once), and a receiver parses them without copying
-the data (:func:`parse_chunk`) into a buffer allocated once (:func:`buffer`).
-The bytes on the wire are those of ``exchange_pb2.Chunk``: peers using the
-generated classes interoperate.
+the data (:func:`parse_chunk`); an upload is kept as the received chunks
+themselves (:class:`Pieces`), a download lands in a buffer allocated once
+(:func:`buffer`). The bytes on the wire are those of ``exchange_pb2.Chunk``:
+peers using the generated classes interoperate.
 """
 
 from __future__ import annotations
@@ -29,9 +38,31 @@ from .proto.lada.v1 import exchange_pb2
 DEFAULT_CHUNK = 1024 * 1024  # the fastest in benchmarks/bench_exchange.py (docs/performance.md)
 MAX_CHUNKS = 1 << 16  # a blob in more pieces than this is refused (bounds per-blob bookkeeping)
 CHUNK_OVERHEAD = 512  # bytes of a Chunk message besides its data, with room (two sha256 ids, a 200-char client id)
-PARALLEL_HASH = 4 << 20  # from this size on the id and the chunk hashes are computed in two threads
+PARALLEL_HASH = 4 << 20  # from this size on a blob's chunk hashes are computed in two threads
+ID_TAG = b"lada-blob-v2\0"  # domain separation: an id is never the sha256 of some chunk's bytes
 _HEX = frozenset("0123456789abcdef")
+
+
+class Pieces:
+    """A blob held as the chunks it arrived in (views into the received messages, in order): storing
+    an upload copies nothing, and a download of it sends the pieces as they are. The bytes are joined
+    only when the whole is read (:meth:`tobytes`: a small own-paths batch)."""
+
+    __slots__ = ("parts", "size")
+
+    def __init__(self, parts: Sequence[bytes | memoryview]) -> None:
+        self.parts = list(parts)
+        self.size = sum(len(x) for x in self.parts)
+
+    def __len__(self) -> int:
+        return self.size
+
+    def tobytes(self) -> bytes:
+        return b"".join(self.parts)
+
+
 Buffer = bytes | bytearray | memoryview | mmap.mmap
+Stored = Buffer | Pieces
 
 
 def sha256(data: Buffer) -> str:
@@ -45,6 +76,21 @@ def is_sha256(s: str) -> bool:
 
 def n_chunks(size: int, chunk_size: int = DEFAULT_CHUNK) -> int:
     return max(1, -(-size // chunk_size))
+
+
+def blob_id(chunk_ids: Sequence[str], size: int, chunk_size: int) -> str:
+    """The id of a blob of ``size`` bytes cut every ``chunk_size`` bytes whose chunks have the sha256
+    ``chunk_ids``: hashed from the digests (32 bytes a chunk), not the bytes again. A one-chunk blob's
+    id does not depend on the chunk size it was cut at."""
+    cs = size if len(chunk_ids) == 1 else chunk_size
+    h = hashlib.sha256(ID_TAG + cs.to_bytes(8, "big") + size.to_bytes(8, "big"))
+    h.update(b"".join(bytes.fromhex(c) for c in chunk_ids))
+    return h.hexdigest()
+
+
+def id_of(data: Buffer, chunk_size: int = DEFAULT_CHUNK) -> str:
+    """The id of ``data`` cut at ``chunk_size`` (hashes every byte once)."""
+    return Layout.of(data, chunk_size).blob_id
 
 
 def message_size(chunk_size: int) -> int:
@@ -67,52 +113,58 @@ def chunk_hashes(data: Buffer, chunk_size: int) -> list[str]:
     return [sha256(mv[i * chunk_size:(i + 1) * chunk_size]) for i in range(n_chunks(len(mv), chunk_size))]
 
 
+def _piece(data: Stored, i: int, cs: int) -> Buffer:
+    if isinstance(data, Pieces):
+        return data.parts[i]
+    return memoryview(data).cast("B")[i * cs:(i + 1) * cs]
+
+
 @dataclass(frozen=True)
 class Layout:
-    """A blob cut into chunks: its id and every chunk's sha256, each computed once. Eager (a stored
-    blob: both hash passes side by side for a large one, hashlib releases the GIL) or ``lazy`` (a
-    sender: the id now, each chunk's hash when the chunk is first encoded, so it overlaps the send)."""
+    """A blob cut into chunks: its id and every chunk's sha256, each computed once (a sender before
+    its first chunk, as every chunk names the id; a store when the blob is stored). A large blob's
+    chunks are hashed in two threads (hashlib releases the GIL)."""
 
     blob_id: str
     size: int
     chunk_size: int
-    chunk_ids: list[str | None]
+    chunk_ids: list[str]
 
     @property
     def total(self) -> int:
         return len(self.chunk_ids)
 
     @classmethod
-    def of(cls, data: Buffer, chunk_size: int = DEFAULT_CHUNK, blob_id: str | None = None,
-           lazy: bool = False) -> Layout:
+    def of(cls, data: Buffer, chunk_size: int = DEFAULT_CHUNK) -> Layout:
         if chunk_size < 1:
             raise ValueError("chunk_size must be >= 1")
         mv = memoryview(data).cast("B")
-        if lazy:
-            return cls(blob_id or sha256(mv), len(mv), chunk_size, [None] * n_chunks(len(mv), chunk_size))
-        if blob_id is not None:
-            return cls(blob_id, len(mv), chunk_size, list(chunk_hashes(mv, chunk_size)))
-        if len(mv) < PARALLEL_HASH:
-            return cls(sha256(mv), len(mv), chunk_size, list(chunk_hashes(mv, chunk_size)))
-        out: dict[str, Any] = {}
-        th = threading.Thread(target=lambda: out.update(ids=chunk_hashes(mv, chunk_size)), daemon=True)
-        th.start()
-        bid = sha256(mv)
-        th.join()
-        return cls(bid, len(mv), chunk_size, list(out["ids"]))
+        n = n_chunks(len(mv), chunk_size)
+        if len(mv) < PARALLEL_HASH or n < 2:
+            ids = chunk_hashes(mv, chunk_size)
+        else:
+            half = (n // 2) * chunk_size
+            out: dict[str, list[str]] = {}
+            th = threading.Thread(target=lambda: out.update(ids=chunk_hashes(mv[half:], chunk_size)), daemon=True)
+            th.start()
+            first = chunk_hashes(mv[:half], chunk_size)
+            th.join()
+            ids = first + out["ids"]
+        return cls.from_ids(ids, len(mv), chunk_size)
 
-    def encoded(self, data: Buffer, client_id: str = "", start: int = 0,
+    @classmethod
+    def from_ids(cls, chunk_ids: Sequence[str], size: int, chunk_size: int) -> Layout:
+        """The layout of verified chunk hashes (an upload that landed): its id from the digests."""
+        return cls(blob_id(chunk_ids, size, chunk_size), size, chunk_size, list(chunk_ids))
+
+    def encoded(self, data: Stored, client_id: str = "", start: int = 0,
                 indices: Sequence[int] | None = None) -> Iterator[bytes]:
         """The encoded Chunk messages of ``data`` (this layout's blob) from ``start`` on, or only ``indices``."""
-        mv, cs, total = memoryview(data).cast("B"), self.chunk_size, self.total
+        cs, total = self.chunk_size, self.total
         for i in (range(start, total) if indices is None else indices):
             if not 0 <= i < total:
                 raise ValueError(f"chunk index {i} out of range for {total} chunks")
-            piece = mv[i * cs:(i + 1) * cs]
-            cid = self.chunk_ids[i]
-            if cid is None:
-                cid = self.chunk_ids[i] = sha256(piece)
-            yield encode_chunk(self.blob_id, i, total, piece, cid, self.size, client_id)
+            yield encode_chunk(self.blob_id, i, total, _piece(data, i, cs), self.chunk_ids[i], self.size, client_id)
 
 
 def split(data: Buffer, chunk_size: int = DEFAULT_CHUNK, client_id: str = "", start: int = 0,
@@ -257,44 +309,83 @@ def check_header(c: AnyChunk, max_blob: int) -> None:
 
 
 def check_chunk(c: AnyChunk, max_blob: int) -> None:
-    """Self-consistency of one chunk: ids, index range, size limits, its own sha256."""
+    """Self-consistency of one chunk: ids, index range, size limits, its own sha256 (the one pass over
+    its bytes: the blob's id is derived from these hashes)."""
     check_header(c, max_blob)
     if sha256(c.data) != c.chunk_sha256:
         raise ChunkError(f"chunk {c.index} of {c.blob_sha256[:12]} fails its sha256 check")
 
 
+def uniform_size(index: int, n: int, total: int, size: int) -> int:
+    """The chunk size a chunk ``index`` of ``n`` bytes implies for a blob of ``total`` chunks and
+    ``size`` bytes cut uniformly (every chunk but the last as long, the last the rest); a length that
+    fits no such cut is a ChunkError."""
+    if total == 1:
+        if n != size:
+            raise ChunkError(f"a one-chunk blob of {size} bytes sent as {n} bytes")
+        return max(1, size)
+    if index < total - 1:
+        cs = n
+    else:
+        rest = size - n
+        if rest <= 0 or rest % (total - 1):
+            raise ChunkError(f"last chunk of {n} bytes does not fit {total} chunks of a {size}-byte blob")
+        cs = rest // (total - 1)
+    if (total - 1) * cs >= size or total * cs < size:
+        raise ChunkError(f"chunk {index} of {n} bytes does not fit {total} chunks of a {size}-byte blob")
+    return cs
+
+
+def id_error(claimed: str, got: str, data: Stored | None = None) -> ChunkError:
+    """The error for a blob whose chunks, each valid, derive another id than the one claimed; a v1 id
+    (the sha256 of the bytes, before the hash-list ids) is named as such. Only a refused blob pays the
+    extra pass over ``data``."""
+    if data is not None:
+        whole = data.tobytes() if isinstance(data, Pieces) else data
+        if sha256(whole) == claimed:
+            return ChunkError(f"blob {claimed[:12]} is named by the sha256 of its bytes, a v1 id of an older "
+                              "LaDa: ids are now lada-blob-v2 hash lists (common/chunks.py); upgrade the peer")
+    return ChunkError(f"blob {claimed[:12]} fails its id check: its chunks hash to {got[:12]}")
+
+
 def join(chunks: Iterable[AnyChunk], max_blob: int | None = None) -> bytes:
     """Reassemble and verify a blob (chunks in any order, duplicates ignored)."""
-    parts: dict[int, Buffer] = {}
-    blob_id, total, size = "", 0, -1
+    parts: dict[int, AnyChunk] = {}
+    bid, total, size = "", 0, -1
     for c in chunks:
         if sha256(c.data) != c.chunk_sha256:
             raise ChunkError(f"chunk {c.index} fails its sha256 check")
-        if blob_id and (c.blob_sha256, c.total, c.blob_size) != (blob_id, total, size):
+        if bid and (c.blob_sha256, c.total, c.blob_size) != (bid, total, size):
             raise ChunkError("chunks of different blobs mixed in one transfer")
-        blob_id, total, size = c.blob_sha256, c.total, c.blob_size
+        bid, total, size = c.blob_sha256, c.total, c.blob_size
         if max_blob is not None and size > max_blob:
             raise ChunkError(f"blob of {size} bytes exceeds the limit of {max_blob}")
         if not 0 <= c.index < total:
             raise ChunkError(f"chunk index {c.index} out of range for total {total}")
-        parts.setdefault(c.index, c.data)
+        parts.setdefault(c.index, c)
     if total == 0 or len(parts) != total:
         raise ChunkError(f"incomplete blob: {len(parts)} of {total} chunks")
-    data = b"".join(parts[i] for i in range(total))
-    if len(data) != size or sha256(data) != blob_id:
-        raise ChunkError("blob fails its sha256 check")
+    cs = uniform_size(0, len(parts[0].data), total, size)
+    for i, c in parts.items():
+        if uniform_size(i, len(c.data), total, size) != cs:
+            raise ChunkError(f"chunk {i} of {len(c.data)} bytes breaks the blob's {cs}-byte chunks")
+    got = blob_id([parts[i].chunk_sha256 for i in range(total)], size, cs)
+    data = b"".join(parts[i].data for i in range(total))
+    if got != bid:
+        raise id_error(bid, got, data)
     return data
 
 
 class Receiver:
     """Assembles one blob from its chunks in order (a download, resumable from :attr:`received`) into
-    a buffer allocated once, hashing each byte once as it arrives; :meth:`result` checks the id."""
+    a buffer allocated once, hashing each byte once as it arrives (each chunk's sha256, checked at
+    once); :meth:`result` derives the id from the chunk hashes and checks it."""
 
     def __init__(self, blob_id: str, max_blob: int | None = None) -> None:
         self.blob_id, self.max_blob = blob_id, max_blob
         self.buf: memoryview | None = None
-        self.total = self.size = self.received = self.filled = 0
-        self.hasher = hashlib.sha256()
+        self.total = self.size = self.received = self.filled = self.cs = 0
+        self.ids: list[str] = []
 
     def add(self, c: AnyChunk) -> None:
         if c.blob_sha256 != self.blob_id:
@@ -304,7 +395,7 @@ class Receiver:
                 raise ChunkError(f"blob of {c.blob_size} bytes exceeds the limit of {self.max_blob}")
             if not 1 <= c.total <= max(1, c.blob_size) or c.total > MAX_CHUNKS:
                 raise ChunkError(f"total {c.total} chunks is impossible for a blob of {c.blob_size} bytes")
-            self.buf, self.total, self.size = buffer(c.blob_size), c.total, c.blob_size
+            self.total, self.size = c.total, c.blob_size
         elif (c.total, c.blob_size) != (self.total, self.size):
             raise ChunkError("chunks of different layouts mixed in one transfer")
         if c.index != self.received:
@@ -312,8 +403,16 @@ class Receiver:
         n = len(c.data)
         if self.filled + n > self.size or (n == 0 and self.size > 0):
             raise ChunkError(f"chunk {c.index} of {n} bytes does not fit the blob's {self.size} bytes")
+        cs = uniform_size(c.index, n, self.total, self.size)
+        if self.cs and cs != self.cs:
+            raise ChunkError(f"chunk {c.index} of {n} bytes breaks the blob's {self.cs}-byte chunks")
+        if sha256(c.data) != c.chunk_sha256:
+            raise ChunkError(f"chunk {c.index} of {self.blob_id[:12]} fails its sha256 check")
+        if self.buf is None:
+            self.buf = buffer(self.size)
+        self.cs = cs
         self.buf[self.filled:self.filled + n] = c.data
-        self.hasher.update(c.data)
+        self.ids.append(c.chunk_sha256)
         self.filled += n
         self.received += 1
 
@@ -321,8 +420,9 @@ class Receiver:
         """The verified blob (read-only)."""
         if self.buf is None or self.received != self.total or self.filled != self.size:
             raise ChunkError(f"incomplete blob: {self.received} of {self.total} chunks")
-        if self.hasher.hexdigest() != self.blob_id:
-            raise ChunkError(f"downloaded blob is not {self.blob_id[:12]}: it fails its sha256 check")
+        got = blob_id(self.ids, self.size, self.cs)
+        if got != self.blob_id:
+            raise id_error(self.blob_id, got, self.buf)
         return self.buf.toreadonly()
 
 

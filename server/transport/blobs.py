@@ -7,13 +7,11 @@ plain exceptions and the servicers translate them into status codes.
 
 from __future__ import annotations
 
-import hashlib
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
 
 from lada.common import chunks
 
@@ -28,61 +26,29 @@ class DeniedError(Exception):
 
 @dataclass(eq=False)
 class _Partial:
-    """One client's unfinished upload of one blob: a buffer allocated once (memory is taken only as
-    chunks land in it) and the whole-blob sha256 advanced over the chunks that landed in order."""
+    """One client's unfinished upload of one blob: the verified chunks as they arrived (views into the
+    received messages: nothing is copied) and their sha256, from which the blob's id is derived."""
 
     total: int
     size: int
     parts: dict[int, int] = field(default_factory=dict)  # chunk index -> its length (claimed or landed)
     nbytes: int = 0
     touched: float = field(default_factory=time.time)
-    buf: memoryview | None = None
     cs: int = 0  # the length of every chunk but the last (0: no chunk seen yet)
-    landed: set[int] = field(default_factory=set)  # chunks whose bytes are in ``buf``
+    landed: set[int] = field(default_factory=set)  # chunks whose bytes are in ``data``
+    data: dict[int, chunks.Buffer] = field(default_factory=dict)
     ids: dict[int, str] = field(default_factory=dict)  # their verified sha256
-    hasher: Any = field(default_factory=lambda: hashlib.sha256())
-    hashed: int = 0  # chunks [0, hashed) are in ``hasher``
-    hlock: threading.Lock = field(default_factory=threading.Lock)  # guards hasher/hashed, not the store
     completing: bool = False
     misfits: set[int] = field(default_factory=set)  # chunks whose length fits no uniform layout
 
-
-    def offset(self, index: int, n: int) -> int:
-        """Where chunk ``index`` of ``n`` bytes goes; its length must fit this upload's layout (every
-        chunk but the last as long as the first one seen, the last one the rest)."""
-        if self.total == 1:
-            cs = max(1, self.size)
-            if n != self.size:
-                raise chunks.ChunkError(f"a one-chunk blob of {self.size} bytes sent as {n} bytes")
-        elif index < self.total - 1:
-            cs = n
-        else:
-            rest = self.size - n
-            if rest <= 0 or rest % (self.total - 1):
-                raise chunks.ChunkError(f"last chunk of {n} bytes does not fit {self.total} chunks of a "
-                                        f"{self.size}-byte blob")
-            cs = rest // (self.total - 1)
-        if (self.total - 1) * cs >= self.size or self.total * cs < self.size or (self.cs and cs != self.cs):
+    def fit(self, index: int, n: int) -> None:
+        """Chunk ``index`` of ``n`` bytes must fit this upload's layout (every chunk but the last as long
+        as the first one seen, the last one the rest)."""
+        cs = chunks.uniform_size(index, n, self.total, self.size)
+        if self.cs and cs != self.cs:
             raise chunks.ChunkError(f"chunk {index} of {n} bytes does not fit the upload's layout "
-                                    f"({self.total} chunks, {self.size} bytes"
-                                    + (f", {self.cs} bytes a chunk)" if self.cs else ")"))
+                                    f"({self.total} chunks, {self.size} bytes, {self.cs} bytes a chunk)")
         self.cs = cs
-        return index * cs
-
-    def advance(self) -> None:
-        """Hash the chunks that landed in order since the last call (each byte once, still in cache)."""
-        with self.hlock:
-            while (self.hashed < self.total and self.hashed in self.landed and self.hashed not in self.misfits
-                   and self.buf is not None):
-                a = self.hashed * self.cs
-                self.hasher.update(self.buf[a:min(a + self.cs, self.size)])
-                self.hashed += 1
-
-    def forget(self, indices: list[int]) -> None:
-        """Chunks rolled back: the hash restarts if it had taken any of them."""
-        with self.hlock:
-            if any(i < self.hashed for i in indices):
-                self.hasher, self.hashed = hashlib.sha256(), 0
 
 
 @dataclass
@@ -96,7 +62,8 @@ class UploadResult:
 
 
 class BlobStore:
-    """Content-addressed blobs (sha256 id) with per-client partial uploads kept for resume.
+    """Content-addressed blobs (hash-list ids, :func:`chunks.blob_id`) with per-client partial uploads
+    kept for resume.
 
     A completed blob is stored once however often it is sent; a partial upload
     belongs to the client sending it (another client cannot poison it) and
@@ -106,9 +73,11 @@ class BlobStore:
     go when none is left. Memory is bounded: least recently used unpinned blobs and stale partials are evicted,
     and beyond that uploads get RESOURCE_EXHAUSTED.
 
-    The lock only guards bookkeeping: hashing, copying chunks into an upload's buffer and verifying a
-    completed upload run outside it, so one client's large transfer never blocks another's calls. A
-    blob's chunk hashes for downloads (at ``chunk_size``) are computed once, when it is stored.
+    The lock only guards bookkeeping: hashing and verifying a completed upload run outside it, so one
+    client's large transfer never blocks another's calls. Each uploaded byte is hashed once (its
+    chunk's sha256) and not copied: the blob is kept as the chunks it arrived in (:class:`chunks.Pieces`)
+    and its id derived from their hashes. A blob's layout (its chunks' hashes, at the chunk size its id
+    names) is computed once, when it is stored, and every download sends it in that layout.
     """
 
     def __init__(self, max_blob: int, max_bytes: int | None = None, max_partials: int = 4,
@@ -117,8 +86,8 @@ class BlobStore:
         self.max_bytes = max_bytes or 2 * max_blob  # was 8x: 2 GiB of partial uploads by default
         self.max_partials, self.partial_ttl_s = max_partials, partial_ttl_s
         self.chunk_size = chunk_size
-        self.blobs: OrderedDict[str, chunks.Buffer] = OrderedDict()
-        self.layouts: dict[str, chunks.Layout] = {}  # blob id -> its chunks' sha256 for downloads
+        self.blobs: OrderedDict[str, chunks.Stored] = OrderedDict()
+        self.layouts: dict[str, chunks.Layout] = {}  # blob id -> its chunks' sha256 (the id's layout)
         self.readers: dict[str, set[str]] = {}
         self.pinned: set[str] = set()
         self.partial: dict[tuple[str, str, int, int], _Partial] = {}  # (owner, blob, total, size)
@@ -127,7 +96,7 @@ class BlobStore:
 
     # ------------------------------------------------------------------ complete blobs
     def put(self, data: bytes, reader: str = "*", pin: bool = False) -> str:
-        lay = chunks.Layout.of(data, self.chunk_size)  # the id and the download chunks' hashes, once
+        lay = chunks.Layout.of(data, self.chunk_size)  # the chunks' hashes and the id from them, once
         bid = lay.blob_id
         with self.lock:
             if bid not in self.blobs:
@@ -169,10 +138,11 @@ class BlobStore:
             if not self._owned(bid, owner):
                 return None
             self.blobs.move_to_end(bid)
-            return self.blobs[bid]
+            data = self.blobs[bid]
+        return _whole(data)
 
     def get(self, bid: str, reader: str | None = None) -> chunks.Buffer | None:
-        """The blob, if ``reader`` (None = the server) may read it."""
+        """The blob, if ``reader`` (None = the server) may read it (an upload's chunks joined: a copy)."""
         with self.lock:
             data = self.blobs.get(bid)
             if data is None:
@@ -180,25 +150,17 @@ class BlobStore:
             if reader is not None and not self._readable(bid, reader):
                 return None
             self.blobs.move_to_end(bid)
-            return data
+        return _whole(data)
 
-    def chunked(self, bid: str, reader: str, chunk_size: int | None = None
-                ) -> tuple[chunks.Buffer, chunks.Layout] | None:
-        """The blob and its chunk layout at ``chunk_size`` (default: the store's) for a download, if
-        ``reader`` may read it; the chunk hashes are computed once per blob, not per download."""
-        cs = chunk_size or self.chunk_size
+    def chunked(self, bid: str, reader: str) -> tuple[chunks.Stored, chunks.Layout] | None:
+        """The blob and its layout for a download, if ``reader`` may read it: the layout its id names
+        (a receiver derives the id from exactly these chunks' hashes), hashed once per blob."""
         with self.lock:
             data = self.blobs.get(bid)
             if data is None or not self._readable(bid, reader):
                 return None
             self.blobs.move_to_end(bid)
-            lay = self.layouts.get(bid)
-        if lay is None or lay.chunk_size != cs:
-            lay = chunks.Layout.of(data, cs, blob_id=bid)  # outside the lock
-            with self.lock:
-                if bid in self.blobs and cs == self.chunk_size:
-                    self.layouts[bid] = lay
-        return data, lay
+            return data, self.layouts[bid]
 
     def _readable(self, bid: str, reader: str) -> bool:
         return bid in self.blobs and bool(self.readers.get(bid, set()) & {"*", reader})
@@ -230,8 +192,9 @@ class BlobStore:
         and raises (nothing is stored from a rejected call; only a partial
         upload whose chunks turn out to assemble to another blob is discarded
         whole); a stream that merely ends early (interrupted) keeps what it
-        delivered for resume. Each chunk is hashed once (its own sha256) and fed
-        once to the blob's running sha256; only the bookkeeping holds the lock.
+        delivered for resume. Each chunk is hashed once (its own sha256, from
+        which the blob's id is derived) and kept as received (no copy); only the
+        bookkeeping holds the lock.
         """
         bid, added, present, total, size = "", [], False, 0, 0
         completed_here = False
@@ -256,32 +219,24 @@ class BlobStore:
                     if p.nbytes + n > p.size:
                         raise chunks.ChunkError(f"chunks of {bid[:12]} add up to more than its {p.size} bytes")
                     try:
-                        off = p.offset(c.index, n)
+                        p.fit(c.index, n)
                     except chunks.ChunkError:  # kept and counted, as any chunk: the blob then fails its check
-                        off = -1
+                        p.misfits.add(c.index)
                     if self.nbytes + n > self.max_bytes:
                         self._evict(n)
                         if self.nbytes + n > self.max_bytes:
                             raise QuotaError("the server's transfer store is full; retry later")
-                    if p.buf is None:
-                        p.buf = chunks.buffer(p.size)  # memory is taken as chunks land, not now
                     p.parts[c.index] = n
                     p.nbytes += n
                     p.touched = time.time()
                     self.nbytes += n
                     added.append(c.index)
-                    buf = p.buf
-                    if off < 0:
-                        p.misfits.add(c.index)
-                if off >= 0:
-                    buf[off:off + n] = c.data  # the one copy, outside the lock
-                with self.lock:
                     p.landed.add(c.index)
+                    p.data[c.index] = c.data  # a view into the received message: no copy
                     p.ids[c.index] = c.chunk_sha256
                     done = (len(p.landed) == p.total and not p.completing
                             and self.partial.get((owner, bid, total, size)) is p)
                     p.completing = p.completing or done
-                p.advance()
                 if done:
                     self._complete(owner, bid, p)
                     completed_here = True
@@ -308,38 +263,38 @@ class BlobStore:
         return p
 
     def _complete(self, owner: str, bid: str, p: _Partial) -> None:
-        """Every chunk landed: finish the running sha256 (outside the lock) and store the buffer
-        itself as the blob (no join, no copy)."""
-        p.advance()
-        ok = not p.misfits and p.hashed == p.total and p.hasher.hexdigest() == bid
+        """Every chunk landed: derive the id from the chunks' verified hashes (no pass over the bytes)
+        and store the chunks themselves as the blob (no join, no copy)."""
+        lay = chunks.Layout.from_ids([p.ids[i] for i in range(p.total)], p.size, p.cs)
+        blob = chunks.Pieces([p.data[i] for i in range(p.total)])
+        err = None
+        if p.misfits:
+            err = chunks.ChunkError(f"chunks of {bid[:12]} do not fit one uniform layout; upload it again")
+        elif lay.blob_id != bid or len(blob) != p.size:
+            err = chunks.id_error(bid, lay.blob_id, blob)
         with self.lock:
             key = (owner, bid, p.total, p.size)
             if self.partial.get(key) is p:
                 self._drop_partial(key)
-            if not ok:
-                raise chunks.ChunkError(f"assembled blob {bid[:12]} fails its sha256/size check; upload it again")
+            if err is not None:
+                raise err
             if bid not in self.blobs:  # else: another client's identical upload; proven, not stored twice
-                assert p.buf is not None
-                self.blobs[bid] = p.buf.toreadonly()
+                self.blobs[bid] = blob.parts[0] if p.total == 1 else blob
                 self.nbytes += p.size
-                if p.cs == self.chunk_size or (p.total == 1 and p.size <= self.chunk_size):
-                    self.layouts[bid] = chunks.Layout(bid, p.size, self.chunk_size,
-                                                      [p.ids[i] for i in range(p.total)])
+                self.layouts[bid] = lay
             self.readers.setdefault(bid, set()).add(owner)
 
     def _rollback(self, key: tuple[str, str, int, int], added: list[int]) -> None:
-        p = self.partial.get(key)
-        if p is None:
-            return
-        p.forget(added)
         with self.lock:
-            if self.partial.get(key) is not p:
+            p = self.partial.get(key)
+            if p is None:
                 return
             for i in added:
                 n = p.parts.pop(i, None)
                 p.landed.discard(i)
                 p.misfits.discard(i)
                 p.ids.pop(i, None)
+                p.data.pop(i, None)
                 if n is not None:
                     p.nbytes -= n
                     self.nbytes -= n
@@ -361,3 +316,7 @@ class BlobStore:
                 break
             if bid not in self.pinned:
                 self._pop_blob(bid)
+
+
+def _whole(data: chunks.Stored) -> chunks.Buffer:
+    return data.tobytes() if isinstance(data, chunks.Pieces) else data

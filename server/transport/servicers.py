@@ -323,7 +323,7 @@ class ExchangeServicer(exchange_pb2_grpc.ExchangeServicer):
         slot = caller(g, ctx, req.client_id)
         if not chunks.is_sha256(req.blob_id):
             invalid(ctx, "blob_id must be 64 lower-case hex characters")
-        got = g.blobs.chunked(req.blob_id, slot.name, g.chunk_size)
+        got = g.blobs.chunked(req.blob_id, slot.name)  # in the layout its id names
         if got is None:
             ctx.abort(grpc.StatusCode.NOT_FOUND, f"no blob {req.blob_id[:16]!r} for {slot.name!r}")
         data, lay = got

@@ -157,33 +157,89 @@ class _Counted:
 
 
 def test_each_byte_is_hashed_once_per_pass(monkeypatch: Any) -> None:
-    """A stored blob's id and chunk hashes are computed once (at put), not per download; a download
-    hashes each byte once (the receiver's check), an upload four times in all (the sender's id and
-    chunk hashes, the receiver's check of each chunk and of the id). It was about 5x each way."""
+    """Each byte is hashed once per side: a stored blob's chunk hashes (and the id derived from their
+    digests) once, at put, not per download; a download once (the receiver's check of each chunk); an
+    upload twice in all (the sender's chunk hashes, the receiver's check of each). Beyond that only the
+    ids, hashed from 32 bytes a chunk. It was about 5x each way, then 4x an upload."""
     import os
     from types import SimpleNamespace
 
     from lada.common import chunks
-    from lada.server.transport import blobs
 
     count, lock = [0], threading.Lock()
     fake = SimpleNamespace(sha256=lambda data=b"": _Counted(count, lock, data))
     monkeypatch.setattr(chunks, "hashlib", fake)
-    monkeypatch.setattr(blobs, "hashlib", fake)
 
     def hashed() -> int:
         n, count[0] = count[0], 0
         return n
 
+    def ids(size: int) -> int:  # the bytes hashed to derive one id from the chunks' digests
+        return len(chunks.ID_TAG) + 16 + 32 * chunks.n_chunks(size, CHUNK)
+
     blob, mine = os.urandom(1 << 20), os.urandom((1 << 20) + 123)
+    mine_id = chunks.id_of(mine, CHUNK)
     with grpc_server(chunk_size=CHUNK, max_message_mb=1) as srv:
         conn = Connection(srv.address, "client-1", TOKEN, "m", "arith", chunk_kb=CHUNK // 1024, call_timeout=30)
         conn.register()
         hashed()
         bid = srv.grid.blobs.put(blob, reader="client-1")
-        assert hashed() == 2 * len(blob)  # its id and its chunks' hashes, once
+        assert hashed() == len(blob) + ids(len(blob))  # its chunks' hashes, once, and the id from them
         for _ in range(2):
             assert conn.download(bid) == blob
-            assert hashed() == len(blob)  # the client's check only: the server hashes nothing per download
-        assert conn.upload(mine) == chunks.sha256(mine)
-        assert hashed() == 4 * len(mine) + len(mine)  # + the test's own sha256 just above
+            assert hashed() == len(blob) + ids(len(blob))  # the client's check only: the server hashes nothing
+        assert conn.upload(mine) == mine_id
+        assert hashed() == 2 * (len(mine) + ids(len(mine)))  # once on each side
+        assert srv.grid.blobs.get(mine_id, "client-1") == mine
+
+
+def test_an_upload_lands_only_under_the_id_of_its_own_bytes() -> None:
+    """Over real gRPC: a chunk with a flipped byte is refused on arrival (nothing stored); chunks that
+    are each valid but another blob's (other bytes, or the same bytes cut elsewhere) cannot land
+    under a given id, which then still takes its true bytes; a v1 id (sha256 of the bytes) is named."""
+    import os
+
+    import grpc
+    import pytest
+    from lada.common import chunks
+    from lada.common.proto.lada.v1 import exchange_pb2
+
+    from tests.support.transport import code_of, register, snapshot, stubs
+
+    def relabel(cs: list[exchange_pb2.Chunk], bid: str) -> list[exchange_pb2.Chunk]:
+        return [exchange_pb2.Chunk(blob_sha256=bid, index=c.index, total=c.total, data=c.data,
+                                   chunk_sha256=c.chunk_sha256, blob_size=c.blob_size) for c in cs]
+
+    blob = os.urandom(5 * CHUNK)
+    parts = list(chunks.split(blob, CHUNK, "client-1"))
+    bid = parts[0].blob_sha256
+    with grpc_server(chunk_size=CHUNK) as srv:
+        s = register(stubs(srv.channel()), "client-1")
+        before = snapshot(srv.grid)
+        flipped = bytearray(parts[2].data)
+        flipped[100] ^= 1
+        bad = exchange_pb2.Chunk()
+        bad.CopyFrom(parts[2])
+        bad.data = bytes(flipped)
+        with pytest.raises(grpc.RpcError) as e:
+            s.exchange.Upload(iter([parts[0], parts[1], bad]), metadata=s.md, timeout=10)
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "sha256" in e.value.details()
+        assert snapshot(srv.grid) == before  # the stream's valid chunks are rolled back too
+        aliens = {"other bytes": relabel(list(chunks.split(os.urandom(5 * CHUNK), CHUNK)), bid),
+                  "the same bytes cut elsewhere": relabel(list(chunks.split(blob, 2 * CHUNK)), bid)}
+        for what, alien in aliens.items():
+            for c in alien:
+                chunks.check_chunk(c, 1 << 20)  # each one valid on its own
+            with pytest.raises(grpc.RpcError) as e:
+                s.exchange.Upload(iter(alien), metadata=s.md, timeout=10)
+            assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "id check" in e.value.details(), what
+            assert srv.grid.blobs.get(bid) is None and not srv.grid.blobs.partial, what
+        with pytest.raises(grpc.RpcError) as e:
+            s.exchange.Upload(iter(relabel(parts, chunks.sha256(blob))), metadata=s.md, timeout=10)
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "v1 id" in e.value.details()
+        rep = s.exchange.Upload(iter(parts), metadata=s.md, timeout=10)  # the true bytes still land
+        assert rep.complete and rep.blob_id == bid and srv.grid.blobs.get(bid) == blob
+        got = list(s.exchange.Download(exchange_pb2.DownloadRequest(blob_id=bid), metadata=s.md, timeout=10))
+        assert b"".join(c.data for c in got) == blob and chunks.join(got) == blob
+        assert code_of(lambda: s.exchange.QueryUpload(exchange_pb2.UploadQuery(blob_sha256="A" * 64),
+                                                      metadata=s.md, timeout=5)) == grpc.StatusCode.INVALID_ARGUMENT

@@ -83,7 +83,7 @@ def test_multi_mb_blob_round_trips_in_verified_chunks_over_tls(certs: Path) -> N
                           tls=channel_credentials(str(certs / "ca.pem")), call_timeout=30)
         conn.register()
         bid = conn.upload(blob)
-        assert bid == chunks.sha256(blob) and srv.grid.blobs.get(bid) == blob
+        assert bid == chunks.id_of(blob, 256 * 1024) and srv.grid.blobs.get(bid) == blob
         up = srv.grid.clients["client-1"].up
         assert len(blob) < up < len(blob) * 1.01
         # the same bytes again: the server says it has them, nothing is re-sent or stored twice
@@ -116,22 +116,22 @@ def test_an_interrupted_upload_resumes_with_only_the_missing_chunks() -> None:
                 yield c
 
         fut = s.exchange.Upload.future(first_part(), metadata=s.md, timeout=30)
-        p, key = srv.grid.blobs.partial, ("client-1", chunks.sha256(blob), total, len(blob))
+        p, key = srv.grid.blobs.partial, ("client-1", chunks.id_of(blob, size), total, len(blob))
         assert wait_until(lambda: key in p and len(p[key].parts) == 17)
         fut.cancel()  # ... and the connection is lost
         gate.set()
         assert fut.cancelled()
-        held = srv.grid.blobs.state("client-1", chunks.sha256(blob))
+        held = srv.grid.blobs.state("client-1", chunks.id_of(blob, size))
         assert held[:3] == (False, list(range(17)), total)
         # the client retries: it asks what the server holds and sends only the rest
         conn = Connection(srv.address, "client-1", TOKEN, "m", "arith", chunk_kb=size // 1024, call_timeout=30)
         conn.credential = s.credential
         conn.instance_id = "inst-a"
         up0 = srv.grid.clients["client-1"].up
-        assert conn.upload(blob) == chunks.sha256(blob)
+        assert conn.upload(blob) == chunks.id_of(blob, size)
         resent = srv.grid.clients["client-1"].up - up0
         assert (total - 17) * size < resent < (total - 16) * size  # only the 31 missing chunks travelled
-        assert srv.grid.blobs.get(chunks.sha256(blob)) == blob
+        assert srv.grid.blobs.get(chunks.id_of(blob, size)) == blob
         assert not srv.grid.blobs.partial and srv.grid.blobs.nbytes == len(blob)
 
 
@@ -144,7 +144,7 @@ def test_chunks_sent_twice_are_stored_once() -> None:
         assert not rep.complete and rep.received == 2 and rep.total == 4
         assert srv.grid.blobs.nbytes == 100_000
         rep = s.exchange.Upload(iter(parts[::-1] + parts), metadata=s.md, timeout=10)  # everything, twice
-        assert rep.complete and rep.blob_id == chunks.sha256(blob) and not rep.already_present
+        assert rep.complete and rep.blob_id == chunks.id_of(blob, 50_000) and not rep.already_present
         assert srv.grid.blobs.nbytes == len(blob) and len(srv.grid.blobs.blobs) == 1
         rep = s.exchange.Upload(iter(parts), metadata=s.md, timeout=10)
         assert rep.complete and rep.already_present and srv.grid.blobs.nbytes == len(blob)
@@ -344,14 +344,14 @@ def test_the_server_grades_correctness_itself() -> None:
 def test_knowing_a_blob_id_is_not_access_to_it() -> None:
     """Dedup across clients needs the bytes: an id alone (or one forged chunk) grants nothing."""
     blob = os.urandom(50_000)
-    bid = chunks.sha256(blob)
+    bid = chunks.id_of(blob, 10_000)  # the id names the layout: the same bytes cut at 10 kB
     with grpc_server(chunk_size=10_000) as srv:
         a = register(stubs(srv.channel()), "client-1")
         b = register(stubs(srv.channel()), "client-2")
         a.exchange.Upload(chunks.split(blob, 10_000, "client-1"), metadata=a.md, timeout=10)
         assert not b.exchange.QueryUpload(exchange_pb2.UploadQuery(blob_sha256=bid), metadata=b.md, timeout=5).present
         fake = b"not the content"
-        forged = exchange_pb2.Chunk(blob_sha256=bid, index=0, total=5, data=fake, chunk_sha256=chunks.sha256(fake),
+        forged = exchange_pb2.Chunk(blob_sha256=bid, index=0, total=4, data=fake, chunk_sha256=chunks.sha256(fake),
                                     blob_size=len(blob))
         rep = b.exchange.Upload(iter([forged]), metadata=b.md, timeout=10)
         assert not rep.complete and not rep.already_present
@@ -359,7 +359,7 @@ def test_knowing_a_blob_id_is_not_access_to_it() -> None:
                                                         timeout=5))) == grpc.StatusCode.NOT_FOUND
         # client-2 really has the same bytes: it sends them, they are verified, and stored once
         n = srv.grid.blobs.nbytes
-        rep = b.exchange.Upload(chunks.split(blob, 25_000, "client-2"), metadata=b.md, timeout=10)
+        rep = b.exchange.Upload(chunks.split(blob, 10_000, "client-2"), metadata=b.md, timeout=10)
         assert rep.complete and rep.blob_id == bid
         assert srv.grid.blobs.nbytes == n and len(srv.grid.blobs.blobs) == 1  # verified, not stored again
         assert b"".join(c.data for c in b.exchange.Download(exchange_pb2.DownloadRequest(blob_id=bid),

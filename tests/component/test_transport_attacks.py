@@ -110,7 +110,7 @@ def test_the_candidate_blob_is_not_a_clients_own_paths() -> None:
         s = register(stubs(srv.channel()), "client-1")
         task = dispatch(srv.grid, messages_pb2.TASK_KIND_PROBE, ["client-1"])["client-1"]
         cand = candidates(5)
-        published = chunks.sha256(cand.SerializeToString())
+        published = chunks.id_of(cand.SerializeToString(), srv.grid.blobs.chunk_size)
         assert srv.grid.blobs.get(published, reader="client-1") is not None  # the client may download it
         srv.grid.candidate_blob = published
         code, _ = _failure(lambda: s.alloc.ReportLearnability(_probe_report(s, task, published, cand),
@@ -238,7 +238,7 @@ def test_the_real_client_backs_off_on_busy_and_uploads_once_a_place_frees() -> N
             assert wait_until(lambda: srv.grid.gate.active("client-1") == 1, timeout=5)
             t0 = time.time()
             data = os.urandom(5000)
-            assert conn.upload(data) == chunks.sha256(data)
+            assert conn.upload(data) == chunks.id_of(data)
             assert time.time() - t0 >= 0.5 and stalled.code() == grpc.StatusCode.CANCELLED
         finally:
             release.set()

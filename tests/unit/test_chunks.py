@@ -1,6 +1,7 @@
-"""The hand-written Chunk codec is the protobuf one, byte for byte, and the in-order receiver refuses
-what a download must not accept (issue 17: chunks are encoded and parsed without the three copies
-the generated class makes, so both must stay exactly the generated class's wire format)."""
+"""The hand-written Chunk codec is the protobuf one, byte for byte, the in-order receiver refuses
+what a download must not accept, and a blob id (a hash list over the chunks' sha256) pins the bytes
+(issue 17: chunks are encoded and parsed without the three copies the generated class makes, so both
+must stay exactly the generated class's wire format; each byte is hashed once per side)."""
 
 from __future__ import annotations
 
@@ -59,14 +60,67 @@ def test_parse_shares_the_data_and_protobuf_reads_what_encode_wrote_from_a_view(
     v = chunks.parse_chunk(enc[0])
     assert isinstance(v.data, memoryview) and v.data.obj is enc[0]  # a view into the message, not a copy
     assert bytes(v.data) == blob[1024:2048] and v.chunk_sha256 == chunks.sha256(blob[1024:2048])
-    assert lay.blob_id == chunks.sha256(blob) and lay.total == 3
+    assert lay.blob_id == chunks.blob_id(lay.chunk_ids, 3000, 1024) and lay.total == 3
+
+
+def _reference_id(data: bytes, cs: int) -> str:
+    """The v2 id written out from its definition, independently of chunks.blob_id."""
+    import hashlib
+
+    parts = [data[i:i + cs] for i in range(0, len(data), cs)] or [b""]
+    eff = len(data) if len(parts) == 1 else cs
+    return hashlib.sha256(b"lada-blob-v2\0" + eff.to_bytes(8, "big") + len(data).to_bytes(8, "big")
+                          + b"".join(hashlib.sha256(p).digest() for p in parts)).hexdigest()
 
 
 def test_layouts_big_and_small_hash_the_same() -> None:
     data = os.urandom(chunks.PARALLEL_HASH + 5)  # two threads above PARALLEL_HASH, one below
     big, small = chunks.Layout.of(data, 1 << 20), chunks.Layout.of(data[:1000], 300)
-    assert big.blob_id == chunks.sha256(data) and big.chunk_ids[-1] == chunks.sha256(data[-5:])
+    assert big.blob_id == _reference_id(data, 1 << 20) and big.chunk_ids[-1] == chunks.sha256(data[-5:])
+    assert big.chunk_ids == [chunks.sha256(data[i:i + (1 << 20)]) for i in range(0, len(data), 1 << 20)]
     assert list(small.chunk_ids) == [chunks.sha256(data[i:min(i + 300, 1000)]) for i in range(0, 1000, 300)]
+    assert small.blob_id == _reference_id(data[:1000], 300)
+
+
+def test_ids_pin_the_bytes_and_the_cut_and_are_not_v1_ids() -> None:
+    data = os.urandom(5000)
+    bid = chunks.id_of(data, 1000)
+    assert bid == chunks.id_of(bytes(data), 1000) == _reference_id(data, 1000)  # same bytes, same id
+    flipped = bytearray(data)
+    flipped[4321] ^= 1
+    assert chunks.id_of(bytes(flipped), 1000) != bid  # one bit elsewhere: another id
+    assert chunks.id_of(data, 500) != bid  # another cut: another id (the id names its layout)
+    assert chunks.id_of(data, 5000) == chunks.id_of(data, 1 << 20) != chunks.sha256(data)  # one chunk: no cs
+    assert chunks.id_of(b"") == _reference_id(b"", 1) and chunks.n_chunks(0) == 1
+
+
+def test_join_and_receiver_derive_the_id_from_the_chunk_hashes() -> None:
+    data = os.urandom(5000)
+    parts = list(chunks.split(data, 1000))
+    assert chunks.join(parts[::-1]) == data
+    # every chunk valid on its own, but they are another blob's (the same bytes cut elsewhere, or other
+    # bytes) relabelled with this id: refused, by join as by the receiver
+    other = os.urandom(5000)
+    for alien in ([*chunks.split(other, 1000)], [*chunks.split(data, 1250)]):
+        relabelled = [exchange_pb2.Chunk(blob_sha256=parts[0].blob_sha256, index=c.index, total=c.total, data=c.data,
+                                         chunk_sha256=c.chunk_sha256, blob_size=c.blob_size) for c in alien]
+        with pytest.raises(chunks.ChunkError, match="id check"):
+            chunks.join(relabelled)
+        rx = chunks.Receiver(parts[0].blob_sha256)
+        for c in relabelled:
+            rx.add(c)
+        with pytest.raises(chunks.ChunkError, match="id check"):
+            rx.result()
+    # a v1 id (the sha256 of the bytes) is named as such, not silently taken
+    v1 = [exchange_pb2.Chunk(blob_sha256=chunks.sha256(data), index=c.index, total=c.total, data=c.data,
+                             chunk_sha256=c.chunk_sha256, blob_size=c.blob_size) for c in parts]
+    with pytest.raises(chunks.ChunkError, match="v1 id"):
+        chunks.join(v1)
+    rx = chunks.Receiver(chunks.sha256(data))
+    for c in v1:
+        rx.add(c)
+    with pytest.raises(chunks.ChunkError, match="v1 id"):
+        rx.result()
 
 
 def _views(data: bytes, size: int) -> list[chunks.ChunkView]:
@@ -76,7 +130,7 @@ def _views(data: bytes, size: int) -> list[chunks.ChunkView]:
 def test_receiver_assembles_in_order_and_resumes() -> None:
     data = os.urandom(10_000)
     parts = _views(data, 1500)
-    rx = chunks.Receiver(chunks.sha256(data), max_blob=10_000)
+    rx = chunks.Receiver(chunks.id_of(data, 1500), max_blob=10_000)
     for c in parts[:4]:
         rx.add(c)
     assert rx.received == 4  # an interrupted stream resumes from here
@@ -88,7 +142,7 @@ def test_receiver_assembles_in_order_and_resumes() -> None:
 
 def test_receiver_refuses_what_a_download_must_not_accept() -> None:
     data = os.urandom(5000)
-    bid = chunks.sha256(data)
+    bid = chunks.id_of(data, 1000)
     parts = _views(data, 1000)
     refused_at_add = {
         "out of order": [parts[1]],
@@ -106,12 +160,16 @@ def test_receiver_refuses_what_a_download_must_not_accept() -> None:
         with pytest.raises(chunks.ChunkError):
             rx.add(seq[-1])
             pytest.fail(f"{why}: accepted")
-    rx = chunks.Receiver(bid)  # a changed chunk fits: the id check at the end refuses the blob
-    for c in [parts[0], chunks.parse_chunk(chunks.encode_chunk(bid, 1, 5, b"x" * 1000, parts[1].chunk_sha256, 5000)),
-              *parts[2:]]:
-        rx.add(c)
-    with pytest.raises(chunks.ChunkError, match="sha256"):
-        rx.result()
+    flipped = bytearray(parts[1].data)
+    flipped[7] ^= 0x40
+    rx = chunks.Receiver(bid)  # a chunk with a flipped byte: refused on arrival, before it is stored
+    rx.add(parts[0])
+    with pytest.raises(chunks.ChunkError, match="chunk 1 .* fails its sha256"):
+        rx.add(chunks.parse_chunk(chunks.encode_chunk(bid, 1, 5, bytes(flipped), parts[1].chunk_sha256, 5000)))
+    assert rx.received == 1 and rx.filled == 1000
+    with pytest.raises(chunks.ChunkError, match="breaks"):  # the cut changes midway: refused on arrival
+        rx.add(chunks.parse_chunk(chunks.encode_chunk(bid, 1, 5, data[1000:2100], chunks.sha256(data[1000:2100]),
+                                                      5000)))
     rx = chunks.Receiver(bid)
     for c in parts[:-1]:
         rx.add(c)
