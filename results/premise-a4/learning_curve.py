@@ -1,8 +1,8 @@
 """Premise check attempt 4: does an SLM learn its own domain at all? (docs/results.md, Premise check)
 
 The SLM is fine-tuned with the round's own procedure (``Learner.learn_round``, local SFT only) on
-N *worked* samples of its domain at difficulty <= its capacity (what the same-budget oracle sends
-it), for R rounds; test accuracy per difficulty after each round on a stratified prefix of its
+N *worked* samples of its domain (of 1,000 private ones) at difficulty <= its capacity (what the
+same-budget oracle sends it), for R rounds; test accuracy per difficulty after each round on a stratified prefix of its
 test set. A model that stays flat here cannot show the premise whatever it is given.
 
     .venv/bin/python results/premise-a4/learning_curve.py --model embedded:slm-tiny --domain arith
@@ -33,7 +33,7 @@ def main() -> None:
     a = ap.parse_args()
     cap = spec_of(a.model).pretrain_max_steps
     over = {"data.private_solutions": True, "data.client_domains": {"c": a.domain},
-            "models.clients": {"c": a.model}, "data.n_test_between": a.n_test}
+            "models.clients": {"c": a.model}, "data.n_test_between": a.n_test, "data.n_train": 1000}
     over["train.local_steps"] = a.local_steps
     cfg = LadaConfig.load(CONFIG, overrides=over, env=False)
     t = time.perf_counter()
