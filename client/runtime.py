@@ -27,6 +27,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import grpc
+from lada.common import candidates as cands
 from lada.common import chunks, errors, wire
 from lada.common.config import ClientConfig, TransportConfig
 from lada.common.proto.lada.v1 import (
@@ -38,6 +39,8 @@ from lada.common.proto.lada.v1 import (
     exchange_pb2_grpc,
     messages_pb2,
 )
+
+from . import held
 
 log = logging.getLogger("lada.client")
 T = TypeVar("T")
@@ -339,6 +342,7 @@ def run_client(conn: Connection, app: Any, poll_s: float = 10.0, stop: threading
     conn.register()
     log.info("%s registered (instance %s)", conn.name, conn.instance_id[:8])
     done = 0
+    holding = held.load(getattr(app, "state_dir", None))  # the candidates of an earlier round, if any
     hb = threading.Thread(target=_heartbeats, args=(conn, stop), daemon=True, name=f"hb-{conn.name}")
     hb.start()
     reason = "stopped"
@@ -360,7 +364,7 @@ def run_client(conn: Connection, app: Any, poll_s: float = 10.0, stop: threading
                 continue
             t0 = time.perf_counter()
             try:
-                _do_task(conn, app, task)
+                _do_task(conn, app, task, holding)
             except grpc.RpcError as e:
                 if e.code() not in STALE_TASK:
                     raise
@@ -377,24 +381,33 @@ def run_client(conn: Connection, app: Any, poll_s: float = 10.0, stop: threading
     return done
 
 
-def _do_task(conn: Connection, app: Any, task: messages_pb2.Task) -> None:
-    """Run one PROBE or TRAIN: fetch its input, hand the app the round's dataclasses, report back."""
+def _do_task(conn: Connection, app: Any, task: messages_pb2.Task, holding: cands.Held | None = None) -> None:
+    """Run one PROBE or TRAIN: fetch its input, hand the app the round's dataclasses, report back.
+    ``holding``: the candidates (and own paths) this client holds, so only what changed travels."""
     info = wire.task_info(task)
+    holding = holding if holding is not None else cands.Held()
     if task.kind == messages_pb2.TASK_KIND_PROBE:
         b0 = conn.bytes_down
-        cand = wire.paths_of(messages_pb2.PathBatch.FromString(conn.download(task.blob_id)))
+        cand = held.fetch(conn, task, holding, getattr(app, "state_dir", None))
         result = app.probe(info, cand)
+        holding.hold_own(task.round, result.own_paths)
         blob = conn.upload(wire.path_batch(result.own_paths).SerializeToString())
         result.bytes_down = conn.bytes_down - b0
         report = wire.learnability_report(result, conn.name, info, own_paths_blob=blob)
         conn.call(lambda r=report: conn.alloc.ReportLearnability(r, metadata=conn.md, timeout=conn.call_timeout),
                   "ReportLearnability")
     else:
-        req = allocation_pb2.AllocationRequest(client_id=conn.name, round=task.round)
-        samples = conn.call(lambda r=req: list(conn.alloc.GetAllocation(r, metadata=conn.md,
-                                                                        timeout=conn.call_timeout)),
-                            "GetAllocation")
-        result = wire.reward_report(app.train(info, [wire.allocated_pair(s) for s in samples]), conn.name, info)
+        def get(r: allocation_pb2.AllocationRequest) -> list[allocation_pb2.AllocatedSample]:
+            return conn.call(lambda: list(conn.alloc.GetAllocation(r, metadata=conn.md, timeout=conn.call_timeout)),
+                             "GetAllocation")
+
+        try:  # y+/y- this client holds come by id; a text it lacks: ask again for every text
+            pairs = cands.resolve_all(get(holding.request(conn.name, task.round)), holding)
+        except cands.MissingText as e:
+            log.warning("%s: %s; fetching the allocation's texts", conn.name, e)
+            full = get(allocation_pb2.AllocationRequest(client_id=conn.name, round=task.round))
+            pairs = cands.resolve_all(full, cands.Held())
+        result = wire.reward_report(app.train(info, pairs), conn.name, info)
         conn.call(lambda r=result: conn.alloc.ReportReward(r, metadata=conn.md, timeout=conn.call_timeout),
                   "ReportReward")
 

@@ -25,7 +25,7 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from lada.common import wire
+from lada.common import candidates as cands
 from lada.common.config import TransportConfig
 from lada.common.proto.lada.v1 import messages_pb2
 from lada.common.rounds import AllocatedPair, ProbeResult, ReasoningPath, TrainResult
@@ -97,6 +97,12 @@ class GrpcGrid:
         self.rewards: dict[tuple[int, str], TrainResult] = {}
         self.candidates: dict[int, list[str]] = {}  # round -> public sample ids of the probe, in order
         self.candidate_blob = ""
+        # the round's candidate paths (the next round's delta base; what an allocation names by id),
+        # its delta blob against the round before's batch, and each client's own paths of its probe
+        self.candidate_paths: list[ReasoningPath] = []
+        self.candidate_by_id: dict[str, ReasoningPath] = {}
+        self.delta_blob = ""
+        self.own_paths: dict[tuple[int, str], dict[str, str]] = {}
         self.waiters = 0
         self.round = 0
         self.stopped = False
@@ -131,7 +137,7 @@ class GrpcGrid:
             return {n: s.last_seen for n, s in self.clients.items()}
 
     def _dispatch(self, t: int, kind: int, names: list[str], blob_id: str = "", evaluate: Collection[str] = (),
-                  blob_size: int = 0) -> dict[str, tuple[str, str]]:
+                  blob_size: int = 0, extra: dict | None = None) -> dict[str, tuple[str, str]]:
         """Queue one task per client (``evaluate``: the clients that also measure their test
         accuracy); returns name -> (client instance, task id) of those reached."""
         sent: dict[str, tuple[str, str]] = {}
@@ -142,7 +148,8 @@ class GrpcGrid:
                 if slot is None:
                     continue  # gone since the round started: reported as missing by _collect
                 task = messages_pb2.Task(task_id=uuid.uuid4().hex, round=t, kind=kind, blob_id=blob_id,
-                                         evaluate=name in evaluate, blob_size=blob_size, run_key=self.run_key)
+                                         evaluate=name in evaluate, blob_size=blob_size, run_key=self.run_key,
+                                         **(extra or {}))
                 slot.tasks.append(task)
                 slot.outstanding[task.task_id] = task
                 sent[name] = (slot.instance, task.task_id)
@@ -190,16 +197,32 @@ class GrpcGrid:
 
     def probe(self, round_idx: int, candidates: Sequence[ReasoningPath], evaluate: Collection[str],
               clients: list[str]) -> dict[str, ProbeResult]:
-        data = wire.path_batch(candidates).SerializeToString()
+        """Publish the round's candidates (the full batch, and a delta against the batch of the round
+        before for the clients that hold it), then collect every client's statistics."""
+        data = cands.batch_bytes(candidates)
         bid = self.blobs.put(data, pin=True)
         with self.lock:
-            old, self.candidate_blob = self.candidate_blob, bid
+            old, prev, old_delta = self.candidate_blob, self.candidate_paths, self.delta_blob
+        extra: dict = {}
+        delta = cands.make_delta(prev, old, candidates, bid, data) if old and old != bid else None
+        if delta is not None:
+            db = delta.SerializeToString()
+            if len(db) < len(data):  # else the full batch is the cheaper download
+                extra = {"delta_blob_id": self.blobs.put(db, pin=True), "delta_base": old, "delta_blob_size": len(db)}
+        with self.lock:
+            self.candidate_blob, self.delta_blob = bid, extra.get("delta_blob_id", "")
+            self.candidate_paths = list(candidates)
+            self.candidate_by_id = {p.sample_id: p for p in candidates}
             self.candidates = {round_idx: [p.sample_id for p in candidates]}
-        if old and old != bid:
-            self.blobs.unpin(old)
-            self.blobs.discard(old, "*")
-        sent = self._dispatch(round_idx, messages_pb2.TASK_KIND_PROBE, clients, bid, evaluate, len(data))
-        return self._collect(self.probes, round_idx, sent, "probe")
+            self.own_paths = {}
+        for gone in {old, old_delta} - {bid, self.delta_blob, ""}:
+            self.blobs.unpin(gone)
+            self.blobs.discard(gone, "*")
+        sent = self._dispatch(round_idx, messages_pb2.TASK_KIND_PROBE, clients, bid, evaluate, len(data), extra)
+        out = self._collect(self.probes, round_idx, sent, "probe")
+        with self.lock:  # what an allocation of this round may name as the client's own y-
+            self.own_paths = {(round_idx, n): {p.sample_id: p.text for p in pr.own_paths} for n, pr in out.items()}
+        return out
 
     def train(self, round_idx: int, allocations: dict[str, list[AllocatedPair]]) -> dict[str, TrainResult]:
         with self.lock:
@@ -362,6 +385,16 @@ class GrpcGrid:
         with self.lock:
             samples = self.allocs.get((t, name))
             return None if samples is None else list(samples)
+
+    def allocation_messages(self, t: int, name: str, req: Any) -> list | None:
+        """``name``'s allocation of round ``t`` as AllocatedSample messages: y+ and y- by id where
+        ``req`` (an AllocationRequest) says the client holds them, their text otherwise."""
+        with self.lock:
+            samples = self.allocs.get((t, name))
+            if samples is None:
+                return None
+            return cands.compact_all(samples, req, self.candidate_blob, self.candidate_by_id,
+                                     self.own_paths.get((t, name)))
 
     def accept_probe(self, slot: ClientSlot, task_id: str, t: int, reply: ProbeResult, nbytes: int,
                      down: int = 0) -> None:

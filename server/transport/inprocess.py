@@ -7,7 +7,8 @@ from __future__ import annotations
 import uuid
 from collections.abc import Collection, Sequence
 
-from lada.common import wire
+from lada.common import candidates as cands
+from lada.common import chunks, wire
 from lada.common.proto.lada.v1 import allocation_pb2, messages_pb2
 from lada.common.rounds import AllocatedPair, ProbeResult, ReasoningPath, TrainResult
 
@@ -17,6 +18,10 @@ class InProcessGrid:
         self.apps = apps
         self.run_key = ""  # set by the Federation (see messages.proto Task.run_key)
         self._bytes: dict[str, list[int]] = {n: [0, 0] for n in apps}
+        # the candidate traffic as over gRPC: what each client holds, the round's batch, its delta
+        self.held: dict[str, cands.Held] = {n: cands.Held() for n in apps}
+        self._batch: tuple[str, list[ReasoningPath]] = ("", [])
+        self._own: dict[str, dict[str, str]] = {}
 
     def wait_for_clients(self, n: int, timeout: float) -> list[str]:
         return sorted(self.apps)
@@ -31,29 +36,61 @@ class InProcessGrid:
 
     def probe(self, round_idx: int, candidates: Sequence[ReasoningPath], evaluate: Collection[str],
               clients: list[str]) -> dict[str, ProbeResult]:
-        blob = wire.path_batch(candidates).SerializeToString()
+        blob = cands.batch_bytes(candidates)
+        bid = chunks.sha256(blob)  # in-process blobs are named by their sha256
+        old, prev = self._batch
+        delta = cands.make_delta(prev, old, candidates, bid, blob) if old and old != bid else None
+        dblob = delta.SerializeToString() if delta is not None else b""
+        self._batch = (bid, list(candidates))
         out = {}
         for name in clients:
             task = self._task(round_idx, messages_pb2.TASK_KIND_PROBE, name in evaluate)
+            task.blob_id = bid
+            if dblob and len(dblob) < len(blob):
+                task.delta_blob_id, task.delta_base, task.delta_blob_size = chunks.sha256(dblob), old, len(dblob)
             info = wire.task_info(task)
-            res = self.apps[name].probe(info, wire.paths_of(messages_pb2.PathBatch.FromString(blob)))
+            paths, down = self._fetch(self.held[name], task, blob, dblob)
+            res = self.apps[name].probe(info, paths)
+            self.held[name].hold_own(round_idx, res.own_paths)
             rep_b = wire.learnability_report(res, name, info).SerializeToString()
             own_b = wire.path_batch(res.own_paths).SerializeToString()
-            self._bytes[name][1] += len(blob) + task.ByteSize()
+            self._bytes[name][1] += down + task.ByteSize()
             self._bytes[name][0] += len(rep_b) + len(own_b)
             out[name] = wire.probe_result(allocation_pb2.LearnabilityReport.FromString(rep_b),
                                           messages_pb2.PathBatch.FromString(own_b))
+        self._own = {n: {p.sample_id: p.text for p in pr.own_paths} for n, pr in out.items()}
         return out
+
+    @staticmethod
+    def _fetch(held: cands.Held, task: messages_pb2.Task, blob: bytes, dblob: bytes
+               ) -> tuple[list[ReasoningPath], int]:
+        """What a gRPC client downloads (``client.held.fetch``): nothing, the delta, or the full batch;
+        returns the paths and the bytes that took."""
+        if held.blob_id == task.blob_id:
+            held.hold(held.blob_id, held.paths)
+            return held.paths, 0
+        if task.delta_blob_id and held.blob_id == task.delta_base:
+            paths = cands.delta_to(held.paths, held.blob_id, dblob, task.blob_id)  # a bug here must fail loudly
+            held.hold(task.blob_id, paths)
+            return paths, len(dblob)
+        paths = wire.paths_of(messages_pb2.PathBatch.FromString(blob))
+        held.hold(task.blob_id, paths)
+        return paths, len(blob)
 
     def train(self, round_idx: int, allocations: dict[str, list[AllocatedPair]]) -> dict[str, TrainResult]:
         out = {}
         for name, pairs in allocations.items():
             task = self._task(round_idx, messages_pb2.TASK_KIND_TRAIN)
             info = wire.task_info(task)
-            msgs = [wire.allocated_sample(p).SerializeToString() for p in pairs]
+            held = self.held[name]
+            req = held.request(name, round_idx)
+            bid, batch = self._batch
+            msgs = [m.SerializeToString() for m in cands.compact_all(
+                pairs, req, bid, {p.sample_id: p for p in batch}, self._own.get(name))]
+            self._bytes[name][0] += len(req.SerializeToString())
             self._bytes[name][1] += sum(map(len, msgs)) + task.ByteSize()
-            res = self.apps[name].train(info, [wire.allocated_pair(allocation_pb2.AllocatedSample.FromString(b))
-                                               for b in msgs])
+            res = self.apps[name].train(info, cands.resolve_all(
+                [allocation_pb2.AllocatedSample.FromString(b) for b in msgs], held))
             res_b = wire.reward_report(res, name, info).SerializeToString()
             self._bytes[name][0] += len(res_b)
             out[name] = wire.train_result(allocation_pb2.RewardReport.FromString(res_b))

@@ -207,7 +207,7 @@ class AllocationServicer(allocation_pb2_grpc.AllocationServicer):
             invalid(ctx, "bytes_down must be >= 0")
         if not chunks.is_sha256(req.own_paths_blob):
             invalid(ctx, "own_paths_blob must be the sha256 id of an uploaded PathBatch")
-        if req.own_paths_blob == g.candidate_blob:
+        if req.own_paths_blob in (g.candidate_blob, g.delta_blob):
             invalid(ctx, "own_paths_blob is the server's candidate blob: own paths are the client's own")
         blob = g.blobs.uploaded_by(req.own_paths_blob, slot.name)  # not one it was only given
         if blob is None:
@@ -230,15 +230,17 @@ class AllocationServicer(allocation_pb2_grpc.AllocationServicer):
         slot = caller(g, ctx, req.client_id)
         if req.round < 1:
             invalid(ctx, f"round must be >= 1, got {req.round}")
-        samples = g.allocation_of(req.round, slot.name)
+        if req.held_candidates and not chunks.is_sha256(req.held_candidates):
+            invalid(ctx, "held_candidates must be the sha256 id of a candidate batch")
+        # y+/y- the client holds go by id (with a digest of their texts), the rest as text
+        samples = g.allocation_messages(req.round, slot.name, req)
         if samples is None:
             errors.abort(ctx, grpc.StatusCode.NOT_FOUND, errors.TASK_NOT_OUTSTANDING,
                          f"no allocation for {slot.name!r} in round {req.round}")
         ticket = admit_stream(g, ctx, slot)
         slot.up += req.ByteSize()
         try:
-            for p in samples:
-                msg = wire.allocated_sample(p)
+            for msg in samples:
                 slot.down += msg.ByteSize()
                 ticket.touch()
                 yield msg

@@ -243,3 +243,36 @@ def test_an_upload_lands_only_under_the_id_of_its_own_bytes() -> None:
         assert b"".join(c.data for c in got) == blob and chunks.join(got) == blob
         assert code_of(lambda: s.exchange.QueryUpload(exchange_pb2.UploadQuery(blob_sha256="A" * 64),
                                                       metadata=s.md, timeout=5)) == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_delta_round_bytes_equal_the_messages_sent() -> None:
+    """Round 2 with a few paths changed: the client downloads the delta, not the batch, and the
+    allocation names the candidates it holds by id; the counts still equal what crossed the wire."""
+    cand = [ReasoningPath(f"s{i}", f"question {i}?", f"the server's step {i} " * 10 + f"#### {i}", str(i), i % 2 == 0)
+            for i in range(300)]
+    cand2 = [ReasoningPath(p.sample_id, p.question, p.text.replace("server's", "LLM's") if i % 25 == 0 else p.text,
+                           p.answer, p.correct) for i, p in enumerate(cand)]
+    with grpc_server(chunk_size=CHUNK, heartbeat_s=0.2) as srv:
+        g, counter = srv.grid, WireCounter()
+        conn = Connection(srv.address, "client-1", TOKEN, "m", "arith", chunk_kb=CHUNK // 1024, call_timeout=30,
+                          interceptors=[counter])
+        th, box = in_thread(run_client, conn, App(), 0.3)
+        assert wait_until(lambda: g.live_clients() == ["client-1"])
+        g.probe(1, cand, ["client-1"], ["client-1"])
+        assert wait_until(lambda: counter.calls.get("ReportLearnability") == 1)  # its answer is in round 1
+        g.take_bytes()
+        counter.up = counter.down = 0
+        counter.calls = {}
+        g.probe(2, cand2, [], ["client-1"])
+        alloc = [AllocatedPair(p.sample_id, p.question, positive=p.text, negative="x #### 0", rank=i)
+                 for i, p in enumerate(cand2[:40])]
+        g.train(2, {"client-1": alloc})
+        up, down = g.take_bytes()["client-1"]
+        g.stop()
+        th.join(15)
+        assert not th.is_alive() and "error" not in box, box
+    assert counter.calls["Download"] == 1
+    assert down < 300 * len("the server's step 100 " * 10) / 5  # a delta and ids: a fraction of the batch
+    assert (up, down) == (counter.up, counter.down), (
+        f"recorded up {up} / down {down}, sent {counter.up} / received {counter.down}: "
+        f"{up - counter.up:+d} / {down - counter.down:+d} bytes")

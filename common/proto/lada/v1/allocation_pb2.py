@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from lada.common.proto.lada.v1 import messages_pb2 as lada_dot_v1_dot_messages__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18lada/v1/allocation.proto\x12\x07lada.v1\x1a\x16lada/v1/messages.proto\"\xe3\x01\n\x12LearnabilityReport\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12\r\n\x05round\x18\x03 \x01(\x05\x12#\n\x05stats\x18\x04 \x03(\x0b\x32\x14.lada.v1.SampleStats\x12\x16\n\x0eown_paths_blob\x18\x05 \x01(\t\x12\x17\n\x0fpublic_accuracy\x18\x06 \x01(\x02\x12\x19\n\x11has_test_accuracy\x18\x07 \x01(\x08\x12\x15\n\rtest_accuracy\x18\x08 \x01(\x02\x12\x12\n\nbytes_down\x18\t \x01(\x03\"5\n\x11\x41llocationRequest\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x05\"w\n\x0f\x41llocatedSample\x12\x11\n\tsample_id\x18\x01 \x01(\t\x12\x10\n\x08question\x18\x02 \x01(\t\x12\x10\n\x08positive\x18\x03 \x01(\t\x12\x10\n\x08negative\x18\x04 \x01(\t\x12\r\n\x05score\x18\x05 \x01(\x02\x12\x0c\n\x04rank\x18\x06 \x01(\x05\"H\n\x0cSampleReward\x12\x11\n\tsample_id\x18\x01 \x01(\t\x12\x12\n\nnll_before\x18\x02 \x01(\x02\x12\x11\n\tnll_after\x18\x03 \x01(\x02\"\xc9\x01\n\x0cRewardReport\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12\r\n\x05round\x18\x03 \x01(\x05\x12&\n\x07samples\x18\x04 \x03(\x0b\x32\x15.lada.v1.SampleReward\x12\x15\n\rtest_accuracy\x18\x05 \x01(\x02\x12\r\n\x05steps\x18\x06 \x01(\x05\x12\x15\n\rtrain_seconds\x18\x07 \x01(\x02\x12\x10\n\x08loss_sft\x18\x08 \x01(\x02\x12\x0f\n\x07loss_cd\x18\t \x01(\x02\x32\xcb\x01\n\nAllocation\x12?\n\x12ReportLearnability\x12\x1b.lada.v1.LearnabilityReport\x1a\x0c.lada.v1.Ack\x12G\n\rGetAllocation\x12\x1a.lada.v1.AllocationRequest\x1a\x18.lada.v1.AllocatedSample0\x01\x12\x33\n\x0cReportReward\x12\x15.lada.v1.RewardReport\x1a\x0c.lada.v1.Ackb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18lada/v1/allocation.proto\x12\x07lada.v1\x1a\x16lada/v1/messages.proto\"\xe3\x01\n\x12LearnabilityReport\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12\r\n\x05round\x18\x03 \x01(\x05\x12#\n\x05stats\x18\x04 \x03(\x0b\x32\x14.lada.v1.SampleStats\x12\x16\n\x0eown_paths_blob\x18\x05 \x01(\t\x12\x17\n\x0fpublic_accuracy\x18\x06 \x01(\x02\x12\x19\n\x11has_test_accuracy\x18\x07 \x01(\x08\x12\x15\n\rtest_accuracy\x18\x08 \x01(\x02\x12\x12\n\nbytes_down\x18\t \x01(\x03\"g\n\x11\x41llocationRequest\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x05\x12\x17\n\x0fheld_candidates\x18\x03 \x01(\t\x12\x17\n\x0fholds_own_paths\x18\x04 \x01(\x08\"\xb4\x01\n\x0f\x41llocatedSample\x12\x11\n\tsample_id\x18\x01 \x01(\t\x12\x10\n\x08question\x18\x02 \x01(\t\x12\x10\n\x08positive\x18\x03 \x01(\t\x12\x10\n\x08negative\x18\x04 \x01(\t\x12\r\n\x05score\x18\x05 \x01(\x02\x12\x0c\n\x04rank\x18\x06 \x01(\x05\x12\x15\n\rpositive_held\x18\x07 \x01(\x08\x12\x14\n\x0cnegative_own\x18\x08 \x01(\x08\x12\x0e\n\x06\x64igest\x18\t \x01(\x0c\"H\n\x0cSampleReward\x12\x11\n\tsample_id\x18\x01 \x01(\t\x12\x12\n\nnll_before\x18\x02 \x01(\x02\x12\x11\n\tnll_after\x18\x03 \x01(\x02\"\xc9\x01\n\x0cRewardReport\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12\r\n\x05round\x18\x03 \x01(\x05\x12&\n\x07samples\x18\x04 \x03(\x0b\x32\x15.lada.v1.SampleReward\x12\x15\n\rtest_accuracy\x18\x05 \x01(\x02\x12\r\n\x05steps\x18\x06 \x01(\x05\x12\x15\n\rtrain_seconds\x18\x07 \x01(\x02\x12\x10\n\x08loss_sft\x18\x08 \x01(\x02\x12\x0f\n\x07loss_cd\x18\t \x01(\x02\x32\xcb\x01\n\nAllocation\x12?\n\x12ReportLearnability\x12\x1b.lada.v1.LearnabilityReport\x1a\x0c.lada.v1.Ack\x12G\n\rGetAllocation\x12\x1a.lada.v1.AllocationRequest\x1a\x18.lada.v1.AllocatedSample0\x01\x12\x33\n\x0cReportReward\x12\x15.lada.v1.RewardReport\x1a\x0c.lada.v1.Ackb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,13 +35,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LEARNABILITYREPORT']._serialized_start=62
   _globals['_LEARNABILITYREPORT']._serialized_end=289
   _globals['_ALLOCATIONREQUEST']._serialized_start=291
-  _globals['_ALLOCATIONREQUEST']._serialized_end=344
-  _globals['_ALLOCATEDSAMPLE']._serialized_start=346
-  _globals['_ALLOCATEDSAMPLE']._serialized_end=465
-  _globals['_SAMPLEREWARD']._serialized_start=467
-  _globals['_SAMPLEREWARD']._serialized_end=539
-  _globals['_REWARDREPORT']._serialized_start=542
-  _globals['_REWARDREPORT']._serialized_end=743
-  _globals['_ALLOCATION']._serialized_start=746
-  _globals['_ALLOCATION']._serialized_end=949
+  _globals['_ALLOCATIONREQUEST']._serialized_end=394
+  _globals['_ALLOCATEDSAMPLE']._serialized_start=397
+  _globals['_ALLOCATEDSAMPLE']._serialized_end=577
+  _globals['_SAMPLEREWARD']._serialized_start=579
+  _globals['_SAMPLEREWARD']._serialized_end=651
+  _globals['_REWARDREPORT']._serialized_start=654
+  _globals['_REWARDREPORT']._serialized_end=855
+  _globals['_ALLOCATION']._serialized_start=858
+  _globals['_ALLOCATION']._serialized_end=1061
 # @@protoc_insertion_point(module_scope)

@@ -30,28 +30,38 @@ class LearnabilityReport(_message.Message):
     def __init__(self, client_id: _Optional[str] = ..., task_id: _Optional[str] = ..., round: _Optional[int] = ..., stats: _Optional[_Iterable[_Union[_messages_pb2.SampleStats, _Mapping]]] = ..., own_paths_blob: _Optional[str] = ..., public_accuracy: _Optional[float] = ..., has_test_accuracy: _Optional[bool] = ..., test_accuracy: _Optional[float] = ..., bytes_down: _Optional[int] = ...) -> None: ...
 
 class AllocationRequest(_message.Message):
-    __slots__ = ("client_id", "round")
+    __slots__ = ("client_id", "round", "held_candidates", "holds_own_paths")
     CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
     ROUND_FIELD_NUMBER: _ClassVar[int]
+    HELD_CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    HOLDS_OWN_PATHS_FIELD_NUMBER: _ClassVar[int]
     client_id: str
     round: int
-    def __init__(self, client_id: _Optional[str] = ..., round: _Optional[int] = ...) -> None: ...
+    held_candidates: str
+    holds_own_paths: bool
+    def __init__(self, client_id: _Optional[str] = ..., round: _Optional[int] = ..., held_candidates: _Optional[str] = ..., holds_own_paths: _Optional[bool] = ...) -> None: ...
 
 class AllocatedSample(_message.Message):
-    __slots__ = ("sample_id", "question", "positive", "negative", "score", "rank")
+    __slots__ = ("sample_id", "question", "positive", "negative", "score", "rank", "positive_held", "negative_own", "digest")
     SAMPLE_ID_FIELD_NUMBER: _ClassVar[int]
     QUESTION_FIELD_NUMBER: _ClassVar[int]
     POSITIVE_FIELD_NUMBER: _ClassVar[int]
     NEGATIVE_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
     RANK_FIELD_NUMBER: _ClassVar[int]
+    POSITIVE_HELD_FIELD_NUMBER: _ClassVar[int]
+    NEGATIVE_OWN_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
     sample_id: str
     question: str
     positive: str
     negative: str
     score: float
     rank: int
-    def __init__(self, sample_id: _Optional[str] = ..., question: _Optional[str] = ..., positive: _Optional[str] = ..., negative: _Optional[str] = ..., score: _Optional[float] = ..., rank: _Optional[int] = ...) -> None: ...
+    positive_held: bool
+    negative_own: bool
+    digest: bytes
+    def __init__(self, sample_id: _Optional[str] = ..., question: _Optional[str] = ..., positive: _Optional[str] = ..., negative: _Optional[str] = ..., score: _Optional[float] = ..., rank: _Optional[int] = ..., positive_held: _Optional[bool] = ..., negative_own: _Optional[bool] = ..., digest: _Optional[bytes] = ...) -> None: ...
 
 class SampleReward(_message.Message):
     __slots__ = ("sample_id", "nll_before", "nll_after")

@@ -24,23 +24,25 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16lada/v1/messages.proto\x12\x07lada.v1\"c\n\rReasoningPath\x12\x11\n\tsample_id\x18\x01 \x01(\t\x12\x10\n\x08question\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\x0f\n\x07\x63orrect\x18\x04 \x01(\x08\x12\x0e\n\x06\x61nswer\x18\x05 \x01(\t\"2\n\tPathBatch\x12%\n\x05paths\x18\x01 \x03(\x0b\x32\x16.lada.v1.ReasoningPath\"\x92\x01\n\x0bSampleStats\x12\x11\n\tsample_id\x18\x01 \x01(\t\x12\x0b\n\x03nll\x18\x02 \x01(\x02\x12\x12\n\nsender_len\x18\x03 \x01(\x05\x12\x0f\n\x07own_len\x18\x04 \x01(\x05\x12\x13\n\x0bown_correct\x18\x05 \x01(\x08\x12\x16\n\x0esender_correct\x18\x06 \x01(\x08\x12\x11\n\tanswer_ce\x18\x07 \x01(\x02\"\xb7\x01\n\x04Task\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x05\x12\x1f\n\x04kind\x18\x03 \x01(\x0e\x32\x11.lada.v1.TaskKind\x12\x0f\n\x07\x62lob_id\x18\x04 \x01(\t\x12\x10\n\x08\x65valuate\x18\x05 \x01(\x08\x12\x10\n\x08run_name\x18\x06 \x01(\t\x12\x11\n\tblob_size\x18\x07 \x01(\x03\x12\x15\n\rretry_after_s\x18\x08 \x01(\x02\x12\x0f\n\x07run_key\x18\t \x01(\t\"\"\n\x03\x41\x63k\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x0f\n\x07message\x18\x02 \x01(\t*w\n\x08TaskKind\x12\x19\n\x15TASK_KIND_UNSPECIFIED\x10\x00\x12\x13\n\x0fTASK_KIND_PROBE\x10\x01\x12\x13\n\x0fTASK_KIND_TRAIN\x10\x02\x12\x12\n\x0eTASK_KIND_WAIT\x10\x03\x12\x12\n\x0eTASK_KIND_STOP\x10\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16lada/v1/messages.proto\x12\x07lada.v1\"c\n\rReasoningPath\x12\x11\n\tsample_id\x18\x01 \x01(\t\x12\x10\n\x08question\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\x0f\n\x07\x63orrect\x18\x04 \x01(\x08\x12\x0e\n\x06\x61nswer\x18\x05 \x01(\t\"2\n\tPathBatch\x12%\n\x05paths\x18\x01 \x03(\x0b\x32\x16.lada.v1.ReasoningPath\"\x87\x01\n\tPathDelta\x12\x14\n\x0c\x62\x61se_blob_id\x18\x01 \x01(\t\x12\x0f\n\x07\x62lob_id\x18\x02 \x01(\t\x12\r\n\x05order\x18\x03 \x03(\t\x12%\n\x05paths\x18\x04 \x03(\x0b\x32\x16.lada.v1.ReasoningPath\x12\r\n\x05\x63ount\x18\x05 \x01(\x05\x12\x0e\n\x06sha256\x18\x06 \x01(\t\"\x92\x01\n\x0bSampleStats\x12\x11\n\tsample_id\x18\x01 \x01(\t\x12\x0b\n\x03nll\x18\x02 \x01(\x02\x12\x12\n\nsender_len\x18\x03 \x01(\x05\x12\x0f\n\x07own_len\x18\x04 \x01(\x05\x12\x13\n\x0bown_correct\x18\x05 \x01(\x08\x12\x16\n\x0esender_correct\x18\x06 \x01(\x08\x12\x11\n\tanswer_ce\x18\x07 \x01(\x02\"\xfb\x01\n\x04Task\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x05\x12\x1f\n\x04kind\x18\x03 \x01(\x0e\x32\x11.lada.v1.TaskKind\x12\x0f\n\x07\x62lob_id\x18\x04 \x01(\t\x12\x10\n\x08\x65valuate\x18\x05 \x01(\x08\x12\x10\n\x08run_name\x18\x06 \x01(\t\x12\x11\n\tblob_size\x18\x07 \x01(\x03\x12\x15\n\rretry_after_s\x18\x08 \x01(\x02\x12\x0f\n\x07run_key\x18\t \x01(\t\x12\x15\n\rdelta_blob_id\x18\n \x01(\t\x12\x12\n\ndelta_base\x18\x0b \x01(\t\x12\x17\n\x0f\x64\x65lta_blob_size\x18\x0c \x01(\x03\"\"\n\x03\x41\x63k\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x0f\n\x07message\x18\x02 \x01(\t*w\n\x08TaskKind\x12\x19\n\x15TASK_KIND_UNSPECIFIED\x10\x00\x12\x13\n\x0fTASK_KIND_PROBE\x10\x01\x12\x13\n\x0fTASK_KIND_TRAIN\x10\x02\x12\x12\n\x0eTASK_KIND_WAIT\x10\x03\x12\x12\n\x0eTASK_KIND_STOP\x10\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'lada.v1.messages_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_TASKKIND']._serialized_start=559
-  _globals['_TASKKIND']._serialized_end=678
+  _globals['_TASKKIND']._serialized_start=765
+  _globals['_TASKKIND']._serialized_end=884
   _globals['_REASONINGPATH']._serialized_start=35
   _globals['_REASONINGPATH']._serialized_end=134
   _globals['_PATHBATCH']._serialized_start=136
   _globals['_PATHBATCH']._serialized_end=186
-  _globals['_SAMPLESTATS']._serialized_start=189
-  _globals['_SAMPLESTATS']._serialized_end=335
-  _globals['_TASK']._serialized_start=338
-  _globals['_TASK']._serialized_end=521
-  _globals['_ACK']._serialized_start=523
-  _globals['_ACK']._serialized_end=557
+  _globals['_PATHDELTA']._serialized_start=189
+  _globals['_PATHDELTA']._serialized_end=324
+  _globals['_SAMPLESTATS']._serialized_start=327
+  _globals['_SAMPLESTATS']._serialized_end=473
+  _globals['_TASK']._serialized_start=476
+  _globals['_TASK']._serialized_end=727
+  _globals['_ACK']._serialized_start=729
+  _globals['_ACK']._serialized_end=763
 # @@protoc_insertion_point(module_scope)

@@ -40,6 +40,22 @@ class PathBatch(_message.Message):
     paths: _containers.RepeatedCompositeFieldContainer[ReasoningPath]
     def __init__(self, paths: _Optional[_Iterable[_Union[ReasoningPath, _Mapping]]] = ...) -> None: ...
 
+class PathDelta(_message.Message):
+    __slots__ = ("base_blob_id", "blob_id", "order", "paths", "count", "sha256")
+    BASE_BLOB_ID_FIELD_NUMBER: _ClassVar[int]
+    BLOB_ID_FIELD_NUMBER: _ClassVar[int]
+    ORDER_FIELD_NUMBER: _ClassVar[int]
+    PATHS_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    base_blob_id: str
+    blob_id: str
+    order: _containers.RepeatedScalarFieldContainer[str]
+    paths: _containers.RepeatedCompositeFieldContainer[ReasoningPath]
+    count: int
+    sha256: str
+    def __init__(self, base_blob_id: _Optional[str] = ..., blob_id: _Optional[str] = ..., order: _Optional[_Iterable[str]] = ..., paths: _Optional[_Iterable[_Union[ReasoningPath, _Mapping]]] = ..., count: _Optional[int] = ..., sha256: _Optional[str] = ...) -> None: ...
+
 class SampleStats(_message.Message):
     __slots__ = ("sample_id", "nll", "sender_len", "own_len", "own_correct", "sender_correct", "answer_ce")
     SAMPLE_ID_FIELD_NUMBER: _ClassVar[int]
@@ -59,7 +75,7 @@ class SampleStats(_message.Message):
     def __init__(self, sample_id: _Optional[str] = ..., nll: _Optional[float] = ..., sender_len: _Optional[int] = ..., own_len: _Optional[int] = ..., own_correct: _Optional[bool] = ..., sender_correct: _Optional[bool] = ..., answer_ce: _Optional[float] = ...) -> None: ...
 
 class Task(_message.Message):
-    __slots__ = ("task_id", "round", "kind", "blob_id", "evaluate", "run_name", "blob_size", "retry_after_s", "run_key")
+    __slots__ = ("task_id", "round", "kind", "blob_id", "evaluate", "run_name", "blob_size", "retry_after_s", "run_key", "delta_blob_id", "delta_base", "delta_blob_size")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     ROUND_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
@@ -69,6 +85,9 @@ class Task(_message.Message):
     BLOB_SIZE_FIELD_NUMBER: _ClassVar[int]
     RETRY_AFTER_S_FIELD_NUMBER: _ClassVar[int]
     RUN_KEY_FIELD_NUMBER: _ClassVar[int]
+    DELTA_BLOB_ID_FIELD_NUMBER: _ClassVar[int]
+    DELTA_BASE_FIELD_NUMBER: _ClassVar[int]
+    DELTA_BLOB_SIZE_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     round: int
     kind: TaskKind
@@ -78,7 +97,10 @@ class Task(_message.Message):
     blob_size: int
     retry_after_s: float
     run_key: str
-    def __init__(self, task_id: _Optional[str] = ..., round: _Optional[int] = ..., kind: _Optional[_Union[TaskKind, str]] = ..., blob_id: _Optional[str] = ..., evaluate: _Optional[bool] = ..., run_name: _Optional[str] = ..., blob_size: _Optional[int] = ..., retry_after_s: _Optional[float] = ..., run_key: _Optional[str] = ...) -> None: ...
+    delta_blob_id: str
+    delta_base: str
+    delta_blob_size: int
+    def __init__(self, task_id: _Optional[str] = ..., round: _Optional[int] = ..., kind: _Optional[_Union[TaskKind, str]] = ..., blob_id: _Optional[str] = ..., evaluate: _Optional[bool] = ..., run_name: _Optional[str] = ..., blob_size: _Optional[int] = ..., retry_after_s: _Optional[float] = ..., run_key: _Optional[str] = ..., delta_blob_id: _Optional[str] = ..., delta_base: _Optional[str] = ..., delta_blob_size: _Optional[int] = ...) -> None: ...
 
 class Ack(_message.Message):
     __slots__ = ("ok", "message")
