@@ -86,16 +86,23 @@ def down_view(teach: Teaching, probe: ProbeResult) -> PairView:
     )
 
 
+def up_eligible(slm_correct: np.ndarray, llm_correct: np.ndarray) -> np.ndarray:
+    """Which SLM paths the LLM may learn: a y+ on a sample whose own path is not (DESIGN §3.5;
+    issue 13). Where the LLM is already right, an SLM path only pays for imitation."""
+    return np.asarray(slm_correct, dtype=bool) & ~np.asarray(llm_correct, dtype=bool)
+
+
 def up_view(teach: Teaching, probe: ProbeResult, paths: list[str], correct: np.ndarray, llm_nll: np.ndarray,
             path_lengths: np.ndarray) -> PairView:
     """Client -> LLM: the LLM's statistics on the client's own paths (one per public sample; "" and
-    not correct where the client sent none)."""
+    not correct where the client sent none). ``sender_correct`` is :func:`up_eligible`: only the
+    SLM's y+ on samples the LLM gets wrong can be allocated, by any policy."""
     return PairView(
         sample_ids=[c.sample_id for c in teach.candidates],
         receiver_nll=llm_nll,
         sender_len=path_lengths,
         receiver_len=teach.lengths,
-        sender_correct=correct,
+        sender_correct=up_eligible(correct, teach.correct),
         receiver_correct=teach.correct,
         teacher_ce=np.array([s.answer_ce for s in probe.stats]) if teach.answer_ce is not None else None,
         student_ce=teach.answer_ce,

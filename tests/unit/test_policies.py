@@ -439,3 +439,28 @@ def test_shared_filter_learns_from_every_client() -> None:
     assert all(k.startswith(f"{ANY}<-{LLM}/") for k in svc.state_dict()["tensors"] if "<-" in k)
     up = svc.allocate(LLM, "c1", emb, view, 5, 1)
     assert (LLM, ANY) in svc.policies and len(up.indices) == 5
+
+
+@pytest.mark.parametrize("method", ["lada", "random", "highest_nll", "lowest_nll", "all_public"])
+def test_slm_to_llm_only_samples_the_llm_gets_wrong(method: str) -> None:
+    """SLM -> LLM: an SLM y+ on a sample whose LLM path is already a y+ is never eligible (issue 13,
+    DESIGN §3.5), for every policy and round, whatever the budget; the ones the LLM gets wrong are."""
+    from lada.common.rounds import ProbeResult, ReasoningPath
+    from lada.server.allocation import Teaching, up_view
+
+    n, rng = 40, np.random.default_rng(5)
+    llm_right, slm_right = rng.random(n) < 0.5, rng.random(n) < 0.7
+    cands = [ReasoningPath(f"p{i}", f"q{i}", "1 + 1 = 2 . #### 2", "2", bool(c)) for i, c in enumerate(llm_right)]
+    teach = Teaching(cands, lengths=np.full(n, 10.0, dtype=np.float32), embedding=rng.normal(size=(n, 4)))
+    svc = AllocationService(LadaConfig.load(overrides={"run.method": method, "filter.resend": True}, env=False))
+    got: set[int] = set()
+    for t in (1, 2, 3):
+        view = up_view(teach, ProbeResult([], [], 0.0), ["1 + 1 = 2 . #### 2"] * n, slm_right,
+                       rng.gamma(2.0, 1.0, size=n), np.full(n, 10.0))
+        a = svc.allocate(LLM, "c1", teach.embedding, view, 30, t)
+        got |= set(a.indices)
+        svc.update(LLM, "c1", [view.sample_ids[i] for i in a.indices], rng.random(len(a.indices)).tolist())
+    assert got and not any(llm_right[i] for i in got)
+    assert all(slm_right[i] for i in got)
+    if method == "all_public":
+        assert got == set(np.flatnonzero(slm_right & ~llm_right))
