@@ -21,14 +21,21 @@ class RoundSummary:
     llm_compute: float = 0.0  # seconds of the LLM's own model work in the round (LLMHost.compute_s)
 
 
+PAPER_MB = (3.87, 6.71)  # the paper's communication per client per round for LaDa (MB)
+
+
 def print_round(s: RoundSummary, rounds: int, before: dict[str, float], log: Callable[[str], None]) -> None:
     tm = " ".join(f"{k}={v:.2f}s" for k, v in s.timings.items())
     log(f"[round {s.idx}/{rounds}] {tm}  wall={s.wall:.2f}s llm_compute={s.llm_compute:.2f}s")
     for name, v in sorted(s.clients.items()):
         start = before.get(name, float("nan"))
-        kb = (v.get("bytes_up", 0) + v.get("bytes_down", 0)) / 1024
+        down, up = v.get("bytes_down", 0) / 1e3, v.get("bytes_up", 0) / 1e3
         log(f"  {name:<10} acc {v['accuracy']:.3f} (start {start:.3f})  reward {v['reward']:.3f}  "
-            f"allocated {int(v['n_allocated']):>4}  exchanged {kb:8.1f} kB")
+            f"allocated {int(v['n_allocated']):>4}  down {down:8.1f} kB  up {up:8.1f} kB")
+    if s.clients:  # the round's traffic per client, against what the paper reports for LaDa
+        mb = [(v.get("bytes_down", 0) + v.get("bytes_up", 0)) / 1e6 for v in s.clients.values()]
+        log(f"  {'traffic':<10} {sum(mb) / len(mb):.3f} MB per client this round (down + up; the paper's "
+            f"LaDa: {PAPER_MB[0]}-{PAPER_MB[1]} MB)")
     llm = s.llm
     log(f"  {'llm':<10} acc {llm['accuracy']:.3f} (start {before[LLM]:.3f})  "
         f"reward {llm.get('reward', float('nan')):.3f}  learned from {int(llm.get('n_allocated', 0)):>4}")
