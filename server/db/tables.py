@@ -24,9 +24,10 @@ Conventions the writer keeps and the readers rely on:
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint, select
+from sqlalchemy.orm import DeclarativeBase, Mapped, column_property, mapped_column
 
 LLM = "llm"  # the subject / author / receiver / sender that is the server's LLM
 BATCH = "*"  # Reward.sample_id of a round's batch reward
@@ -91,8 +92,25 @@ class PublicSample(Base):
     answer: Mapped[str] = mapped_column(String(100))
 
 
+class PathText(Base):
+    """A path's text, stored once however many rounds, authors and runs wrote it: keyed by its
+    sha256 (``text_key``), so a round's rows reference it instead of repeating it (issue 17: the
+    LLM's unchanged candidates and an SLM's unchanged paths were stored again every round). A text
+    no row references any more (its round was redone) stays: it is immutable and harmless."""
+
+    __tablename__ = "path_texts"
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    text: Mapped[str] = mapped_column(Text)
+
+
+def text_key(text: str) -> str:
+    """``PathText.sha256`` of a path's text."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
 class ReasoningPath(Base):
-    """A path some model wrote for a public sample in a round (LLM or SLM)."""
+    """A path some model wrote for a public sample in a round (LLM or SLM); its text is in
+    ``path_texts`` (``text`` reads it through a correlated subquery)."""
 
     __tablename__ = "paths"
     __table_args__ = (UniqueConstraint("run_id", "round_idx", "author", "sample_id"),)
@@ -101,8 +119,11 @@ class ReasoningPath(Base):
     round_idx: Mapped[int] = mapped_column(Integer)
     author: Mapped[str] = mapped_column(String(100))  # "llm" or a client name
     sample_id: Mapped[str] = mapped_column(String(100))
-    text: Mapped[str] = mapped_column(Text)
+    text_sha256: Mapped[str] = mapped_column(
+        String(64), ForeignKey("path_texts.sha256", name="fk_paths_text_sha256_path_texts"), index=True)
     correct: Mapped[bool] = mapped_column(Boolean)
+    text: Mapped[str] = column_property(
+        select(PathText.text).where(PathText.sha256 == text_sha256).correlate_except(PathText).scalar_subquery())
 
 
 class Allocation(Base):

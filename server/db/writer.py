@@ -20,7 +20,20 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from . import migrations
 from .engine import make_engine
-from .tables import Allocation, Client, Event, Metric, PublicSample, ReasoningPath, Reward, Round, Run, utcnow
+from .tables import (
+    Allocation,
+    Client,
+    Event,
+    Metric,
+    PathText,
+    PublicSample,
+    ReasoningPath,
+    Reward,
+    Round,
+    Run,
+    text_key,
+    utcnow,
+)
 
 
 class DatabaseGone(RuntimeError):
@@ -198,10 +211,11 @@ class Store:
                 Reward(run_id=run_id, round_idx=idx, receiver=r[0], sender=r[1], sample_id=r[2], value=tidy(r[3]))
                 for r in record.rewards
             )
+            keys = _store_texts(s, record.paths)
             s.add_all(
-                ReasoningPath(run_id=run_id, round_idx=idx, author=p[0], sample_id=p[1], text=p[2],
+                ReasoningPath(run_id=run_id, round_idx=idx, author=p[0], sample_id=p[1], text_sha256=k,
                               correct=bool(p[3]))
-                for p in record.paths
+                for p, k in zip(record.paths, keys)
             )
             s.add_all(
                 Metric(run_id=run_id, round_idx=m_idx, subject=subj, name=name, value=tidy(v))
@@ -230,8 +244,9 @@ class Store:
                               for a in record.allocations]),
                 (Reward, [{"run_id": run_id, "round_idx": idx, "receiver": r[0], "sender": r[1], "sample_id": r[2],
                            "value": tidy(r[3])} for r in record.rewards]),
-                (ReasoningPath, [{"run_id": run_id, "round_idx": idx, "author": p[0], "sample_id": p[1], "text": p[2],
-                                  "correct": bool(p[3])} for p in record.paths]),
+                (ReasoningPath, [{"run_id": run_id, "round_idx": idx, "author": p[0], "sample_id": p[1],
+                                  "text_sha256": k, "correct": bool(p[3])}
+                                 for p, k in zip(record.paths, _store_texts(s, record.paths))]),
                 (Metric, [{"run_id": run_id, "round_idx": m_idx, "subject": subj, "name": name, "value": tidy(v)}
                           for (m_idx, subj, name, v) in record.metrics]),
             ]
@@ -266,6 +281,33 @@ class Store:
     def metrics(self, run_id: int) -> list[Metric]:
         with self.session() as s:
             return list(s.scalars(select(Metric).where(Metric.run_id == run_id).order_by(Metric.round_idx)))
+
+
+def _store_texts(s: Session, paths: list[tuple[str, str, str, bool]]) -> list[str]:
+    """Each path's text key, storing the texts ``path_texts`` lacks (one executemany of the new
+    ones, after one indexed lookup per 500 distinct keys): a text already stored by an earlier round,
+    author or run costs no write. Texts go in before the rows that reference them."""
+    keys = [text_key(p[2]) for p in paths]
+    distinct = dict(zip(keys, (p[2] for p in paths)))
+    have: set[str] = set()
+    todo = list(distinct)
+    for i in range(0, len(todo), 500):
+        have.update(s.scalars(select(PathText.sha256).where(PathText.sha256.in_(todo[i:i + 500]))))
+    new = [{"sha256": k, "text": t} for k, t in distinct.items() if k not in have]
+    if new:  # "do nothing" on a key another writer of a shared database stored meanwhile
+        s.execute(_insert_ignoring_duplicates(s, PathText.__table__), new)
+    return keys
+
+
+def _insert_ignoring_duplicates(s: Session, table: Any) -> Any:
+    name = s.get_bind().dialect.name
+    if name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+    elif name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+    else:
+        return insert(table)
+    return dialect_insert(table).on_conflict_do_nothing()
 
 
 def tidy(v: float, digits: int = 6) -> float:

@@ -33,7 +33,8 @@ from sqlalchemy.engine import make_url
 from tests.support import dashboard as fx
 from tests.support.postgres import fresh_database
 
-TABLES = {"runs", "clients", "rounds", "public_samples", "paths", "allocations", "rewards", "metrics", "events"}
+TABLES = {"runs", "clients", "rounds", "public_samples", "paths", "path_texts", "allocations", "rewards", "metrics",
+          "events"}
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

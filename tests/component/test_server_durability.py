@@ -60,6 +60,10 @@ def _federation(cfg: LadaConfig, db: str, before: dict, logs: list[str]) -> tupl
     return Federation(cfg, grid, Store(db), log=logs.append), grid
 
 
+PATHS_OF_ROUND_2 = ("select p.round_idx, p.author, p.sample_id, t.text from paths p join path_texts t "
+                    "on t.sha256 = p.text_sha256 where p.round_idx = 2 order by 2, 3")  # text stored once
+
+
 def _q(db: str, sql: str) -> list:
     eng = create_engine(db)
     try:
@@ -134,13 +138,13 @@ def test_a_server_killed_just_after_a_commit_does_not_redo_that_round(tmp_path: 
     fed.store.commit_round = commit_then_die  # type: ignore[method-assign]
     with pytest.raises(Crash):
         fed.run()
-    paths = _q(db, "select round_idx, author, sample_id, text from paths where round_idx = 2 order by 2, 3")
+    paths = _q(db, PATHS_OF_ROUND_2)
     assert paths and [i for (i,) in _q(db, "select idx from rounds where status='done' order by idx")] == [1, 2]
     logs2: list[str] = []
     again, _ = _federation(cfg, db, {}, logs2)
     again.run()
     assert any("resuming run 1 at round 3" in s and "checkpoint of round 2" in s for s in logs2), logs2
-    assert _q(db, "select round_idx, author, sample_id, text from paths where round_idx = 2 order by 2, 3") == paths
+    assert _q(db, PATHS_OF_ROUND_2) == paths
     assert [m for (m,) in _q(db, "select message from events where kind='round_start'")] == [
         "round 1", "round 2", "round 3"]
     assert _q(db, "select id, status from runs") == [(1, "finished")]
