@@ -118,6 +118,15 @@ def test_run_page_charts_allocations_and_escaping(served: Served, page) -> None:
         assert page.locator(f"{sel} text.axis-label").count() == 2, chart
         assert page.locator(f"#chart-{chart} .legend .legend-item").count() >= n_series, chart
     assert "budget 6" in page.locator("#chart-bytes .hline-label").text_content()
+    # bytes per client per round (issue 17): one line per client, no total, against the paper's band
+    rb = page.locator("#chart-round-bytes svg.line-chart")
+    assert rb.locator("g.series").count() == 3 and rb.locator("circle").count() >= 3 * 5
+    assert "3.87-6.71 MB" in rb.locator(".band-label").text_content()
+    vals = page.evaluate("""() => ['#chart-round-bytes', '#chart-bytes'].map(c => [...document.querySelectorAll(
+        c + ' g.series[data-name="client-1"] circle title')].map(t => parseFloat(t.textContent.split(': ')[1])))""")
+    per_round, cumulative = vals
+    assert len(per_round) == len(cumulative) >= 5
+    assert abs(sum(per_round) - cumulative[-1]) < 0.01 and max(per_round) < cumulative[-1]  # a round's, not the sum
     # heat map: coloured cells for the allocated samples
     assert page.locator("#heatmap rect.cell").count() > 500
     # the first page of samples, sorted by allocations: click any cell and get that sample

@@ -45,6 +45,7 @@
   /**
    * spec: { series: [{name, x:[], y:[], color, width, dash, marker}], xLabel, yLabel,
    *         yFormat(v) -> str, valueFormat(v) -> str, clamp: [lo, hi], hlines: [{y, label, color}],
+   *         bands: [{y0, y1, label, legend, color}] (a shaded reference range, e.g. a paper's figures),
    *         empty: "text when there is no data" }
    */
   function lineChart(container, spec) {
@@ -63,6 +64,7 @@
     const xs = series.flatMap((sr) => sr.x);
     let ys = series.flatMap((sr) => sr.y);
     for (const hl of spec.hlines || []) if (hl.y !== null && hl.y !== undefined) ys = ys.concat([hl.y]);
+    for (const b of spec.bands || []) ys = ys.concat([b.y0, b.y1]);
     let xmin = Math.min(...xs), xmax = Math.max(...xs);
     if (xmin === xmax) { xmin -= 1; xmax += 1; }
     let ymin = Math.min(...ys), ymax = Math.max(...ys);
@@ -98,6 +100,14 @@
       svg.appendChild(s("text", { x: 0, y: 0, transform: `translate(13 ${m.t + ph / 2}) rotate(-90)`,
                                   "text-anchor": "middle", class: "axis-label", text: spec.yLabel }));
     }
+    for (const b of spec.bands || []) {
+      const g = s("g", { class: "band" });
+      g.appendChild(s("rect", { x: m.l, width: W - m.l - m.r, y: Y(b.y1), height: Math.max(1, Y(b.y0) - Y(b.y1)),
+                                fill: b.color || "#2e86c1", "fill-opacity": 0.13 }));
+      g.appendChild(s("text", { x: m.l + 6, y: Y(b.y1) + 13, fill: b.color || "#2e86c1", class: "band-label",
+                                text: b.label || "" }));
+      svg.appendChild(g);
+    }
     for (const hl of spec.hlines || []) {
       if (hl.y === null || hl.y === undefined) continue;
       const g = s("g", { class: "hline" });
@@ -129,6 +139,10 @@
       const last = sr.y[sr.y.length - 1];
       legend.appendChild(h("span", { class: "legend-item", dataset: { name: sr.name } },
         legendKey(sr), sr.label || sr.name, h("b", { text: vfmt(last) })));
+    }
+    for (const b of spec.bands || []) {
+      legend.appendChild(h("span", { class: "legend-item band-item" },
+        h("i", { class: "legend-line", style: { borderColor: b.color || "#2e86c1" } }), b.legend || b.label));
     }
     for (const hl of spec.hlines || []) {
       if (hl.y === null || hl.y === undefined) continue;

@@ -22,6 +22,8 @@
   const label = (name) => (name === "llm" ? "LLM" : name === "total" ? "total" : name);
 
   // ------------------------------------------------------------------ charts
+  // the paper's communication per client per round for LaDa (server/report.py PAPER_MB)
+  const PAPER_MB = [3.87, 6.71];
   const pctFmt = (v) => `${(100 * v).toFixed(Math.abs(v) < 0.1 ? 1 : 0)}%`;
   function seriesSpec(list, opts = {}) {
     return list.map((sr) => ({
@@ -56,6 +58,18 @@
       series: seriesSpec(d.bytes_cumulative_mb), xLabel: "round", yLabel: "cumulative MB (up + down)",
       valueFormat: (v) => `${v.toFixed(2)} MB`, zeroBased: true, hlines: hl, empty: "no bytes recorded yet",
     });
+    LADA.lineChart($("chart-round-bytes"), {
+      series: seriesSpec(perRound(d.bytes_cumulative_mb)), xLabel: "round", yLabel: "MB per client (up + down)",
+      valueFormat: (v) => `${v.toFixed(3)} MB`, zeroBased: true, empty: "no bytes recorded yet",
+      bands: [{ y0: PAPER_MB[0], y1: PAPER_MB[1], label: `paper's LaDa ${PAPER_MB[0]}-${PAPER_MB[1]} MB`,
+                legend: `paper's LaDa: ${PAPER_MB[0]}-${PAPER_MB[1]} MB per client per round` }],
+    });
+  }
+  // each client's MB in each round it moved bytes, from the cumulative series (clients only)
+  function perRound(cumulative) {
+    return cumulative.filter((sr) => sr.name !== "total" && sr.name !== "llm").map((sr) => ({
+      name: sr.name, x: sr.x, y: sr.y.map((v, i) => v - (i ? sr.y[i - 1] : 0)),
+    }));
   }
   async function refreshCharts() {
     chartData = await api(R("/charts"));
