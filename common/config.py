@@ -247,6 +247,9 @@ class TransportConfig(Section):
     store_mb: int | None = Field(
         None, ge=1, description="MiB the server's transfer store (uploaded blobs and partial uploads) may hold; "
         "more get RESOURCE_EXHAUSTED; None = twice the largest blob (2 x 4 x server.max_message_mb: 512 MiB)")
+    candidate_delta: bool = Field(
+        True, description="send a client only what changed since the candidate batch it holds (a delta) and "
+        "name the allocation's paths it holds by id (false: the full batch and every text, every round)")
 
 
 class ClientConfig(Section):
