@@ -28,6 +28,7 @@ from .data import extract_answer as extract_embedded
 
 GSM8K = "gsm8k"
 EMBEDDED = "embedded"
+RG = "rg:"  # reasoning-gym families: rg:NAME (common/rg_tasks.py)
 
 _NUM = r"-?\$?\s?\d[\d,]*(?:\.\d+)?(?:/\d+(?![\d,]))?|-?\$?\s?\.\d+"
 HASHES_RE = re.compile(rf"####\s*[^\d\-$.]{{0,20}}?({_NUM})")
@@ -120,11 +121,18 @@ def steps_hold(text: str) -> bool:
 
 
 def family_of(sample_id: str) -> str:
-    """The task family of a sample, from its id (see the module docstring)."""
-    return GSM8K if sample_id.startswith(GSM8K) else EMBEDDED
+    """The task family of a sample, from its id (see the module docstring); ``rg:NAME`` for a
+    reasoning-gym item (``common/rg_tasks.py``, graded by the family's own scorer)."""
+    from .rg_tasks import family_of as rg_family
+
+    return rg_family(sample_id) or (GSM8K if sample_id.startswith(GSM8K) else EMBEDDED)
 
 
 def extract(text: str, family: str = EMBEDDED) -> str | None:
+    if family.startswith(RG):
+        from .rg_tasks import extract as rg_extract
+
+        return rg_extract(text)
     if family not in EXTRACTORS:
         raise ValueError(f"unknown answer family {family!r}; known: {sorted(EXTRACTORS)}")
     return EXTRACTORS[family](text)
@@ -133,7 +141,12 @@ def extract(text: str, family: str = EMBEDDED) -> str | None:
 def is_correct(text: str, answer: str, family: str = EMBEDDED, check_steps: bool = False) -> bool:
     """Does the path's final answer equal the label? Embedded: the same digits; GSM8K: the same value.
     ``check_steps`` (what decides a y+, ``distill.check_steps``): in a ``CHECKABLE`` family every
-    step must hold too (:func:`steps_hold`); accuracy is the final answer's alone."""
+    step must hold too (:func:`steps_hold`); accuracy is the final answer's alone. A reasoning-gym
+    family (``rg:NAME``): full credit from the family's own ``score_answer``."""
+    if family.startswith(RG):
+        from .rg_tasks import is_correct as rg_correct
+
+        return rg_correct(text, answer, family)
     got = extract(text, family)
     if got is None:
         return False
