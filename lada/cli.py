@@ -65,6 +65,7 @@ def _server(cfg: LadaConfig, args: argparse.Namespace) -> int:
                     chunk_size=cfg.server.chunk_kb * 1024, timeout=cfg.server.round_timeout,
                     heartbeat_s=t.heartbeat, liveness_s=t.liveness,
                     bind_peer_names=bool(t.tls_client_ca) and t.tls_name_binding)
+    grid.candidate_delta = t.candidate_delta
     fed = Federation(cfg, grid, store, resume=cfg.server.resume)  # loads the LLM before accepting clients
     fed.llm.learner.progress = "LLM"  # its generation and evaluation (minutes on a CPU) show a bar
     server, port = start_server(grid, cfg.server.address, cfg.data.client_domains, cfg.server.max_message_mb,

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lada.common import candidates as cands
+from lada.common import wire
 from lada.common.config import TransportConfig
 from lada.common.proto.lada.v1 import messages_pb2
 from lada.common.rounds import AllocatedPair, ProbeResult, ReasoningPath, TrainResult
@@ -103,6 +104,7 @@ class GrpcGrid:
         self.candidate_by_id: dict[str, ReasoningPath] = {}
         self.delta_blob = ""
         self.own_paths: dict[tuple[int, str], dict[str, str]] = {}
+        self.candidate_delta = True  # transport.candidate_delta: false sends the full batch and every text
         self.waiters = 0
         self.round = 0
         self.stopped = False
@@ -204,7 +206,8 @@ class GrpcGrid:
         with self.lock:
             old, prev, old_delta = self.candidate_blob, self.candidate_paths, self.delta_blob
         extra: dict = {}
-        delta = cands.make_delta(prev, old, candidates, bid, data) if old and old != bid else None
+        delta = (cands.make_delta(prev, old, candidates, bid, data)
+                 if old and old != bid and self.candidate_delta else None)
         if delta is not None:
             db = delta.SerializeToString()
             if len(db) < len(data):  # else the full batch is the cheaper download
@@ -393,6 +396,8 @@ class GrpcGrid:
             samples = self.allocs.get((t, name))
             if samples is None:
                 return None
+            if not self.candidate_delta:  # every text, as before issue 17
+                return [wire.allocated_sample(p) for p in samples]
             return cands.compact_all(samples, req, self.candidate_blob, self.candidate_by_id,
                                      self.own_paths.get((t, name)))
 

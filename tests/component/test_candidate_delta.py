@@ -162,3 +162,23 @@ def test_a_restarted_client_keeps_its_base_and_a_digest_mismatch_fetches_the_tex
         assert g.take_bytes()["client-1"][1] > full_text_bytes(pairs)  # the id form, then the full one
         g.stop()
         th.join(15)
+
+
+def test_with_the_knob_off_every_round_sends_the_full_batch_and_texts() -> None:
+    """transport.candidate_delta=false: the traffic before issue 17 (what docs/performance.md compares)."""
+    c1, c2 = batch(), batch(changed=range(0, N, 30))
+    with grpc_server(chunk_size=CHUNK, heartbeat_s=0.2) as srv:
+        g, a = srv.grid, App()
+        g.candidate_delta = False
+        conn, stop, th = start(srv, "client-1", a)
+        assert wait_until(lambda: g.live_clients() == ["client-1"])
+        g.probe(1, c1, [], ["client-1"])
+        d = conn.bytes_down
+        g.probe(2, c2, [], ["client-1"])
+        assert a.seen[-1] == c2 and conn.bytes_down - d > len(cands.batch_bytes(c2))
+        pairs = alloc(c2)
+        g.take_bytes()
+        g.train(2, {"client-1": pairs})
+        assert a.trained[-1] == pairs and g.take_bytes()["client-1"][1] > full_text_bytes(pairs)
+        g.stop()
+        th.join(15)
