@@ -9,16 +9,20 @@ with content addressing and resume) against the real server side (``GrpcGrid``
 in a server process that publishes one blob of ``--mib`` MiB. Raw: a grpcio
 server with identity serializers streaming the same bytes in messages of the
 same size (no hashing, no protobuf), and a client that keeps what it receives.
-For every chunk size the two run back to back (interleaved ``--reps`` times, the
-best of each kept, so another job on the machine hurts both alike) and the
-ratio LaDa / raw is printed for download and upload. Each LaDa upload sends
-bytes the server does not hold yet (a different first byte each time).
+For every chunk size the two run back to back (interleaved ``--reps`` times, so
+another job on the machine hurts both alike) and the ratio LaDa / raw is printed
+for download and upload: of the best of each, and the median of the ratios of
+the pairs run back to back (steadier on a loaded machine). Each LaDa upload
+sends bytes the server does not hold yet (a different first byte each time).
+The load average is printed before and after.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -41,6 +45,10 @@ def payload(mib: int) -> bytes:
 def _opts() -> list[tuple[str, int]]:
     n = MAX_MB << 20
     return [("grpc.max_send_message_length", n), ("grpc.max_receive_message_length", n)]
+
+
+def _load() -> str:
+    return " ".join(f"{x:.1f}" for x in os.getloadavg())
 
 
 def _free_port() -> int:
@@ -144,32 +152,36 @@ def run(mib: int, sizes_kb: list[int], reps: int) -> list[dict]:
                 conn = Connection(f"127.0.0.1:{port}", "bench-1", TOKEN, "m", "d", max_message_mb=MAX_MB,
                                   chunk_kb=kb, call_timeout=600)
                 conn.register()
-                best = {"lada_down": 1e9, "raw_down": 1e9, "lada_up": 1e9, "raw_up": 1e9}
+                times: dict[str, list[float]] = {"lada_down": [], "raw_down": [], "lada_up": [], "raw_up": []}
                 for rep in range(reps):
                     t0 = time.perf_counter()
                     got = conn.download(bid, max_blob=n)
-                    best["lada_down"] = min(best["lada_down"], time.perf_counter() - t0)
+                    times["lada_down"].append(time.perf_counter() - t0)
                     assert len(got) == n and got[:64] == data[:64] and got[-64:] == data[-64:]
                     del got
-                    best["raw_down"] = min(best["raw_down"], raw_download(raw_ch, kb << 10, n))
+                    times["raw_down"].append(raw_download(raw_ch, kb << 10, n))
                     blob = bytearray(data)
                     blob[0] = (blob[0] + 1 + rep) % 256  # bytes the server does not hold yet
                     blob = bytes(blob)
                     t0 = time.perf_counter()
                     conn.upload(blob)
-                    best["lada_up"] = min(best["lada_up"], time.perf_counter() - t0)
+                    times["lada_up"].append(time.perf_counter() - t0)
                     del blob
-                    best["raw_up"] = min(best["raw_up"], raw_upload(raw_ch, data, kb << 10))
+                    times["raw_up"].append(raw_upload(raw_ch, data, kb << 10))
                 conn.channel.close()
             finally:
                 lada.kill()
                 lada.wait()
-            mbs = {k: n / v / 1e6 for k, v in best.items()}
+            mbs = {k: n / min(v) / 1e6 for k, v in times.items()}
+            paired = {d: statistics.median(r / t for r, t in zip(times[f"raw_{d}"], times[f"lada_{d}"]))
+                      for d in ("down", "up")}
             rows.append({"chunk_kb": kb, **mbs, "down_ratio": mbs["lada_down"] / mbs["raw_down"],
-                         "up_ratio": mbs["lada_up"] / mbs["raw_up"]})
+                         "up_ratio": mbs["lada_up"] / mbs["raw_up"], "down_paired": paired["down"],
+                         "up_paired": paired["up"]})
             r = rows[-1]
             print(f"{kb:>8} {r['lada_down']:>10.0f} {r['raw_down']:>10.0f} {r['down_ratio']:>7.2f}x "
-                  f"{r['lada_up']:>10.0f} {r['raw_up']:>10.0f} {r['up_ratio']:>7.2f}x", flush=True)
+                  f"{r['down_paired']:>7.2f}x {r['lada_up']:>10.0f} {r['raw_up']:>10.0f} {r['up_ratio']:>7.2f}x "
+                  f"{r['up_paired']:>7.2f}x", flush=True)
         raw_ch.close()
     finally:
         raw.kill()
@@ -196,12 +208,14 @@ def main(argv: list[str] | None = None) -> int:
     sizes = [int(x) for x in args.chunk_kb.split(",") if x]
     if args.mib < 1 or args.reps < 1 or not sizes or any(s < 1 or s > 4096 for s in sizes):
         ap.error("--mib and --reps must be >= 1 and every --chunk-kb in [1, 4096]")
-    print(f"{args.mib} MiB, best of {args.reps}, MB/s (10^6 bytes/s), LaDa / raw grpcio")
-    print(f"{'chunk KiB':>8} {'LaDa down':>10} {'raw down':>10} {'ratio':>8} {'LaDa up':>10} {'raw up':>10} "
-          f"{'ratio':>8}")
+    print(f"{args.mib} MiB, best of {args.reps}, MB/s (10^6 bytes/s), LaDa / raw grpcio (ratio: of the best; "
+          f"paired: median of back-to-back pairs); load average {_load()}")
+    print(f"{'chunk KiB':>8} {'LaDa down':>10} {'raw down':>10} {'ratio':>8} {'paired':>8} {'LaDa up':>10} "
+          f"{'raw up':>10} {'ratio':>8} {'paired':>8}")
     rows = run(args.mib, sizes, args.reps)
     worst = min(min(r["down_ratio"], r["up_ratio"]) for r in rows)
-    print(f"lowest ratio: {worst:.2f}x")
+    worst_paired = min(min(r["down_paired"], r["up_paired"]) for r in rows)
+    print(f"lowest ratio: {worst:.2f}x (paired {worst_paired:.2f}x); load average {_load()}")
     return 0
 
 

@@ -39,6 +39,7 @@ DEFAULT_CHUNK = 1024 * 1024  # the fastest in benchmarks/bench_exchange.py (docs
 MAX_CHUNKS = 1 << 16  # a blob in more pieces than this is refused (bounds per-blob bookkeeping)
 CHUNK_OVERHEAD = 512  # bytes of a Chunk message besides its data, with room (two sha256 ids, a 200-char client id)
 PARALLEL_HASH = 4 << 20  # from this size on a blob's chunk hashes are computed in two threads
+PIPELINE_FROM = 16 << 20  # from this size on an upload starts before its id is known (Hashing)
 ID_TAG = b"lada-blob-v2\0"  # domain separation: an id is never the sha256 of some chunk's bytes
 _HEX = frozenset("0123456789abcdef")
 
@@ -165,6 +166,66 @@ class Layout:
             if not 0 <= i < total:
                 raise ValueError(f"chunk index {i} out of range for {total} chunks")
             yield encode_chunk(self.blob_id, i, total, _piece(data, i, cs), self.chunk_ids[i], self.size, client_id)
+
+
+class Hashing:
+    """A large blob's layout computed by a helper thread while its chunks are sent: chunk ``i`` goes
+    out as soon as its own hash is known, without the blob's id (which needs every chunk's hash) until
+    the id is known; the last chunk sent always names it (:meth:`encoded`). Sending then overlaps
+    the sender's one pass over the bytes instead of waiting for it (a 256 MiB upload waited ~0.5 s)."""
+
+    def __init__(self, data: Buffer, chunk_size: int = DEFAULT_CHUNK) -> None:
+        if chunk_size < 1:
+            raise ValueError("chunk_size must be >= 1")
+        self.mv, self.chunk_size = memoryview(data).cast("B"), chunk_size
+        self.size, self.total = len(self.mv), n_chunks(len(self.mv), chunk_size)
+        self.ids: list[str] = []
+        self._layout: Layout | None = None
+        self._error: BaseException | None = None
+        self._cond = threading.Condition()
+        threading.Thread(target=self._run, name="lada-hashing", daemon=True).start()
+
+    def _run(self) -> None:
+        try:
+            cs = self.chunk_size
+            for i in range(self.total):
+                h = sha256(self.mv[i * cs:(i + 1) * cs])
+                with self._cond:
+                    self.ids.append(h)
+                    self._cond.notify_all()
+            lay = Layout.from_ids(self.ids, self.size, cs)
+            with self._cond:
+                self._layout = lay
+                self._cond.notify_all()
+        except BaseException as e:  # noqa: BLE001 - raised to the sender
+            with self._cond:
+                self._error = e
+                self._cond.notify_all()
+
+    def _wait(self, ready: Callable[[], bool]) -> None:
+        with self._cond:
+            self._cond.wait_for(lambda: ready() or self._error is not None)
+            if self._error is not None:
+                raise self._error
+
+    def chunk_id(self, i: int) -> str:
+        self._wait(lambda: len(self.ids) > i)
+        return self.ids[i]
+
+    def layout(self) -> Layout:
+        """The whole layout (waits for the last hash)."""
+        self._wait(lambda: self._layout is not None)
+        assert self._layout is not None
+        return self._layout
+
+    def encoded(self, client_id: str = "") -> Iterator[bytes]:
+        """Every chunk in order, each as soon as it is hashed; named once the id is known, the last always."""
+        cs, total = self.chunk_size, self.total
+        for i in range(total):
+            cid = self.chunk_id(i)
+            lay = self.layout() if i == total - 1 else self._layout
+            yield encode_chunk(lay.blob_id if lay else "", i, total, self.mv[i * cs:(i + 1) * cs], cid, self.size,
+                               client_id)
 
 
 def split(data: Buffer, chunk_size: int = DEFAULT_CHUNK, client_id: str = "", start: int = 0,
@@ -294,9 +355,10 @@ class ChunkError(ValueError):
 AnyChunk = exchange_pb2.Chunk | ChunkView
 
 
-def check_header(c: AnyChunk, max_blob: int) -> None:
-    """Self-consistency of one chunk's ids, index range and sizes (everything but its hash)."""
-    if not is_sha256(c.blob_sha256) or not is_sha256(c.chunk_sha256):
+def check_header(c: AnyChunk, max_blob: int, unnamed: bool = False) -> None:
+    """Self-consistency of one chunk's ids, index range and sizes (everything but its hash);
+    ``unnamed``: an empty blob id is allowed (an upload names its blob in a later chunk)."""
+    if not (is_sha256(c.blob_sha256) or (unnamed and not c.blob_sha256)) or not is_sha256(c.chunk_sha256):
         raise ChunkError("blob_sha256 and chunk_sha256 must be 64 lower-case hex characters")
     if c.blob_size < 0 or c.blob_size > max_blob:
         raise ChunkError(f"blob_size {c.blob_size} is outside [0, {max_blob}] bytes")
@@ -308,10 +370,10 @@ def check_header(c: AnyChunk, max_blob: int) -> None:
         raise ChunkError(f"chunk {c.index} has {len(c.data)} bytes, blob has {c.blob_size}")
 
 
-def check_chunk(c: AnyChunk, max_blob: int) -> None:
+def check_chunk(c: AnyChunk, max_blob: int, unnamed: bool = False) -> None:
     """Self-consistency of one chunk: ids, index range, size limits, its own sha256 (the one pass over
     its bytes: the blob's id is derived from these hashes)."""
-    check_header(c, max_blob)
+    check_header(c, max_blob, unnamed)
     if sha256(c.data) != c.chunk_sha256:
         raise ChunkError(f"chunk {c.index} of {c.blob_sha256[:12]} fails its sha256 check")
 

@@ -194,57 +194,79 @@ class BlobStore:
         whole); a stream that merely ends early (interrupted) keeps what it
         delivered for resume. Each chunk is hashed once (its own sha256, from
         which the blob's id is derived) and kept as received (no copy); only the
-        bookkeeping holds the lock.
+        bookkeeping holds the lock. Chunks may leave the blob id empty until a
+        later chunk of the stream names it (a sender that starts before it has
+        hashed the whole blob, :class:`chunks.Hashing`): they are held for the
+        stream, counted against the quota, and land once it is named; a stream
+        that ends before naming its blob keeps none of them.
         """
         bid, added, present, total, size = "", [], False, 0, 0
         completed_here = False
         p: _Partial | None = None
+        stash: list[chunks.AnyChunk] = []  # unnamed chunks, verified, until the stream names its blob
+        stashed = 0  # their bytes (counted in self.nbytes meanwhile)
         try:
             for c in stream:
                 if check is not None:
                     check(c)
-                chunks.check_chunk(c, self.max_blob)
-                if bid and (c.blob_sha256, c.total, c.blob_size) != (bid, total, size):
-                    raise chunks.ChunkError(f"chunk {c.index} declares blob {c.blob_sha256[:12]}, total={c.total}, "
+                chunks.check_chunk(c, self.max_blob, unnamed=True)
+                if total and ((c.total, c.blob_size) != (total, size) or (bid and c.blob_sha256 not in ("", bid))):
+                    raise chunks.ChunkError(f"chunk {c.index} declares blob {c.blob_sha256[:12]!r}, total={c.total}, "
                                             f"size={c.blob_size}; one upload stream carries one blob, one layout")
-                bid, total, size = c.blob_sha256, c.total, c.blob_size
-                n = len(c.data)
-                with self.lock:
-                    if self._owned(bid, owner):
-                        present = present or not completed_here
-                        continue
-                    p = self._partial_for(owner, c)
-                    if c.index in p.parts:
-                        continue  # a re-sent chunk: verified above, stored once
-                    if p.nbytes + n > p.size:
-                        raise chunks.ChunkError(f"chunks of {bid[:12]} add up to more than its {p.size} bytes")
-                    try:
-                        p.fit(c.index, n)
-                    except chunks.ChunkError:  # kept and counted, as any chunk: the blob then fails its check
-                        p.misfits.add(c.index)
-                    if self.nbytes + n > self.max_bytes:
-                        self._evict(n)
-                        if self.nbytes + n > self.max_bytes:
-                            raise QuotaError("the server's transfer store is full; retry later")
-                    p.parts[c.index] = n
-                    p.nbytes += n
-                    p.touched = time.time()
-                    self.nbytes += n
-                    added.append(c.index)
-                    p.landed.add(c.index)
-                    p.data[c.index] = c.data  # a view into the received message: no copy
-                    p.ids[c.index] = c.chunk_sha256
-                    done = (len(p.landed) == p.total and not p.completing
-                            and self.partial.get((owner, bid, total, size)) is p)
-                    p.completing = p.completing or done
-                if done:
-                    self._complete(owner, bid, p)
-                    completed_here = True
+                total, size = c.total, c.blob_size
+                if not bid and not c.blob_sha256:
+                    with self.lock:
+                        self._make_room(len(c.data))
+                        self.nbytes += len(c.data)
+                    stashed += len(c.data)
+                    stash.append(c)
+                    continue
+                bid = bid or c.blob_sha256
+                todo = [c]
+                if stash:
+                    with self.lock:
+                        self.nbytes -= stashed
+                    todo, stash, stashed = [*stash, c], [], 0
+                for c in todo:
+                    n = len(c.data)
+                    with self.lock:
+                        if self._owned(bid, owner):
+                            present = present or not completed_here
+                            continue
+                        p = self._partial_for(owner, bid, total, size)
+                        if c.index in p.parts:
+                            continue  # a re-sent chunk: verified above, stored once
+                        if p.nbytes + n > p.size:
+                            raise chunks.ChunkError(f"chunks of {bid[:12]} add up to more than its {p.size} bytes")
+                        try:
+                            p.fit(c.index, n)
+                        except chunks.ChunkError:  # kept and counted, as any chunk: the blob then fails its check
+                            p.misfits.add(c.index)
+                        self._make_room(n)
+                        p.parts[c.index] = n
+                        p.nbytes += n
+                        p.touched = time.time()
+                        self.nbytes += n
+                        added.append(c.index)
+                        p.landed.add(c.index)
+                        p.data[c.index] = c.data  # a view into the received message: no copy
+                        p.ids[c.index] = c.chunk_sha256
+                        done = (len(p.landed) == p.total and not p.completing
+                                and self.partial.get((owner, bid, total, size)) is p)
+                        p.completing = p.completing or done
+                    if done:
+                        self._complete(owner, bid, p)
+                        completed_here = True
         except (chunks.ChunkError, QuotaError, DeniedError):
             self._rollback((owner, bid, total, size), added)
             raise
+        finally:
+            if stashed:
+                with self.lock:
+                    self.nbytes -= stashed
         if not bid:
-            raise chunks.ChunkError("empty upload: no chunks")
+            raise chunks.ChunkError("an upload stream that never names its blob (every chunk's blob_sha256 is "
+                                    "empty)" if total else "empty upload: no chunks")
         with self.lock:
             mine = sorted((q.touched, k) for k, q in self.partial.items() if k[0] == owner)
             for _, k in mine[: max(0, len(mine) - self.max_partials)]:
@@ -254,13 +276,20 @@ class BlobStore:
             q = self.partial.get((owner, bid, total, size))
             return UploadResult(bid, size, False, False, len(q.landed) if q else 0, total)
 
-    def _partial_for(self, owner: str, c: chunks.AnyChunk) -> _Partial:
+    def _partial_for(self, owner: str, bid: str, total: int, size: int) -> _Partial:
         """The owner's partial upload of this blob in this layout (chunk count and size)."""
-        key = (owner, c.blob_sha256, c.total, c.blob_size)
+        key = (owner, bid, total, size)
         p = self.partial.get(key)
         if p is None:
-            p = self.partial[key] = _Partial(c.total, c.blob_size)
+            p = self.partial[key] = _Partial(total, size)
         return p
+
+    def _make_room(self, n: int) -> None:
+        """Evict until ``n`` more bytes fit, else QuotaError (under the lock)."""
+        if self.nbytes + n > self.max_bytes:
+            self._evict(n)
+            if self.nbytes + n > self.max_bytes:
+                raise QuotaError("the server's transfer store is full; retry later")
 
     def _complete(self, owner: str, bid: str, p: _Partial) -> None:
         """Every chunk landed: derive the id from the chunks' verified hashes (no pass over the bytes)

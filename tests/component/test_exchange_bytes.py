@@ -17,12 +17,15 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
+from types import SimpleNamespace
 from typing import Any
 
 import grpc
+import pytest
 from lada.client.runtime import Connection, run_client
 from lada.common.proto.lada.v1 import messages_pb2
 from lada.common.rounds import AllocatedPair, ProbeResult, ReasoningPath, SampleReward, SampleStats, TrainResult
+from lada.server.transport.blobs import QuotaError
 
 from tests.support.transport import TOKEN, grpc_server, in_thread, wait_until
 
@@ -162,7 +165,6 @@ def test_each_byte_is_hashed_once_per_pass(monkeypatch: Any) -> None:
     upload twice in all (the sender's chunk hashes, the receiver's check of each). Beyond that only the
     ids, hashed from 32 bytes a chunk. It was about 5x each way, then 4x an upload."""
     import os
-    from types import SimpleNamespace
 
     from lada.common import chunks
 
@@ -199,8 +201,6 @@ def test_an_upload_lands_only_under_the_id_of_its_own_bytes() -> None:
     under a given id, which then still takes its true bytes; a v1 id (sha256 of the bytes) is named."""
     import os
 
-    import grpc
-    import pytest
     from lada.common import chunks
     from lada.common.proto.lada.v1 import exchange_pb2
 
@@ -276,3 +276,79 @@ def test_delta_round_bytes_equal_the_messages_sent() -> None:
     assert (up, down) == (counter.up, counter.down), (
         f"recorded up {up} / down {down}, sent {counter.up} / received {counter.down}: "
         f"{up - counter.up:+d} / {down - counter.down:+d} bytes")
+
+
+def test_a_large_upload_starts_before_its_id_is_known() -> None:
+    """``chunks.Hashing`` sends each chunk once it is hashed, the blob id left empty until it is known
+    (the last chunk always names it); the store holds such chunks for the stream, counted against its
+    quota, and lands them under the id the stream names, checked as any upload; a stream that never
+    names its blob, or is cut off first, keeps nothing, and unnamed chunks cannot land under another id."""
+    import os
+
+    from lada.common import chunks
+    from lada.common.proto.lada.v1 import exchange_pb2
+    from lada.server.transport.blobs import BlobStore
+
+    blob = os.urandom(10 * CHUNK + 5)
+    lay = chunks.Layout.of(blob, CHUNK)
+    h = chunks.Hashing(blob, CHUNK)
+    sent = [chunks.parse_chunk(m) for m in h.encoded("client-1")]
+    assert h.layout() == lay and [c.chunk_sha256 for c in sent] == lay.chunk_ids
+    assert sent[-1].blob_sha256 == lay.blob_id and {c.blob_sha256 for c in sent} <= {"", lay.blob_id}
+    assert b"".join(c.data for c in sent) == blob
+
+    def unnamed(cs: list[exchange_pb2.Chunk], k: int) -> list[exchange_pb2.Chunk]:
+        """The first k of ``cs`` with their blob id left empty."""
+        out = [exchange_pb2.Chunk.FromString(c.SerializeToString()) for c in cs]
+        for c in out[:k]:
+            c.blob_sha256 = ""
+        return out
+
+    parts = list(chunks.split(blob, CHUNK, "client-1"))
+    store = BlobStore(max_blob=1 << 20, chunk_size=CHUNK)
+    with pytest.raises(chunks.ChunkError, match="never names"):
+        store.add_chunks("client-1", unnamed(parts, len(parts)))
+    assert store.nbytes == 0 and not store.partial
+
+    def cut_off() -> Iterator[exchange_pb2.Chunk]:
+        yield from unnamed(parts, 4)[:3]
+        raise ConnectionError("stream lost")
+
+    with pytest.raises(ConnectionError):
+        store.add_chunks("client-1", cut_off())
+    assert store.nbytes == 0 and not store.partial
+    other = list(chunks.split(os.urandom(len(blob)), CHUNK, "client-1"))
+    forged = unnamed(other, len(other) - 1)
+    forged[-1].blob_sha256 = lay.blob_id  # valid chunks of other bytes, then one naming this blob
+    with pytest.raises(chunks.ChunkError, match="id check"):
+        store.add_chunks("client-1", forged)
+    assert store.nbytes == 0 and not store.partial and store.get(lay.blob_id) is None
+    r = store.add_chunks("client-1", unnamed(parts, 6))
+    assert r.complete and r.blob_id == lay.blob_id and store.get(lay.blob_id) == blob and store.nbytes == len(blob)
+    small = BlobStore(max_blob=1 << 20, max_bytes=4 * CHUNK, chunk_size=CHUNK)
+    with pytest.raises(QuotaError):
+        small.add_chunks("client-1", unnamed(parts, len(parts) - 1))  # held chunks count against the quota
+    assert small.nbytes == 0
+
+
+def test_the_client_sends_a_large_blob_while_hashing_it(monkeypatch: Any) -> None:
+    """Over real gRPC, with the pipelining threshold lowered to this test's sizes: the upload lands
+    under its id, hashing each byte once per side, and a second upload of it stores nothing again."""
+    import os
+
+    from lada.common import chunks
+
+    count, lock = [0], threading.Lock()
+    monkeypatch.setattr(chunks, "hashlib", SimpleNamespace(sha256=lambda data=b"": _Counted(count, lock, data)))
+    monkeypatch.setattr(chunks, "PIPELINE_FROM", 4 * CHUNK)
+    blob = os.urandom(40 * CHUNK + 7)
+    bid = chunks.id_of(blob, CHUNK)
+    with grpc_server(chunk_size=CHUNK, max_message_mb=1) as srv:
+        conn = Connection(srv.address, "client-1", TOKEN, "m", "arith", chunk_kb=CHUNK // 1024, call_timeout=30)
+        conn.register()
+        count[0] = 0
+        assert conn.upload(blob) == bid and srv.grid.blobs.get(bid, "client-1") == blob
+        per_side = len(blob) + len(chunks.ID_TAG) + 16 + 32 * chunks.n_chunks(len(blob), CHUNK)
+        assert count[0] == 2 * per_side
+        n = srv.grid.blobs.nbytes
+        assert conn.upload(blob) == bid and srv.grid.blobs.nbytes == n and not srv.grid.blobs.partial
