@@ -21,7 +21,7 @@ import torch
 from lada.common.answers import family_of
 from lada.common.config import LadaConfig
 from lada.common.data import Sample, is_correct, path_steps
-from lada.common.learner import Learner, LearnerState, Pair
+from lada.common.learner import Learner, LearnerState, Pair, align_items
 from lada.common.models import load_for, resolve_model, torch_device
 from lada.common.rounds import (
     AllocatedPair,
@@ -219,10 +219,11 @@ class ClientApp:
         t0 = time.perf_counter()
         self._enter_run(task.run_key)
         pairs = [Pair(s.sample_id, s.question, s.positive, s.negative) for s in samples]
-        rep = self.learner.learn_round(self.local_targets(), pairs)
-        out = TrainResult(
-            samples=[SampleReward(sid, float(b), float(a))
-                     for sid, b, a in zip(rep.sample_ids, rep.nll_before, rep.nll_after)],
+        rep = self.learner.learn_round(self.local_targets(), pairs, align_items(self.cfg.filter))
+        align = rep.alignment if rep.alignment is not None else np.zeros(len(rep.sample_ids))
+        out = TrainResult(  # alignment: the reward filter.reward=aligned learns from, measured here
+            samples=[SampleReward(sid, float(b), float(a), float(g))
+                     for sid, b, a, g in zip(rep.sample_ids, rep.nll_before, rep.nll_after, align)],
             steps=rep.steps, loss_sft=rep.losses.get("sft", 0.0), loss_cd=rep.losses.get("cd", 0.0),
             test_accuracy=self.test_accuracy(task.round))
         self._save(self.learner.snapshot(), {"after": task.round})

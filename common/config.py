@@ -166,7 +166,17 @@ class FilterConfig(Section):
     reward_mode: Literal["batch", "per_sample"] = Field(
         "per_sample", description="one shared batch reward (paper) or one reward per sample"
     )
-    reward_scale: float = Field(5.0, gt=0, description="squash: r = sigmoid(scale * relative NLL drop)")
+    reward_scale: float = Field(5.0, gt=0, description="squash: r = sigmoid(scale * relative NLL drop), or "
+                                "sigmoid(scale * alignment) with reward=aligned")
+    reward: Literal["nll_drop", "aligned"] = Field(
+        "nll_drop", description="what a filter learns from: nll_drop = the paper's normalised perplexity drop of y+ "
+        "after the round's training (default: the paper's, and no measurement yet says the other is better); "
+        "aligned = first-order influence (TracIn/LESS), the cosine of y+'s loss gradient with the gradient of "
+        "the receiver's loss on a held-out slice of its own data, on its LoRA weights at round start, computed "
+        "by the receiver and sent in its reward report")
+    align_items: int = Field(
+        32, ge=1, description="reward=aligned: the receiver's held-out slice (its local samples with the smallest "
+        "id hash, at most a quarter of them), left out of that round's local SFT")
     embedding: Literal["llm", "none"] = Field("llm", description="sample embedding part of the context")
     embed_dim: int = Field(32, ge=1, description="embedding dims kept (random projection of LLM states)")
     exploration_input: Literal["grad", "hidden"] = Field(

@@ -12,6 +12,7 @@ import math
 import random
 import time
 import warnings
+import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ from peft.tuners.lora import LoraLayer
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .answers import extract, family_of
-from .config import DistillConfig, LoraConfig, TrainConfig
+from .config import DistillConfig, FilterConfig, LoraConfig, TrainConfig
 from .data import Sample, path_steps
 from .losses import contrastive_distillation_loss, sequence_logprob, sft_loss
 from .textlm import encode_pairs, evaluate, forward_logits, generate_paths, path_logprobs, path_nll, pool_prompts
@@ -64,6 +65,22 @@ class LearnReport:
     steps: int
     seconds: float
     losses: dict[str, float] = field(default_factory=dict)
+    alignment: np.ndarray | None = None  # per pair, when asked (filter.reward=aligned): see Learner.alignment
+
+
+def align_items(f: FilterConfig) -> int:
+    """The held-out slice a receiver aligns with this round: ``filter.align_items`` when the filters
+    learn from alignment (``filter.reward=aligned``), else none (no extra backward passes)."""
+    return f.align_items if f.reward == "aligned" else 0
+
+
+def held_out_slice(local: Sequence[Sample], k: int) -> tuple[list[Sample], list[Sample]]:
+    """(held, rest): the ``k`` local samples with the smallest CRC-32 of their id, at most a quarter
+    of them -- the same slice every round for the same data, and most data still trains."""
+    k = min(k, len(local) // 4)
+    order = sorted(range(len(local)), key=lambda i: (zlib.crc32(local[i].id.encode()), i))
+    held_idx = set(order[:k])
+    return ([local[i] for i in sorted(held_idx)], [s for i, s in enumerate(local) if i not in held_idx])
 
 
 def _linear_targets(model: torch.nn.Module) -> list[str]:
@@ -201,15 +218,21 @@ class Learner:
                                  self.train_cfg.gen_batch_size, sort=self.train_cfg.sort_by_length)
         return s / np.maximum(n, 1) if self.distill_cfg.length_norm else s
 
-    def learn_round(self, local: Sequence[Sample], pairs: Sequence[Pair]) -> LearnReport:
+    def learn_round(self, local: Sequence[Sample], pairs: Sequence[Pair], align_items: int = 0) -> LearnReport:
         """L = L_SFT(local) + α·L_CD(pairs) + w⁺·L_SFT(y⁺), reference = self at round start.
 
         The local SFT data also holds the y⁺ kept from earlier rounds (``distill.retain``).
         Returns the per-sample NLL of y⁺ before and after, from which the
-        caller computes the reward (learning gain) for its filter.
+        caller computes the reward (learning gain) for its filter. ``align_items`` > 0
+        (``filter.reward=aligned``): first, each pair's :meth:`alignment` with a held-out slice of
+        ``local`` (:func:`held_out_slice`), which this round's SFT then leaves out.
         """
         t0 = time.perf_counter()
         c, d = self.train_cfg, self.distill_cfg
+        align = None
+        if align_items > 0:
+            held, local = held_out_slice(local, align_items)
+            align = self.alignment(held, pairs)
         local = [*local, *self.kept.values()]
         qs = [p.question for p in pairs]
         pos = [p.positive for p in pairs]
@@ -271,7 +294,41 @@ class Learner:
             self.keep(pairs)
         losses = {k: v / max(n_steps, 1) for k, v in totals.items()}
         return LearnReport([p.sample_id for p in pairs], nll_before, nll_after, n_steps,
-                           time.perf_counter() - t0, losses)
+                           time.perf_counter() - t0, losses, align)
+
+    def _loss_grad(self, params: list[torch.Tensor], questions: Sequence[str], paths: Sequence[str]) -> torch.Tensor:
+        """The gradient of the mean token NLL of ``paths`` w.r.t. ``params``, flattened (float32)."""
+        b = encode_pairs(self.tok, questions, paths, self.train_cfg.max_len).to(self.model.device)
+        loss = sft_loss(forward_logits(self.model, b), b.labels)
+        grads = torch.autograd.grad(loss, params, allow_unused=True)
+        return torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1).float()
+                          for g, p in zip(grads, params)])
+
+    def alignment(self, held: Sequence[Sample], pairs: Sequence[Pair]) -> np.ndarray:
+        """First-order influence of each pair on this model's loss on ``held`` (TracIn / LESS):
+        cos(∇ NLL(y⁺), ∇ NLL(held)) on the LoRA weights as they are now. > 0: a gradient step on y⁺
+        also lowers the held-out loss -- what this receiver can learn for its own data, where the
+        NLL drop of y⁺ after training on it mostly measures memorisation (issue 13). LoRA
+        parameters only, one backward per pair; no dropout (eval mode), no parameter changes.
+        Zeros when there is nothing held out to align with."""
+        out = np.zeros(len(pairs))
+        if not held or not pairs:
+            return out
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            bs = self.train_cfg.batch_size
+            g_held = sum(self._loss_grad(params, [s.question for s in held[i:i + bs]], [s.path for s in held[i:i + bs]])
+                         * len(held[i:i + bs]) for i in range(0, len(held), bs))
+            assert isinstance(g_held, torch.Tensor)
+            g_held = g_held / g_held.norm().clamp_min(1e-12)
+            for k, p in enumerate(pairs):
+                g = self._loss_grad(params, [p.question], [p.positive])
+                out[k] = float((g @ g_held) / g.norm().clamp_min(1e-12))
+        finally:
+            self.model.train(was_training)
+        return np.clip(out, -1.0, 1.0)
 
     def keep(self, pairs: Sequence[Pair]) -> None:
         """Add the pairs' y+ to the kept SFT data (a later path for a sample replaces the earlier one):

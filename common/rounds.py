@@ -77,6 +77,7 @@ class SampleReward:
     sample_id: str
     nll_before: float
     nll_after: float
+    alignment: float = 0.0  # filter.reward=aligned: cos(grad of y+'s loss, grad of the receiver's held-out loss)
 
 
 @dataclass

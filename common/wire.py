@@ -72,12 +72,13 @@ def reward_report(result: TrainResult, client_id: str, task: TaskInfo) -> alloca
         client_id=client_id, task_id=task.task_id, round=task.round, steps=result.steps,
         loss_sft=result.loss_sft, loss_cd=result.loss_cd, test_accuracy=result.test_accuracy,
         train_seconds=result.train_seconds,
-        samples=[allocation_pb2.SampleReward(sample_id=s.sample_id, nll_before=s.nll_before, nll_after=s.nll_after)
+        samples=[allocation_pb2.SampleReward(sample_id=s.sample_id, nll_before=s.nll_before, nll_after=s.nll_after,
+                                             alignment=s.alignment)
                  for s in result.samples])
 
 
 def train_result(rep: allocation_pb2.RewardReport) -> TrainResult:
     return TrainResult(
-        samples=[SampleReward(s.sample_id, s.nll_before, s.nll_after) for s in rep.samples],
+        samples=[SampleReward(s.sample_id, s.nll_before, s.nll_after, s.alignment) for s in rep.samples],
         test_accuracy=rep.test_accuracy, steps=rep.steps, train_seconds=rep.train_seconds,
         loss_sft=rep.loss_sft, loss_cd=rep.loss_cd)

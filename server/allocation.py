@@ -235,13 +235,24 @@ class AllocationService:
         self.given.setdefault((receiver, sender), set()).update(view.sample_ids[i] for i in alloc.indices)
         return alloc
 
-    def rewards(self, nll_before: Sequence[float], nll_after: Sequence[float]) -> np.ndarray:
-        """Learning gain per allocated sample, or one shared batch reward (knob)."""
+    def rewards(self, nll_before: Sequence[float], nll_after: Sequence[float],
+                alignment: Sequence[float] | None = None) -> np.ndarray:
+        """Reward per allocated sample, or one shared batch reward (``filter.reward_mode``), from
+        ``filter.reward``: the squashed NLL drop (the paper's), or the squashed alignment the
+        receiver measured (``Learner.alignment``); both directions follow the same knobs."""
         b = np.asarray(nll_before, dtype=np.float64)
         a = np.asarray(nll_after, dtype=np.float64)
         if len(b) == 0:
             return np.zeros(0)
         f = self.cfg.filter
+        if f.reward == "aligned":
+            if alignment is None or len(alignment) != len(b):
+                raise ValueError("filter.reward=aligned needs the receiver's alignment for every allocated sample")
+            c = np.asarray(alignment, dtype=np.float64)
+            if not np.all(np.isfinite(c)):
+                raise ValueError("alignment values must be finite")
+            c = np.full(len(c), c.mean()) if f.reward_mode == "batch" else c
+            return 1.0 / (1.0 + np.exp(-f.reward_scale * c))
         if f.reward_mode == "batch":
             return np.full(len(b), float(squash_reward(b.mean(), a.mean(), f.reward_scale)))
         return np.asarray(squash_reward(b, a, f.reward_scale), dtype=np.float64)

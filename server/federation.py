@@ -302,7 +302,8 @@ class Federation:
         from the LLM's own; the reward rows are recorded in that order."""
         for name, res in results.items():
             ids = [s.sample_id for s in res.samples]
-            rw = self.alloc.rewards([s.nll_before for s in res.samples], [s.nll_after for s in res.samples])
+            rw = self.alloc.rewards([s.nll_before for s in res.samples], [s.nll_after for s in res.samples],
+                                    [s.alignment for s in res.samples])
             self.alloc.update(name, LLM, ids, rw)
             r.rec.rewards += [(name, LLM, sid, float(v)) for sid, v in zip(ids, rw)]
             mean_r = float(rw.mean()) if len(rw) else 0.5
@@ -379,7 +380,8 @@ class Federation:
         if not pairs:
             return {"reward": 0.5, "n_allocated": 0.0}
         rep = self.llm.learn(self.server_train, pairs)
-        up.sample_ids, up.rewards = list(rep.sample_ids), self.alloc.rewards(rep.nll_before, rep.nll_after)
+        up.sample_ids, up.rewards = list(rep.sample_ids), self.alloc.rewards(rep.nll_before, rep.nll_after,
+                                                                            rep.alignment)
         return {"reward": float(up.rewards.mean()), "n_allocated": float(len(pairs))}
 
     def _llm_nll_where(self, mask: np.ndarray, texts: list[str]) -> np.ndarray:

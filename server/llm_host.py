@@ -13,7 +13,7 @@ import torch
 from lada.common.answers import family_of
 from lada.common.config import LadaConfig
 from lada.common.data import Sample, is_correct
-from lada.common.learner import Learner, LearnerState, LearnReport, Pair
+from lada.common.learner import Learner, LearnerState, LearnReport, Pair, align_items
 from lada.common.models import load_for, resolve_model, torch_device
 
 T = TypeVar("T")
@@ -86,7 +86,7 @@ class LLMHost:
         return np.array([len(self.learner.tok(p)["input_ids"]) for p in paths], dtype=np.float32)
 
     def learn(self, local: Sequence[Sample], pairs: Sequence[Pair]) -> LearnReport:
-        rep = self._run(self.learner.learn_round, local, pairs)
+        rep = self._run(self.learner.learn_round, local, pairs, align_items(self.cfg.filter))
         self.version += 1
         return rep
 

@@ -259,6 +259,8 @@ class AllocationServicer(allocation_pb2_grpc.AllocationServicer):
         for s in req.samples:
             if not finite(s.nll_before, s.nll_after, lo=0.0, hi=MAX_NLL):
                 invalid(ctx, f"NLL values must be finite and in [0, {MAX_NLL:g}]")
+            if not finite(s.alignment, lo=-1.0, hi=1.0):
+                invalid(ctx, "alignment (a cosine) must be finite and in [-1, 1]")
         if not finite(req.test_accuracy, lo=0.0, hi=1.0):
             invalid(ctx, "test_accuracy must be finite and in [0, 1]")
         if not 0 <= req.steps <= MAX_STEPS or not finite(req.train_seconds, lo=0.0):

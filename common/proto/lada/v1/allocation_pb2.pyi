@@ -64,14 +64,16 @@ class AllocatedSample(_message.Message):
     def __init__(self, sample_id: _Optional[str] = ..., question: _Optional[str] = ..., positive: _Optional[str] = ..., negative: _Optional[str] = ..., score: _Optional[float] = ..., rank: _Optional[int] = ..., positive_held: _Optional[bool] = ..., negative_own: _Optional[bool] = ..., digest: _Optional[bytes] = ...) -> None: ...
 
 class SampleReward(_message.Message):
-    __slots__ = ("sample_id", "nll_before", "nll_after")
+    __slots__ = ("sample_id", "nll_before", "nll_after", "alignment")
     SAMPLE_ID_FIELD_NUMBER: _ClassVar[int]
     NLL_BEFORE_FIELD_NUMBER: _ClassVar[int]
     NLL_AFTER_FIELD_NUMBER: _ClassVar[int]
+    ALIGNMENT_FIELD_NUMBER: _ClassVar[int]
     sample_id: str
     nll_before: float
     nll_after: float
-    def __init__(self, sample_id: _Optional[str] = ..., nll_before: _Optional[float] = ..., nll_after: _Optional[float] = ...) -> None: ...
+    alignment: float
+    def __init__(self, sample_id: _Optional[str] = ..., nll_before: _Optional[float] = ..., nll_after: _Optional[float] = ..., alignment: _Optional[float] = ...) -> None: ...
 
 class RewardReport(_message.Message):
     __slots__ = ("client_id", "task_id", "round", "samples", "test_accuracy", "steps", "train_seconds", "loss_sft", "loss_cd")

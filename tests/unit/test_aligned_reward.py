@@ -1,0 +1,81 @@
+"""The aligned reward (``filter.reward=aligned``, ``Learner.alignment``): the cosine of a y+'s loss
+gradient with the receiver's held-out loss gradient on its LoRA weights at round start, reported
+by the receiver and squashed into the filter's reward on the server."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from lada.common import wire
+from lada.common.config import LadaConfig
+from lada.common.data import generate
+from lada.common.learner import Learner, Pair, align_items, held_out_slice
+from lada.common.models import resolve_model
+from lada.common.rounds import SampleReward, TaskInfo, TrainResult
+from lada.common.textlm import load_model
+from lada.server.allocation import AllocationService
+
+from tests.support.paths import TINY
+
+
+@pytest.fixture(scope="module")
+def learner(tiny_overrides: dict) -> Learner:
+    cfg = LadaConfig.load(TINY, overrides=tiny_overrides, env=False)
+    model, tok = load_model(resolve_model(cfg.models.clients["client-1"], cfg.models, seed=cfg.data.seed))
+    torch.set_num_threads(1)
+    return Learner(model, tok, cfg.train, cfg.distill, cfg.lora, seed=0)
+
+
+def test_a_held_out_item_aligns_more_than_an_unrelated_one(learner: Learner) -> None:
+    """A y+ identical to a held-out item pushes the held-out loss down more than an unrelated path
+    does, whatever the unrelated one; and measuring changes no weight."""
+    held = generate(["arith"], 6, seed=1, prefix="held")
+    other = generate(["shop"], 3, seed=2, prefix="other")
+    pairs = [Pair(held[0].id, held[0].question, held[0].path, ""),
+             *[Pair(s.id, s.question, s.path, "") for s in other],
+             Pair("junk", "Q : zz", "#### #### . . = = 12 12 12", "")]
+    before = {k: v.clone() for k, v in learner.adapter_state().items()}
+    a = learner.alignment(held, pairs)
+    assert a.shape == (len(pairs),) and np.all(np.abs(a) <= 1.0)
+    assert a[0] > max(a[1:]) + 0.05, a
+    assert a[0] > 0.3, a  # its own gradient is one sixth of the held-out one's
+    after = learner.adapter_state()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert not learner.alignment([], pairs).any()  # nothing held out: no information, zeros
+
+
+def test_learn_round_reports_alignment_and_holds_the_slice_out(learner: Learner) -> None:
+    local = generate(["arith"], 20, seed=3, prefix="loc")
+    held, rest = held_out_slice(local, 32)
+    assert len(held) == 5 and len(rest) == 15 and not {s.id for s in held} & {s.id for s in rest}
+    assert {s.id for s in held_out_slice(local[::-1], 32)[0]} == {s.id for s in held}  # by id, not order
+    pairs = [Pair(s.id, s.question, s.path, "") for s in generate(["arith"], 3, seed=4, prefix="y")]
+    snap = learner.snapshot()
+    rep = learner.learn_round(local, pairs, align_items=32)
+    learner.restore(snap)
+    assert rep.alignment is not None and rep.alignment.shape == (3,)
+    assert learner.learn_round(local, pairs).alignment is None  # not asked: no extra backward passes
+    learner.restore(snap)
+
+
+def test_rewards_follow_the_knob_in_both_directions() -> None:
+    on = LadaConfig.load(overrides={"filter.reward": "aligned"}, env=False)
+    assert LadaConfig().filter.reward == "nll_drop" and align_items(LadaConfig().filter) == 0
+    assert align_items(on.filter) == on.filter.align_items
+    svc = AllocationService(on)
+    r = svc.rewards([2.0, 2.0, 2.0], [1.0, 1.0, 1.0], [0.4, 0.0, -0.4])
+    assert r[0] > 0.5 and r[1] == pytest.approx(0.5) and r[2] < 0.5  # the NLL drops, all equal, play no part
+    with pytest.raises(ValueError, match="alignment"):
+        svc.rewards([2.0], [1.0])
+    batch = AllocationService(LadaConfig.load(overrides={"filter.reward": "aligned", "filter.reward_mode": "batch"},
+                                              env=False)).rewards([2.0, 2.0], [1.0, 1.0], [0.4, 0.0])
+    assert batch[0] == batch[1] > 0.5
+    paper = AllocationService(LadaConfig()).rewards([2.0, 2.0], [1.0, 2.0], [-1.0, 1.0])
+    assert paper[0] > paper[1] == pytest.approx(0.5)  # nll_drop ignores any alignment sent
+
+
+def test_alignment_travels_in_the_reward_report() -> None:
+    res = TrainResult(samples=[SampleReward("p-1", 1.5, 1.0, -0.25)])
+    back = wire.train_result(wire.reward_report(res, "c", TaskInfo("t", 1)))
+    assert back.samples[0].alignment == pytest.approx(-0.25)
