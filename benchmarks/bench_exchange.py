@@ -14,20 +14,24 @@ another job on the machine hurts both alike) and the ratio LaDa / raw is printed
 for download and upload: of the best of each, and the median of the ratios of
 the pairs run back to back (steadier on a loaded machine). Each LaDa upload
 sends bytes the server does not hold yet (a different first byte each time).
-The load average is printed before and after.
+The load average is printed before and after, and so is the CPU time of each
+transfer (client process + server process, from getrusage and /proc): on a
+machine whose cores are all busy the wall-clock ratio tends to the CPU ratio.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import socket
 import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "bench-exchange-token"
@@ -45,6 +49,25 @@ def payload(mib: int) -> bytes:
 def _opts() -> list[tuple[str, int]]:
     n = MAX_MB << 20
     return [("grpc.max_send_message_length", n), ("grpc.max_receive_message_length", n)]
+
+
+def _cpu(pid: int | None = None) -> float:
+    """CPU seconds (user + system) of this process, or of process ``pid``."""
+    if pid is None:
+        r = resource.getrusage(resource.RUSAGE_SELF)
+        return r.ru_utime + r.ru_stime
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _timed(into: tuple[list[float], list[float]], server_pid: int, fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)``, its wall seconds and the CPU seconds of this process and the server appended to ``into``."""
+    c0, s0, t0 = _cpu(), _cpu(server_pid), time.perf_counter()
+    out = fn(*args)
+    into[0].append(time.perf_counter() - t0)
+    into[1].append(_cpu() - c0 + _cpu(server_pid) - s0)
+    return out
 
 
 def _load() -> str:
@@ -106,22 +129,16 @@ def serve_raw(port: int, mib: int) -> int:
 
 
 # ---------------------------------------------------------------------- the clients
-def raw_download(ch: object, cs: int, n: int) -> float:
+def raw_download(ch: object, cs: int, n: int) -> None:
     call = ch.unary_stream(RAW + "Down")  # type: ignore[attr-defined]
-    t0 = time.perf_counter()
     parts = list(call(cs.to_bytes(8, "little"), timeout=600))
-    dt = time.perf_counter() - t0
     assert sum(map(len, parts)) == n, "raw download lost bytes"
-    return dt
 
 
-def raw_upload(ch: object, data: bytes, cs: int) -> float:
+def raw_upload(ch: object, data: bytes, cs: int) -> None:
     call = ch.stream_unary(RAW + "Up")  # type: ignore[attr-defined]
-    t0 = time.perf_counter()
     got = int.from_bytes(call((data[i:i + cs] for i in range(0, len(data), cs)), timeout=600), "little")
-    dt = time.perf_counter() - t0
     assert got == len(data), "raw upload lost bytes"
-    return dt
 
 
 def _start(args: list[str]) -> tuple[subprocess.Popen, str]:
@@ -152,22 +169,21 @@ def run(mib: int, sizes_kb: list[int], reps: int) -> list[dict]:
                 conn = Connection(f"127.0.0.1:{port}", "bench-1", TOKEN, "m", "d", max_message_mb=MAX_MB,
                                   chunk_kb=kb, call_timeout=600)
                 conn.register()
-                times: dict[str, list[float]] = {"lada_down": [], "raw_down": [], "lada_up": [], "raw_up": []}
+                keys = ("lada_down", "raw_down", "lada_up", "raw_up")
+                times: dict[str, list[float]] = {k: [] for k in keys}
+                cpus: dict[str, list[float]] = {k: [] for k in keys}
+                m = {k: (times[k], cpus[k]) for k in keys}
                 for rep in range(reps):
-                    t0 = time.perf_counter()
-                    got = conn.download(bid, max_blob=n)
-                    times["lada_down"].append(time.perf_counter() - t0)
+                    got = _timed(m["lada_down"], lada.pid, conn.download, bid, n)
                     assert len(got) == n and got[:64] == data[:64] and got[-64:] == data[-64:]
                     del got
-                    times["raw_down"].append(raw_download(raw_ch, kb << 10, n))
+                    _timed(m["raw_down"], raw.pid, raw_download, raw_ch, kb << 10, n)
                     blob = bytearray(data)
                     blob[0] = (blob[0] + 1 + rep) % 256  # bytes the server does not hold yet
                     blob = bytes(blob)
-                    t0 = time.perf_counter()
-                    conn.upload(blob)
-                    times["lada_up"].append(time.perf_counter() - t0)
+                    _timed(m["lada_up"], lada.pid, conn.upload, blob)
                     del blob
-                    times["raw_up"].append(raw_upload(raw_ch, data, kb << 10))
+                    _timed(m["raw_up"], raw.pid, raw_upload, raw_ch, data, kb << 10)
                 conn.channel.close()
             finally:
                 lada.kill()
@@ -175,9 +191,10 @@ def run(mib: int, sizes_kb: list[int], reps: int) -> list[dict]:
             mbs = {k: n / min(v) / 1e6 for k, v in times.items()}
             paired = {d: statistics.median(r / t for r, t in zip(times[f"raw_{d}"], times[f"lada_{d}"]))
                       for d in ("down", "up")}
+            cpu = {f"cpu_{k}": min(v) for k, v in cpus.items()}
             rows.append({"chunk_kb": kb, **mbs, "down_ratio": mbs["lada_down"] / mbs["raw_down"],
                          "up_ratio": mbs["lada_up"] / mbs["raw_up"], "down_paired": paired["down"],
-                         "up_paired": paired["up"]})
+                         "up_paired": paired["up"], **cpu})
             r = rows[-1]
             print(f"{kb:>8} {r['lada_down']:>10.0f} {r['raw_down']:>10.0f} {r['down_ratio']:>7.2f}x "
                   f"{r['down_paired']:>7.2f}x {r['lada_up']:>10.0f} {r['raw_up']:>10.0f} {r['up_ratio']:>7.2f}x "
@@ -216,6 +233,13 @@ def main(argv: list[str] | None = None) -> int:
     worst = min(min(r["down_ratio"], r["up_ratio"]) for r in rows)
     worst_paired = min(min(r["down_paired"], r["up_paired"]) for r in rows)
     print(f"lowest ratio: {worst:.2f}x (paired {worst_paired:.2f}x); load average {_load()}")
+    print("CPU seconds per transfer, client + server process, least of the repetitions (ratio: raw / LaDa)")
+    print(f"{'chunk KiB':>8} {'LaDa down':>10} {'raw down':>10} {'ratio':>8} {'LaDa up':>10} {'raw up':>10} "
+          f"{'ratio':>8}")
+    for r in rows:
+        print(f"{r['chunk_kb']:>8} {r['cpu_lada_down']:>10.2f} {r['cpu_raw_down']:>10.2f} "
+              f"{r['cpu_raw_down'] / max(r['cpu_lada_down'], 1e-9):>7.2f}x {r['cpu_lada_up']:>10.2f} "
+              f"{r['cpu_raw_up']:>10.2f} {r['cpu_raw_up'] / max(r['cpu_lada_up'], 1e-9):>7.2f}x")
     return 0
 
 
