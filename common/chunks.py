@@ -440,8 +440,9 @@ def join(chunks: Iterable[AnyChunk], max_blob: int | None = None) -> bytes:
 
 class Receiver:
     """Assembles one blob from its chunks in order (a download, resumable from :attr:`received`) into
-    a buffer allocated once, hashing each byte once as it arrives (each chunk's sha256, checked at
-    once); :meth:`result` derives the id from the chunk hashes and checks it."""
+    a buffer allocated once (a one-chunk blob: the received chunk itself), hashing each byte once as
+    it arrives (each chunk's sha256, checked at once); :meth:`result` derives the id from the chunk
+    hashes and checks it."""
 
     def __init__(self, blob_id: str, max_blob: int | None = None) -> None:
         self.blob_id, self.max_blob = blob_id, max_blob
@@ -470,10 +471,13 @@ class Receiver:
             raise ChunkError(f"chunk {c.index} of {n} bytes breaks the blob's {self.cs}-byte chunks")
         if sha256(c.data) != c.chunk_sha256:
             raise ChunkError(f"chunk {c.index} of {self.blob_id[:12]} fails its sha256 check")
-        if self.buf is None:
-            self.buf = buffer(self.size)
         self.cs = cs
-        self.buf[self.filled:self.filled + n] = c.data
+        if self.total == 1:  # the whole blob is this chunk: keep the view into the message, no copy
+            self.buf = memoryview(c.data).cast("B")
+        else:
+            if self.buf is None:
+                self.buf = buffer(self.size)
+            self.buf[self.filled:self.filled + n] = c.data
         self.ids.append(c.chunk_sha256)
         self.filled += n
         self.received += 1

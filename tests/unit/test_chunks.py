@@ -138,6 +138,10 @@ def test_receiver_assembles_in_order_and_resumes() -> None:
         rx.add(c)
     out = rx.result()
     assert out == data and out.readonly
+    (one,) = list(chunks.Layout.of(data, 1 << 20).encoded(data))
+    rx = chunks.Receiver(chunks.id_of(data))
+    rx.add(chunks.parse_chunk(one))
+    assert rx.result() == data and rx.result().obj is one  # a one-chunk blob is the message itself: no copy
 
 
 def test_receiver_refuses_what_a_download_must_not_accept() -> None:
