@@ -124,7 +124,9 @@ def test_filter_beats_random_on_synthetic_bandit(lam: float) -> None:
 
 def test_update_is_fast() -> None:
     """A retrain on 600 rewards at the default context width (8 clusters + 7 statistics; f2 then
-    reads a 1089-wide gradient) stays a small part of a round (0.7 s measured at load 10 on 2 cores)."""
+    reads a 1089-wide gradient) stays a small part of a round (0.7 s measured at load 10 on 2 cores).
+    CPU time of this process, not wall time: at load 18 on 2 shared cores the wall clock failed a
+    retrain that needs well under a second of compute."""
     rng = np.random.default_rng(0)
     d = 15
     filt = NeuralBanditFilter(d, FilterConfig(), 0)
@@ -133,11 +135,11 @@ def test_update_is_fast() -> None:
     filt.score(pool)
     filt.update(rng.normal(size=(492, d)), rng.random(492))
     filt.score(pool)
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     filt.update(rng.normal(size=(100, d)), rng.random(100))
     filt.score(pool)  # the retrain on 600 happens here, then 1000 candidates are scored
     assert not filt.stale
-    assert time.perf_counter() - t0 < 2.0
+    assert time.process_time() - t0 < 2.0
 
 
 @pytest.mark.parametrize("inp", ["grad", "hidden"])
