@@ -26,7 +26,19 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint, select
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+    select,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, column_property, mapped_column
 
 LLM = "llm"  # the subject / author / receiver / sender that is the server's LLM
@@ -93,19 +105,21 @@ class PublicSample(Base):
 
 
 class PathText(Base):
-    """A path's text, stored once however many rounds, authors and runs wrote it: keyed by its
-    sha256 (``text_key``), so a round's rows reference it instead of repeating it (issue 17: the
-    LLM's unchanged candidates and an SLM's unchanged paths were stored again every round). A text
-    no row references any more (its round was redone) stays: it is immutable and harmless."""
+    """A path's text, stored once however many rounds, authors and runs wrote it (issue 17: the
+    LLM's unchanged candidates and an SLM's unchanged paths were stored again every round). Rows
+    reference it by ``id`` (a small integer: a demo path is about as long as a hex digest); the
+    sha256 of the text (``text_key``) finds it. A text no row references any more (its round was
+    redone) stays: it is immutable and harmless."""
 
     __tablename__ = "path_texts"
-    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    sha256: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
     text: Mapped[str] = mapped_column(Text)
 
 
-def text_key(text: str) -> str:
+def text_key(text: str) -> bytes:
     """``PathText.sha256`` of a path's text."""
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return hashlib.sha256(text.encode("utf-8")).digest()
 
 
 class ReasoningPath(Base):
@@ -119,11 +133,10 @@ class ReasoningPath(Base):
     round_idx: Mapped[int] = mapped_column(Integer)
     author: Mapped[str] = mapped_column(String(100))  # "llm" or a client name
     sample_id: Mapped[str] = mapped_column(String(100))
-    text_sha256: Mapped[str] = mapped_column(
-        String(64), ForeignKey("path_texts.sha256", name="fk_paths_text_sha256_path_texts"), index=True)
+    text_id: Mapped[int] = mapped_column(ForeignKey("path_texts.id", name="fk_paths_text_id_path_texts"))
     correct: Mapped[bool] = mapped_column(Boolean)
     text: Mapped[str] = column_property(
-        select(PathText.text).where(PathText.sha256 == text_sha256).correlate_except(PathText).scalar_subquery())
+        select(PathText.text).where(PathText.id == text_id).correlate_except(PathText).scalar_subquery())
 
 
 class Allocation(Base):

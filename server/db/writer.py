@@ -35,6 +35,8 @@ from .tables import (
     utcnow,
 )
 
+MAX_TEXT_IDS = 2_000_000  # committed path-text ids a Store remembers (about 100 bytes each)
+
 
 class DatabaseGone(RuntimeError):
     """The SQLite file the server opened was deleted or replaced: nothing more can be committed to it."""
@@ -48,6 +50,7 @@ class Store:
         (``migrations.upgrade``; one ``SELECT`` when it already is); False opens as is."""
         self.url = url
         self.bulk = True  # commit_round by bulk inserts (``server.bulk_record``; False: one ORM object per row)
+        self._text_ids: dict[bytes, int] = {}  # sha256 -> PathText.id of committed texts (``_store_texts``)
         self.engine = make_engine(url)
         if create:
             migrations.upgrade(self.engine)
@@ -64,6 +67,10 @@ class Store:
         with self._session.begin() as s:
             yield s
             self.check_file()  # before the commit: never into a deleted file
+        if s.info.get("text_ids"):  # committed: these path texts exist for good (never deleted)
+            if len(self._text_ids) > MAX_TEXT_IDS:
+                self._text_ids.clear()
+            self._text_ids.update(s.info["text_ids"])
 
     def check_file(self) -> None:
         """Raise ``DatabaseGone`` if the SQLite file on disk is not the one opened at start.
@@ -211,9 +218,9 @@ class Store:
                 Reward(run_id=run_id, round_idx=idx, receiver=r[0], sender=r[1], sample_id=r[2], value=tidy(r[3]))
                 for r in record.rewards
             )
-            keys = _store_texts(s, record.paths)
+            keys = _store_texts(s, record.paths, self._text_ids)
             s.add_all(
-                ReasoningPath(run_id=run_id, round_idx=idx, author=p[0], sample_id=p[1], text_sha256=k,
+                ReasoningPath(run_id=run_id, round_idx=idx, author=p[0], sample_id=p[1], text_id=k,
                               correct=bool(p[3]))
                 for p, k in zip(record.paths, keys)
             )
@@ -245,8 +252,8 @@ class Store:
                 (Reward, [{"run_id": run_id, "round_idx": idx, "receiver": r[0], "sender": r[1], "sample_id": r[2],
                            "value": tidy(r[3])} for r in record.rewards]),
                 (ReasoningPath, [{"run_id": run_id, "round_idx": idx, "author": p[0], "sample_id": p[1],
-                                  "text_sha256": k, "correct": bool(p[3])}
-                                 for p, k in zip(record.paths, _store_texts(s, record.paths))]),
+                                  "text_id": k, "correct": bool(p[3])}
+                                 for p, k in zip(record.paths, _store_texts(s, record.paths, self._text_ids))]),
                 (Metric, [{"run_id": run_id, "round_idx": m_idx, "subject": subj, "name": name, "value": tidy(v)}
                           for (m_idx, subj, name, v) in record.metrics]),
             ]
@@ -283,20 +290,30 @@ class Store:
             return list(s.scalars(select(Metric).where(Metric.run_id == run_id).order_by(Metric.round_idx)))
 
 
-def _store_texts(s: Session, paths: list[tuple[str, str, str, bool]]) -> list[str]:
-    """Each path's text key, storing the texts ``path_texts`` lacks (one executemany of the new
-    ones, after one indexed lookup per 500 distinct keys): a text already stored by an earlier round,
-    author or run costs no write. Texts go in before the rows that reference them."""
+def _store_texts(s: Session, paths: list[tuple[str, str, str, bool]], known: dict[bytes, int]) -> list[int]:
+    """Each path's ``PathText.id``, storing the texts ``path_texts`` lacks (one executemany of the
+    new ones). ``known`` (sha256 -> id of texts already committed) spares the lookups; the ids
+    this call finds or makes are added to it only by the caller, once its transaction committed.
+    Texts go in before the rows that reference them."""
     keys = [text_key(p[2]) for p in paths]
-    distinct = dict(zip(keys, (p[2] for p in paths)))
-    have: set[str] = set()
-    todo = list(distinct)
-    for i in range(0, len(todo), 500):
-        have.update(s.scalars(select(PathText.sha256).where(PathText.sha256.in_(todo[i:i + 500]))))
-    new = [{"sha256": k, "text": t} for k, t in distinct.items() if k not in have]
-    if new:  # "do nothing" on a key another writer of a shared database stored meanwhile
-        s.execute(_insert_ignoring_duplicates(s, PathText.__table__), new)
-    return keys
+    ids = dict(known)
+    todo = {k: p[2] for k, p in zip(keys, paths) if k not in ids}
+    if todo:
+        ids.update(_text_ids(s, list(todo)))
+        new = [{"sha256": k, "text": t} for k, t in todo.items() if k not in ids]
+        if new:  # "do nothing" on a key another writer of a shared database stored meanwhile
+            s.execute(_insert_ignoring_duplicates(s, PathText.__table__), new)
+            ids.update(_text_ids(s, [r["sha256"] for r in new]))
+        s.info.setdefault("text_ids", {}).update({k: ids[k] for k in todo})
+    return [ids[k] for k in keys]
+
+
+def _text_ids(s: Session, keys: list[bytes]) -> dict[bytes, int]:
+    out: dict[bytes, int] = {}
+    for i in range(0, len(keys), 500):
+        out.update((bytes(k), tid) for k, tid in s.execute(
+            select(PathText.sha256, PathText.id).where(PathText.sha256.in_(keys[i:i + 500]))))
+    return out
 
 
 def _insert_ignoring_duplicates(s: Session, table: Any) -> Any:

@@ -12,7 +12,7 @@ from lada.server.db import migrations
 from lada.server.db.engine import make_engine
 from lada.server.db.reads import sample_detail
 from lada.server.db.tables import ReasoningPath, text_key
-from lada.server.db.writer import RoundRecord, Store
+from lada.server.db.writer import DatabaseGone, RoundRecord, Store
 from sqlalchemy import select, text
 
 
@@ -36,7 +36,7 @@ def test_each_text_is_stored_once_and_read_back_per_path(tmp_path: Path, bulk: b
     other = store.create_run("r2", "lada", {}, 1)
     store.commit_round(other, 1, _record(same))
     with store.engine.connect() as c:
-        stored = dict(c.execute(text("select sha256, text from path_texts")).all())
+        stored = {bytes(k): t for k, t in c.execute(text("select sha256, text from path_texts"))}
         assert c.execute(text("select count(*) from paths")).scalar_one() == 4 + 4 + 3
     # two distinct texts in `same`, round 1's, round 2's first try (left, unreferenced) and its redo
     assert sorted(stored.values()) == sorted({"2 + 2 = 4 . #### 4", "2 + 2 = 5 . #### 5", "round 1 #### 1",
@@ -52,6 +52,32 @@ def test_each_text_is_stored_once_and_read_back_per_path(tmp_path: Path, bulk: b
     assert detail is not None
     assert [(p.round_idx, p.author, p.text) for p in detail.paths] == [
         (i, a, same[(a, "s-0")]) for i in (1, 2) for a in ("c1", "c2", "llm")]
+    again = Store(f"sqlite:///{tmp_path / 'run.db'}")  # a restarted server: nothing remembered, looked up
+    again.commit_round(again.create_run("r3", "lada", {}, 1), 1, _record(same))
+    with again.engine.connect() as c:
+        assert c.execute(text("select count(*) from path_texts")).scalar_one() == len(stored)
+
+
+def test_a_rolled_back_commit_leaves_no_remembered_text(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Store remembers the ids of texts it stored only once their transaction committed: after a
+    commit that failed, the same texts are stored again, not referenced by ids that do not exist."""
+    store = Store(f"sqlite:///{tmp_path / 'run.db'}")
+    run = store.create_run("r", "lada", {}, 2)
+    calls = {"n": 0}
+    real = store.check_file
+
+    def fail_at_commit() -> None:  # the check before the commit of the round's transaction fails
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise DatabaseGone("gone")
+        real()
+
+    monkeypatch.setattr(store, "check_file", fail_at_commit)
+    with pytest.raises(DatabaseGone):
+        store.commit_round(run, 1, _record({("c1", "s-0"): "kept #### 1"}))
+    store.commit_round(run, 1, _record({("c1", "s-0"): "kept #### 1"}))
+    with store.session() as s:
+        assert s.execute(select(ReasoningPath.text)).scalars().all() == ["kept #### 1"]
 
 
 def test_migration_moves_existing_texts(tmp_path: Path) -> None:
@@ -68,7 +94,7 @@ def test_migration_moves_existing_texts(tmp_path: Path) -> None:
     with eng.connect() as c:
         assert c.execute(text("select count(*) from path_texts")).scalar_one() == 5
         got = c.execute(text("select p.round_idx, p.author, p.sample_id, t.text from paths p "
-                             "join path_texts t on t.sha256 = p.text_sha256 order by p.round_idx")).all()
+                             "join path_texts t on t.id = p.text_id order by p.round_idx")).all()
     assert [tuple(r) for r in got] == rows
     with eng.begin() as c:
         command.downgrade(migrations.alembic_config(connection=c), "0002")

@@ -61,7 +61,7 @@ def _federation(cfg: LadaConfig, db: str, before: dict, logs: list[str]) -> tupl
 
 
 PATHS_OF_ROUND_2 = ("select p.round_idx, p.author, p.sample_id, t.text from paths p join path_texts t "
-                    "on t.sha256 = p.text_sha256 where p.round_idx = 2 order by 2, 3")  # text stored once
+                    "on t.id = p.text_id where p.round_idx = 2 order by 2, 3")  # text stored once
 
 
 def _q(db: str, sql: str) -> list:
