@@ -299,17 +299,25 @@ def _store_texts(s: Session, paths: list[tuple[str, str, str, bool]], known: dic
     ids = dict(known)
     todo = {k: p[2] for k, p in zip(keys, paths) if k not in ids}
     if todo:
-        ids.update(_text_ids(s, list(todo)))
-        new = [{"sha256": k, "text": t} for k, t in todo.items() if k not in ids]
-        if new:  # "do nothing" on a key another writer of a shared database stored meanwhile
-            s.execute(_insert_ignoring_duplicates(s, PathText.__table__), new)
-            ids.update(_text_ids(s, [r["sha256"] for r in new]))
+        # insert them all, a stored one ignored, and read the new ids back in the same statements;
+        # then look up only the ones already stored (by an earlier run, or before a restart)
+        table = PathText.__table__
+        stmt = _insert_ignoring_duplicates(s, table)
+        rows = [{"sha256": k, "text": t} for k, t in todo.items()]
+        if stmt is None:
+            ids.update(_text_ids(s, list(todo)))
+            s.execute(insert(table), [r for r in rows if r["sha256"] not in ids])
+        else:
+            ids.update((bytes(k), tid) for tid, k in s.execute(stmt.returning(table.c.id, table.c.sha256), rows))
+        ids.update(_text_ids(s, [k for k in todo if k not in ids]))
         s.info.setdefault("text_ids", {}).update({k: ids[k] for k in todo})
     return [ids[k] for k in keys]
 
 
 def _text_ids(s: Session, keys: list[bytes]) -> dict[bytes, int]:
     out: dict[bytes, int] = {}
+    if not keys:
+        return out
     for i in range(0, len(keys), 500):
         out.update((bytes(k), tid) for k, tid in s.execute(
             select(PathText.sha256, PathText.id).where(PathText.sha256.in_(keys[i:i + 500]))))
@@ -317,13 +325,15 @@ def _text_ids(s: Session, keys: list[bytes]) -> dict[bytes, int]:
 
 
 def _insert_ignoring_duplicates(s: Session, table: Any) -> Any:
+    """``INSERT ... ON CONFLICT DO NOTHING`` (SQLite, PostgreSQL), or None for another database.
+    "Do nothing" also covers a key another writer of a shared database stored meanwhile."""
     name = s.get_bind().dialect.name
     if name == "sqlite":
         from sqlalchemy.dialects.sqlite import insert as dialect_insert
     elif name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as dialect_insert
     else:
-        return insert(table)
+        return None
     return dialect_insert(table).on_conflict_do_nothing()
 
 
