@@ -32,6 +32,7 @@ from lada.common.config import ServerConfig, TransportConfig
 
 OPEN_METHODS = {"/lada.v1.Coordinator/Register", "/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch"}
 MAX_CREDENTIAL = 512
+MAX_CACHED = 4096  # verified credentials remembered (``Credentials.verify``)
 
 
 class AuthError(Exception):
@@ -85,6 +86,9 @@ class Credentials:
         if ttl_s <= 0:
             raise ValueError("credential ttl must be positive")
         self.secret, self.join_token, self.ttl_s = secret, join_token, ttl_s
+        # credentials whose signature verified: every RPC is checked twice (the interceptor, then
+        # the servicer binds it to a client), and a client sends the same one for its whole TTL
+        self._verified: dict[str, Identity] = {}
 
     def check_join_token(self, token: str) -> None:
         if not hmac.compare_digest(token.encode(), self.join_token.encode()):
@@ -102,6 +106,20 @@ class Credentials:
         return f"{payload}.{self._sig(payload)}", exp, nonce
 
     def verify(self, credential: str, now: float | None = None) -> Identity:
+        """The credential's identity, or AuthError. A signature is checked once per credential (the
+        string, signature included, is the cache key; the secret never changes in a process); the
+        expiry on every call."""
+        ident = self._verified.get(credential)
+        if ident is None:
+            ident = self._check(credential)
+            if len(self._verified) >= MAX_CACHED:
+                self._verified.clear()  # a bound, not an LRU: at worst every credential is re-checked once
+            self._verified[credential] = ident
+        if ident.expires < (time.time() if now is None else now):
+            raise AuthError("credential expired")
+        return ident
+
+    def _check(self, credential: str) -> Identity:
         if len(credential) > MAX_CREDENTIAL:
             raise AuthError("malformed credential")
         try:
@@ -111,8 +129,6 @@ class Credentials:
             raise AuthError("malformed credential") from e
         if not hmac.compare_digest(sig.encode(), self._sig(f"{client_id}.{nonce}.{exp_s}").encode()):
             raise AuthError("credential signature does not verify")
-        if exp < (time.time() if now is None else now):
-            raise AuthError("credential expired")
         return Identity(client_id, nonce, exp)
 
     def identity_of(self, metadata: Any) -> Identity:
