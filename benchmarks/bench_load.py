@@ -171,14 +171,18 @@ def run_load(n_clients: int = 200, rounds: int = 1, procs: int = 2, workdir: Pat
         server_args = ["--transport.tls_cert", str(certs / "server.pem"), "--transport.tls_key",
                        str(certs / "server.key")]
         ca = str(certs / "ca.pem")
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+           "LADA_RPC_TIMINGS": str(work / "rpc_server.json")}  # the server's own time per RPC (serve.py)
     if build_models:
         subprocess.run(_cli("models", "build", "--config", str(cfg_path)), check=True, capture_output=True,
                        timeout=600, env=env)
     t0 = time.time()
-    server = subprocess.Popen(_cli("server", "--config", str(cfg_path), "--transport.linger", "3",
-                                   "--transport.max_workers", str(max_workers), *server_args),
-                              stdout=open(work / "server.out", "w"), stderr=subprocess.STDOUT, env=env)
+    prof = os.environ.get("LADA_BENCH_PROFILE")  # a cProfile of the server's main thread (the round loop)
+    server_cmd = _cli("server", "--config", str(cfg_path), "--transport.linger", "3",
+                      "--transport.max_workers", str(max_workers), *server_args)
+    if prof:
+        server_cmd[1:1] = ["-m", "cProfile", "-o", str(work / "server.prof")]
+    server = subprocess.Popen(server_cmd, stdout=open(work / "server.out", "w"), stderr=subprocess.STDOUT, env=env)
     _wait_healthy(f"127.0.0.1:{port}", ca, server, timeout=300)
     t_ready = time.time()
     outs = [work / f"worker-{i}.json" for i in range(procs)]
@@ -187,10 +191,12 @@ def run_load(n_clients: int = 200, rounds: int = 1, procs: int = 2, workdir: Pat
                                  *(["--ca", ca] if ca else [])],
                                 stdout=open(work / f"worker-{i}.log", "w"), stderr=subprocess.STDOUT, env=env)
                for i in range(procs)]
+    cpu = CpuSampler(server.pid, [w.pid for w in workers]).start()
     try:
         rc_server = server.wait(timeout=timeout)
         rc_workers = [w.wait(timeout=120) for w in workers]
     finally:
+        cpu.stop()
         for p in [server, *workers]:
             if p.poll() is None:
                 p.kill()
@@ -208,11 +214,61 @@ def run_load(n_clients: int = 200, rounds: int = 1, procs: int = 2, workdir: Pat
                 res[k].update(part[k])
         else:
             res["errors"].append(f"{o.name} missing (worker crashed; see {o.with_suffix('.log')})")
+    res["cpu"] = cpu.samples
+    timings = work / "rpc_server.json"
+    res["server_latencies"] = json.loads(timings.read_text()) if timings.exists() else []
     res.update(db_facts(db))
     # the commit's duration is in the server's per-round line ("record=0.4s"), not in the database
     out = (work / "server.out").read_text(errors="replace")
     res["record_s"] = sum(float(m) for m in re.findall(r"\brecord=([0-9.]+)s", out))
     return res
+
+
+class CpuSampler:
+    """CPU seconds (user + system, from /proc) of the server and of the client workers, sampled
+    every ``every`` seconds: on a machine where the simulated clients share the cores with the
+    server, how much of a round's wall time each side spent computing (``cpu_between``)."""
+
+    def __init__(self, server: int, workers: list[int], every: float = 0.1) -> None:
+        self.pids, self.every = (server, workers), every
+        self.samples: list[tuple[float, float, float]] = []  # (unix time, server cpu s, workers cpu s)
+        self._stop = threading.Event()
+        self._tick = os.sysconf("SC_CLK_TCK")
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _cpu(self, pid: int) -> float:
+        try:
+            with open(f"/proc/{pid}/stat") as fh:
+                f = fh.read().rsplit(")", 1)[1].split()
+            return (int(f[11]) + int(f[12])) / self._tick  # utime, stime
+        except (OSError, IndexError, ValueError):
+            return float("nan")
+
+    def _loop(self) -> None:
+        last = (0.0, 0.0)
+        while not self._stop.wait(self.every):
+            s, w = self._cpu(self.pids[0]), sum(self._cpu(p) for p in self.pids[1])
+            # a process that exited reads as nan: keep its last value
+            last = (s if s == s else last[0], w if w == w else last[1])
+            self.samples.append((time.time(), *last))
+
+    def start(self) -> CpuSampler:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+def cpu_between(samples: list, t0: float, t1: float) -> tuple[float, float]:
+    """(server, clients) CPU seconds between Unix times ``t0`` and ``t1`` (nearest samples)."""
+    inside = [x for x in samples if t0 <= x[0] <= t1]
+    before = [x for x in samples if x[0] < t0]
+    if not inside:
+        return float("nan"), float("nan")
+    a = before[-1] if before else inside[0]
+    return inside[-1][1] - a[1], inside[-1][2] - a[2]
 
 
 def _wait_healthy(address: str, ca: str | None, proc: subprocess.Popen, timeout: float) -> None:
@@ -317,20 +373,38 @@ def pct(xs: list[float], q: float) -> float:
 
 
 def report(res: dict) -> str:
+    """Per RPC: the client-observed latency of each attempt (the whole call; a stream until its last
+    message) and the server's own time in the handler (``serve.TimingInterceptor``; a stream until its
+    first message, its set-up). The difference is time outside the handler: waiting for a CPU or the
+    GIL on either side, the channel's threads, the queue for a server worker."""
     by: dict[str, list[float]] = defaultdict(list)
     for rpc, secs, code in res["latencies"]:
         if code == "OK":
             by[rpc].append(secs * 1000)
-    lines = [f"{'rpc':<20} {'count':>7} {'p50 ms':>9} {'p99 ms':>9} {'max ms':>9}"]
+    srv: dict[str, list[float]] = defaultdict(list)  # arrival to answer (a stream: its first message)
+    hnd: dict[str, list[float]] = defaultdict(list)  # of which in the handler
+    for rpc, total, handler in res.get("server_latencies", []):
+        srv[rpc].append(total * 1000)
+        hnd[rpc].append(handler * 1000)
+    lines = ["client: each attempt as the client sees it; server: arrival to answer (a stream: to its first "
+             "message); handler: the servicer's own part of that",
+             f"{'rpc':<20} {'count':>7} {'p50 ms':>9} {'p99 ms':>9} {'max ms':>9} {'server p50':>11} "
+             f"{'server p99':>11} {'handler p99':>12}"]
     overall: list[float] = []
+    srv_all: list[float] = []
+    hnd_all: list[float] = []
     for rpc in sorted(by):
-        xs = by[rpc]
+        xs, ss, hs = by[rpc], srv.get(rpc, []), hnd.get(rpc, [])
         if rpc != "PullTask":
             overall += xs
+            srv_all += ss
+            hnd_all += hs
         tag = " (long-poll)" if rpc == "PullTask" else ""
-        lines.append(f"{rpc + tag:<20} {len(xs):>7} {pct(xs, 50):>9.1f} {pct(xs, 99):>9.1f} {max(xs):>9.1f}")
+        lines.append(f"{rpc + tag:<20} {len(xs):>7} {pct(xs, 50):>9.1f} {pct(xs, 99):>9.1f} {max(xs):>9.1f} "
+                     f"{pct(ss, 50):>11.1f} {pct(ss, 99):>11.1f} {pct(hs, 99):>12.1f}")
     lines.append(f"{'ALL but PullTask':<20} {len(overall):>7} {pct(overall, 50):>9.1f} {pct(overall, 99):>9.1f} "
-                 f"{max(overall) if overall else float('nan'):>9.1f}")
+                 f"{max(overall) if overall else float('nan'):>9.1f} {pct(srv_all, 50):>11.1f} "
+                 f"{pct(srv_all, 99):>11.1f} {pct(hnd_all, 99):>12.1f}")
     rows = sum(res["rows"].values())
     round_rows = sum(v for k, v in res["rows"].items() if k in ("allocations", "rewards", "paths", "metrics"))
     stats = res["n_clients"] * res["candidates"]  # every client reports one statistic per candidate per round

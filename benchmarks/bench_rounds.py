@@ -9,7 +9,10 @@ the server's own round line: the wall time, the LLM's model compute in the round
 (``LLMHost.compute_s``: teach, embedding, scoring, server learn, held-out evaluation), the filter
 update phase, the record phase (checkpoint and commit), the overhead (wall minus the model
 compute: coordination, transport, allocation, filter updates, recording) and the database rows
-the round committed per second of its wall time.
+the round committed per second of its wall time. Also the probe and allocate phases (the filters
+retrain before they score, inside allocate) and the CPU seconds the server process and the client
+worker processes spent during the round (``bench_load.CpuSampler``): the clients share the two
+cores with the server here, so part of the overhead is the simulated clients' own work.
 
 Server learn is kept beside nothing here (``server.overlap_learn=false``), so every second of model
 compute is on the round's critical path and wall minus compute is the whole overhead (overlapped,
@@ -29,7 +32,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_load import run_load, verify  # noqa: E402 - the sibling benchmark, by path
+from bench_load import cpu_between, run_load, verify  # noqa: E402 - the sibling benchmark, by path
 
 ROUND_LINE = re.compile(r"^\[round (\d+)/\d+\] (.*)$", re.M)
 KNOBS_OFF = {"LADA_SERVER__BULK_RECORD": "false", "LADA_SERVER__EVAL_SUBSAMPLE": "null",
@@ -57,6 +60,24 @@ def rows_per_round(db: str) -> dict[int, int]:
     return out
 
 
+def round_spans(db: str) -> dict[int, tuple[float, float]]:
+    """``{round: (start, end)}`` as Unix times, from the rounds' stored (naive UTC) times."""
+    import datetime as dt
+
+    from sqlalchemy import create_engine, text
+
+    def unix(v: object) -> float:
+        t = v if isinstance(v, dt.datetime) else dt.datetime.fromisoformat(str(v))
+        return t.replace(tzinfo=dt.timezone.utc).timestamp()
+
+    eng = create_engine(db)
+    with eng.connect() as c:
+        out = {i: (unix(a), unix(b)) for i, a, b in c.execute(text(
+            "select idx, started_at, finished_at from rounds where finished_at is not null"))}
+    eng.dispose()
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--clients", default="2,10,50,200", help="comma-separated client counts")
@@ -76,8 +97,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.knobs_off:
         os.environ.update(KNOBS_OFF)
     root = Path(args.workdir or tempfile.mkdtemp(prefix="lada-rounds-"))
-    print(f"{'N':>4} {'round':>5} {'wall s':>7} {'model s':>8} {'filter s':>9} {'record s':>9} {'overhead s':>11} "
-          f"{'rows':>6} {'rows/s':>8}")
+    print(f"load average at start: {' '.join(Path('/proc/loadavg').read_text().split()[:3])}")
+    print(f"{'N':>4} {'round':>5} {'wall s':>7} {'model s':>8} {'probe s':>8} {'alloc s':>8} {'filter s':>9} "
+          f"{'record s':>9} {'overhead s':>11} {'srv cpu s':>10} {'cli cpu s':>10} {'rows':>6} {'rows/s':>8}")
     bad: list[str] = []
     summary: list[tuple[int, float]] = []
     for i, n in enumerate(ns):
@@ -86,14 +108,17 @@ def main(argv: list[str] | None = None) -> int:
         bad += [f"N={n}: {p}" for p in problems]
         lines = round_lines((Path(res["workdir"]) / "server.out").read_text(errors="replace"))
         rows = rows_per_round(res["db"])
+        spans = round_spans(res["db"])
         overheads = []
         for t in sorted(lines):
             v = lines[t]
             wall, model = v.get("wall", float("nan")), v.get("llm_compute", float("nan"))
             overheads.append(wall - model)
-            print(f"{n:>4} {t:>5} {wall:>7.2f} {model:>8.2f} {v.get('filter_update', 0.0):>9.2f} "
-                  f"{v.get('record', 0.0):>9.2f} {wall - model:>11.2f} {rows.get(t, 0):>6} "
-                  f"{rows.get(t, 0) / max(wall, 1e-9):>8.0f}")
+            srv, cli = cpu_between(res.get("cpu", []), *spans.get(t, (0.0, 0.0)))
+            print(f"{n:>4} {t:>5} {wall:>7.2f} {model:>8.2f} {v.get('probe', 0.0):>8.2f} "
+                  f"{v.get('allocate', 0.0):>8.2f} {v.get('filter_update', 0.0):>9.2f} "
+                  f"{v.get('record', 0.0):>9.2f} {wall - model:>11.2f} "
+                  f"{srv:>10.2f} {cli:>10.2f} {rows.get(t, 0):>6} {rows.get(t, 0) / max(wall, 1e-9):>8.0f}")
         if overheads:
             summary.append((n, sum(overheads) / len(overheads)))
     print("mean overhead per round: " + ", ".join(f"N={n} {o:.2f}s" for n, o in summary))
