@@ -18,6 +18,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import grpc
 from lada.common import candidates as cands
 from lada.common import chunks, wire
 from lada.common.proto.lada.v1 import messages_pb2
@@ -68,6 +69,10 @@ def fetch(conn: Any, task: messages_pb2.Task, held: cands.Held, state_dir: Path 
             paths = cands.delta_to(held.paths, held.blob_id, conn.download(task.delta_blob_id), task.blob_id)
         except cands.DeltaError as e:
             log.warning("%s: candidate delta does not apply (%s); downloading the full batch", conn.name, e)
+        except grpc.RpcError as e:  # the delta is gone (a newer round's replaced it): the full batch may not be
+            if e.code() != grpc.StatusCode.NOT_FOUND:
+                raise
+            log.warning("%s: candidate delta not found; downloading the full batch", conn.name)
         else:
             held.hold(task.blob_id, paths)
             save(state_dir, task.blob_id, cands.batch_bytes(paths))

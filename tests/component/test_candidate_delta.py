@@ -182,3 +182,23 @@ def test_with_the_knob_off_every_round_sends_the_full_batch_and_texts() -> None:
         assert a.trained[-1] == pairs and g.take_bytes()["client-1"][1] > full_text_bytes(pairs)
         g.stop()
         th.join(15)
+
+
+def test_a_delta_the_server_no_longer_has_falls_back_to_the_full_batch() -> None:
+    c1, c2 = batch(), batch(changed=range(0, N, 30))
+    with grpc_server(chunk_size=CHUNK, heartbeat_s=0.2) as srv:
+        g, a = srv.grid, App()
+        real = g._dispatch
+
+        def gone(*args: Any) -> Any:  # the task names a delta blob the store does not hold
+            *rest, extra = args
+            return real(*rest, {**extra, "delta_blob_id": "0" * 64} if extra else extra)
+
+        g._dispatch = gone
+        conn, stop, th = start(srv, "client-1", a)
+        assert wait_until(lambda: g.live_clients() == ["client-1"])
+        g.probe(1, c1, [], ["client-1"])
+        assert set(g.probe(2, c2, [], ["client-1"])) == {"client-1"}  # not skipped as a stale task
+        assert a.seen[-1] == c2
+        g.stop()
+        th.join(15)
