@@ -401,7 +401,8 @@ def _do_task(conn: Connection, app: Any, task: messages_pb2.Task, holding: cands
         cand = held.fetch(conn, task, holding, getattr(app, "state_dir", None))
         result = app.probe(info, cand)
         holding.hold_own(task.round, result.own_paths)
-        blob = conn.upload(wire.path_batch(result.own_paths).SerializeToString())
+        # without the questions and answers the server sent: it fills them in from its candidates
+        blob = conn.upload(cands.strip_known(result.own_paths, holding.by_id()).SerializeToString())
         result.bytes_down = conn.bytes_down - b0
         report = wire.learnability_report(result, conn.name, info, own_paths_blob=blob)
         conn.call(lambda r=report: conn.alloc.ReportLearnability(r, metadata=conn.md, timeout=conn.call_timeout),

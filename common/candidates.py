@@ -108,6 +108,28 @@ def delta_to(base: Sequence[ReasoningPath], base_id: str, blob: chunks.Buffer, w
     return out
 
 
+# ---------------------------------------------------------------------- own paths, up
+def strip_known(own: Sequence[ReasoningPath], by_id: Mapping[str, ReasoningPath]) -> messages_pb2.PathBatch:
+    """The client's own paths as uploaded: without the question and answer of a sample whose candidate
+    (``by_id``: the batch just probed) has the same ones -- the server has them (``fill_known``)."""
+    out = messages_pb2.PathBatch()
+    for p in own:
+        c = by_id.get(p.sample_id)
+        known = c is not None and (c.question, c.answer) == (p.question, p.answer)
+        out.paths.add(sample_id=p.sample_id, question="" if known else p.question, text=p.text, correct=p.correct,
+                      answer="" if known else p.answer)
+    return out
+
+
+def fill_known(batch: messages_pb2.PathBatch, by_id: Mapping[str, ReasoningPath]) -> messages_pb2.PathBatch:
+    """``batch`` with each path that came without question and answer given its candidate's (in place)."""
+    for p in batch.paths:
+        c = by_id.get(p.sample_id)
+        if c is not None and not p.question and not p.answer:
+            p.question, p.answer = c.question, c.answer
+    return batch
+
+
 # ---------------------------------------------------------------------- what a client holds
 @dataclass
 class Held:

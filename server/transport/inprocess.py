@@ -42,6 +42,7 @@ class InProcessGrid:
         delta = cands.make_delta(prev, old, candidates, bid, blob) if old and old != bid else None
         dblob = delta.SerializeToString() if delta is not None else b""
         self._batch = (bid, list(candidates))
+        by_id = {p.sample_id: p for p in candidates}
         out = {}
         for name in clients:
             task = self._task(round_idx, messages_pb2.TASK_KIND_PROBE, name in evaluate)
@@ -53,11 +54,11 @@ class InProcessGrid:
             res = self.apps[name].probe(info, paths)
             self.held[name].hold_own(round_idx, res.own_paths)
             rep_b = wire.learnability_report(res, name, info).SerializeToString()
-            own_b = wire.path_batch(res.own_paths).SerializeToString()
+            own_b = cands.strip_known(res.own_paths, self.held[name].by_id()).SerializeToString()
             self._bytes[name][1] += down + task.ByteSize()
             self._bytes[name][0] += len(rep_b) + len(own_b)
-            out[name] = wire.probe_result(allocation_pb2.LearnabilityReport.FromString(rep_b),
-                                          messages_pb2.PathBatch.FromString(own_b))
+            out[name] = wire.probe_result(allocation_pb2.LearnabilityReport.FromString(rep_b), cands.fill_known(
+                messages_pb2.PathBatch.FromString(own_b), by_id))
         self._own = {n: {p.sample_id: p.text for p in pr.own_paths} for n, pr in out.items()}
         return out
 

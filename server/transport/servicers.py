@@ -32,6 +32,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import grpc
+from lada.common import candidates as cands
 from lada.common import chunks, errors, wire
 from lada.common.proto.lada.v1 import (
     allocation_pb2,
@@ -216,6 +217,7 @@ class AllocationServicer(allocation_pb2_grpc.AllocationServicer):
             own = messages_pb2.PathBatch.FromString(blob)
         except Exception:  # noqa: BLE001 - protobuf raises DecodeError subclasses
             invalid(ctx, "own_paths_blob is not a PathBatch")
+        own = cands.fill_known(own, g.candidate_by_id)  # questions and answers the upload left out
         check_paths(ctx, own, set(expected))
         try:
             # the own paths crossed the wire as the Upload, counted there: only this message counts here

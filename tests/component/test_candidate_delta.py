@@ -202,3 +202,19 @@ def test_a_delta_the_server_no_longer_has_falls_back_to_the_full_batch() -> None
         assert a.seen[-1] == c2
         g.stop()
         th.join(15)
+
+
+def test_own_paths_go_up_without_the_questions_and_answers_the_server_sent() -> None:
+    """The upload leaves out what the server has; the probe result holds the whole paths again."""
+    c1 = batch()
+    with grpc_server(chunk_size=CHUNK, heartbeat_s=0.2) as srv:
+        g, a = srv.grid, App()
+        conn, stop, th = start(srv, "client-1", a)
+        assert wait_until(lambda: g.live_clients() == ["client-1"])
+        g.take_bytes()
+        own = g.probe(1, c1, [], ["client-1"])["client-1"].own_paths
+        up = g.take_bytes()["client-1"][0]
+        assert own == [ReasoningPath(p.sample_id, p.question, f"my path {p.sample_id} #### 0", p.answer) for p in c1]
+        assert up < sum(len(p.question) for p in c1)  # the questions (~120 B each) did not go up again
+        g.stop()
+        th.join(15)
