@@ -33,6 +33,7 @@ from .allocation import LLM, AllocationService, Teaching, down_view, up_eligible
 from .checkpoint import CHECKPOINT_ERRORS, Checkpoints
 from .db.writer import RoundRecord, Store
 from .llm_host import LLMHost
+from .phase_memory import PeakMemory
 from .report import RoundSummary, print_round, summary_table
 from .transport.inprocess import InProcessGrid
 from .transport.seam import Grid
@@ -66,6 +67,7 @@ class RoundState:
     idx: int
     rec: RoundRecord = field(default_factory=RoundRecord)
     timings: dict[str, float] = field(default_factory=dict)
+    peak_mb: dict[str, float] = field(default_factory=dict)  # phase -> peak memory (server/phase_memory.py)
     summary: RoundSummary = field(init=False)
     log: Callable[[str], None] | None = None  # a line as each phase starts and ends: minutes are never silent
     of: int = 0  # rounds in the run, for "round 2/3"
@@ -82,10 +84,13 @@ class RoundState:
         where = f"[lada] round {self.idx}/{self.of}: {name}"
         if self.log:
             self.log(f"{where} ...")
-        yield
+        with PeakMemory() as mem:
+            yield
         self.timings[name] = time.perf_counter() - t0
+        self.peak_mb[name] = round(mem.peak_mb, 1)
         if self.log:
             self.log(f"{where} done in {self.timings[name]:.1f}s")
+            self.log(f"{where} peak {'GPU' if mem.cuda else 'RSS'} {self.peak_mb[name]:.0f} MB")
 
     def ordered_timings(self) -> dict[str, float]:
         """The phases in round order, whichever of two overlapping phases ended first."""
