@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 from lada.common.config import LadaConfig
-from lada.common.learner import Learner
 from lada.common.models import resolve_model
 from lada.common.scenario import scenario_splits
 from lada.common.textlm import generate_paths, load_model, pool_prompts
