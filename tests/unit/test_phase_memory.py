@@ -3,9 +3,9 @@ large buffer for a moment reports it even though the buffer is gone when the pha
 
 from __future__ import annotations
 
+import mmap
 import time
 
-import torch
 from lada.server.federation import RoundState
 from lada.server.phase_memory import PeakMemory, rss_bytes
 
@@ -13,9 +13,13 @@ MB = 2**20
 
 
 def _hold(mb: int, seconds: float = 0.3) -> None:
-    buf = torch.ones(mb * MB // 4)  # float32, pages touched
+    """Fresh anonymous pages, each touched, then unmapped: the resident set must rise and fall by
+    ``mb`` (a malloc'd buffer can reuse memory a long test process already holds, and not show)."""
+    buf = mmap.mmap(-1, mb * MB)
+    for i in range(0, mb * MB, mmap.PAGESIZE):
+        buf[i] = 1
     time.sleep(seconds)
-    del buf
+    buf.close()
 
 
 def test_peak_sees_a_buffer_freed_before_the_phase_ends() -> None:
