@@ -122,13 +122,18 @@ def _assert_consistent(r: Run, rounds: int) -> None:
     assert r.q("select count(*) from rounds")[0][0] == rounds  # the redone round reused its row
     for t in range(1, rounds + 1):
         assert r.q("select count(*) from paths where round_idx=:t and author='llm'", t=t)[0][0] == 80
+        given = 0
         for (name,) in r.q("select distinct subject from metrics where round_idx=:t and name='n_allocated' "
                            "and subject != 'llm'", t=t):
             n = r.q("select value from metrics where round_idx=:t and subject=:n and name='n_allocated'", t=t, n=name)
             rows = r.q("select count(*) from allocations where round_idx=:t and receiver=:n", t=t, n=name)
             rewards = r.q("select count(*) from rewards where round_idx=:t and receiver=:n and sample_id!='*'",
                           t=t, n=name)
-            assert rows[0][0] == rewards[0][0] == int(n[0][0]) > 0, (t, name)
+            assert rows[0][0] == rewards[0][0] == int(n[0][0]), (t, name)
+            given += rows[0][0]
+        # a client may be given nothing in a late round: a sample goes to a client once
+        # (filter.resend false) and the tiny LLM writes ~10 right paths of 80; the round still moved rows
+        assert given > 0, t
     keys = {"metrics": "round_idx, subject, name", "allocations": "round_idx, receiver, sender, sample_id",
             "rewards": "round_idx, receiver, sender, sample_id", "paths": "round_idx, author, sample_id"}
     for table, key in keys.items():
@@ -241,7 +246,9 @@ def test_killed_and_stopped_clients_are_dropped_and_rejoin_later_rounds(tmp_path
         assert {s for s, m in _events(r, "drop") if "probe" in m} == {"client-1", "client-2"}
         # both came back: marked active again and part of a later round
         assert {"client-1", "client-2"} <= {s for s, _ in _events(r, "rejoin")}
-        assert _receivers(r, 3) == set(CLIENTS)
+        assert {"client-1", "client-2"} <= _receivers(r, 3)  # the two that came back learn in round 3
+        took_part = r.q("select subject from metrics where round_idx=3 and name='n_allocated' and subject!='llm'")
+        assert {s for (s,) in took_part} == set(CLIENTS)  # client-3 too (given nothing new, see _assert_consistent)
         assert r.q("select count(*) from clients")[0][0] == 3
         log2 = (tmp_path / "client-2.log").read_text()
         assert "enrolling again" in log2 or "register again" in log2, log2[-2000:]
