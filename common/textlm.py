@@ -130,7 +130,12 @@ def path_nll(
     return -s / np.maximum(n, 1)
 
 
-@torch.inference_mode()
+def _mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Each row's mean hidden state over its unmasked tokens, as float32 on the CPU."""
+    m = mask.unsqueeze(-1).float()
+    return ((hidden * m).sum(1) / m.sum(1).clamp_min(1)).float().cpu()
+
+
 def _fit_prompts(model: PreTrainedModel, tok: PreTrainedTokenizerBase, questions: Sequence[str],
                  max_new_tokens: int) -> list[list[int]]:
     """Prompt ids, each cut to its last tokens where it would leave the path no room in the context."""
@@ -140,6 +145,7 @@ def _fit_prompts(model: PreTrainedModel, tok: PreTrainedTokenizerBase, questions
     return [p[-room:] for p in prompts] if room else prompts
 
 
+@torch.inference_mode()
 def generate_paths(
     model: PreTrainedModel,
     tok: PreTrainedTokenizerBase,
@@ -180,9 +186,7 @@ def generate_paths(
                 **({"output_hidden_states": True, "return_dict_in_generate": True} if pooled is not None else {}),
             )
             if pooled is not None:  # step 0's hidden states are the prefill's, over the whole prompt
-                m = mask.to(device).unsqueeze(-1).float()
-                hs = gen.hidden_states[0][-1]
-                for i, v in zip(idx, ((hs * m).sum(1) / m.sum(1).clamp_min(1)).float().cpu()):
+                for i, v in zip(idx, _mean_pool(gen.hidden_states[0][-1], mask.to(device))):
                     pooled[i] = v
                 gen = gen.sequences
             for i, row in zip(idx, gen[:, width:].tolist()):
@@ -212,8 +216,7 @@ def pool_prompts(model: PreTrainedModel, tok: PreTrainedTokenizerBase, questions
             mask[j, : len(r)] = 1
         mask = mask.to(device)
         hs = model(input_ids=ids.to(device), attention_mask=mask, output_hidden_states=True).hidden_states[-1]
-        m = mask.unsqueeze(-1).float()
-        v = ((hs * m).sum(1) / m.sum(1).clamp_min(1)).float().cpu()
+        v = _mean_pool(hs, mask)
         if out is None:
             out = torch.zeros(len(prompts), v.shape[1])
         out[idx] = v
