@@ -296,7 +296,7 @@ def _store_texts(s: Session, paths: list[tuple[str, str, str, bool]], known: dic
     this call finds or makes are added to it only by the caller, once its transaction committed.
     Texts go in before the rows that reference them."""
     keys = [text_key(p[2]) for p in paths]
-    ids = dict(known)
+    ids = {k: known[k] for k in keys if k in known}  # not a copy of all of ``known`` each round
     todo = {k: p[2] for k, p in zip(keys, paths) if k not in ids}
     if todo:
         # insert them all, a stored one ignored, and read the new ids back in the same statements;
