@@ -43,8 +43,10 @@ def test_demo_piped_into_head_still_finishes_its_run(tmp_path: Path, model_cache
 
 
 def test_a_failed_demo_says_so_last_and_exits_non_zero(tmp_path: Path, model_cache: Path) -> None:
-    # no client can enrol within a 1 s round: round 1 fails, the server exits 2
-    r = subprocess.run(_demo(tmp_path, model_cache, "--server.round_timeout", "1", "--client.give_up_after", "2"),
+    # the demo starts 3 clients and round 1 asks for 9 within 2 s: it fails however fast the
+    # clients enrol (a 1 s deadline alone raced them: on a fast machine one enrolled in time)
+    r = subprocess.run(_demo(tmp_path, model_cache, "--server.min_clients", "9", "--server.round_timeout", "2",
+                             "--client.give_up_after", "2"),
                        capture_output=True, text=True, timeout=900, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert r.returncode == 2, r.stderr[-3000:]
     assert "[demo] finished" not in r.stdout
