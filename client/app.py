@@ -219,7 +219,8 @@ class ClientApp:
         t0 = time.perf_counter()
         self._enter_run(task.run_key)
         pairs = [Pair(s.sample_id, s.question, s.positive, s.negative) for s in samples]
-        rep = self.learner.learn_round(self.local_targets(), pairs, align_items(self.cfg.filter))
+        rep = self.learner.learn_round(self.local_targets(), pairs, align_items(self.cfg.filter), self.train_set,
+                                       self.cfg.filter.align_center)
         align = rep.alignment if rep.alignment is not None else np.zeros(len(rep.sample_ids))
         out = TrainResult(  # alignment: the reward filter.reward=aligned learns from, measured here
             samples=[SampleReward(sid, float(b), float(a), float(g))

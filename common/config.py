@@ -172,11 +172,16 @@ class FilterConfig(Section):
         "nll_drop", description="what a filter learns from: nll_drop = the paper's normalised perplexity drop of y+ "
         "after the round's training (default: the paper's, and no measurement yet says the other is better); "
         "aligned = first-order influence (TracIn/LESS), the cosine of y+'s loss gradient with the gradient of "
-        "the receiver's loss on a held-out slice of its own data, on its LoRA weights at round start, computed "
+        "the receiver's loss on a fixed slice of its own data, on its LoRA weights at round start, computed "
         "by the receiver and sent in its reward report")
     align_items: int = Field(
-        32, ge=1, description="reward=aligned: the receiver's held-out slice (its local samples with the smallest "
-        "id hash, at most a quarter of them), left out of that round's local SFT")
+        32, ge=1, description="reward=aligned: the receiver's slice (a client's private samples, the LLM's own "
+        "training mix, with the smallest id hash, at most a quarter of them); it stays in local SFT, so every "
+        "method trains on the same data")
+    align_center: bool = Field(
+        True, description="reward=aligned: subtract the round's mean pair gradient from both gradients before the "
+        "cosine; the direction every path shares (answer format, generic tokens) ranks no sample above another "
+        "and swamps the cosine uncentred (benchmarks/reward_signal.py)")
     embedding: Literal["llm", "none"] = Field("llm", description="sample embedding part of the context")
     embed_dim: int = Field(32, ge=1, description="embedding dims kept (random projection of LLM states)")
     exploration_input: Literal["grad", "hidden"] = Field(

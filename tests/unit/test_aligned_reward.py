@@ -45,7 +45,7 @@ def test_a_held_out_item_aligns_more_than_an_unrelated_one(learner: Learner) -> 
     assert not learner.alignment([], pairs).any()  # nothing held out: no information, zeros
 
 
-def test_learn_round_reports_alignment_and_holds_the_slice_out(learner: Learner) -> None:
+def test_learn_round_reports_alignment_and_keeps_the_slice_in_training(learner: Learner) -> None:
     local = generate(["arith"], 20, seed=3, prefix="loc")
     held, rest = held_out_slice(local, 32)
     assert len(held) == 5 and len(rest) == 15 and not {s.id for s in held} & {s.id for s in rest}
@@ -55,8 +55,25 @@ def test_learn_round_reports_alignment_and_holds_the_slice_out(learner: Learner)
     rep = learner.learn_round(local, pairs, align_items=32)
     learner.restore(snap)
     assert rep.alignment is not None and rep.alignment.shape == (3,)
-    assert learner.learn_round(local, pairs).alignment is None  # not asked: no extra backward passes
+    plain = learner.learn_round(local, pairs)
     learner.restore(snap)
+    assert plain.alignment is None  # not asked: no extra backward passes
+    # the slice stays in training and measuring moves nothing: the same round either way
+    assert np.allclose(rep.nll_after, plain.nll_after, atol=1e-6), (rep.nll_after, plain.nll_after)
+
+
+def test_centring_removes_the_direction_every_path_shares(learner: Learner) -> None:
+    """Centred on the pairs' mean gradient, alignments rank pairs against each other: the common
+    part gone, they take both signs (their norm-weighted sum is zero), and the pair identical to a
+    held-out item still ranks first."""
+    held = generate(["arith"], 6, seed=1, prefix="held")
+    pairs = [Pair(held[0].id, held[0].question, held[0].path, ""),
+             *[Pair(s.id, s.question, s.path, "") for s in generate(["shop", "clock", "count"], 6, seed=2, prefix="o")]]
+    raw = learner.alignment(held, pairs, center=False)
+    cen = learner.alignment(held, pairs, center=True)
+    assert not np.allclose(raw, cen), (raw, cen)
+    assert cen.min() < 0 < cen.max(), cen
+    assert cen.argmax() == 0 and cen[0] > 0.3, cen
 
 
 def test_rewards_follow_the_knob_in_both_directions() -> None:
