@@ -219,7 +219,8 @@ class ClientApp:
         t0 = time.perf_counter()
         self._enter_run(task.run_key)
         pairs = [Pair(s.sample_id, s.question, s.positive, s.negative) for s in samples]
-        rep = self.learner.learn_round(self.local_targets(), pairs, align_items(self.cfg.filter), self.train_set,
+        local = self.local_targets()
+        rep = self.learner.learn_round(local, pairs, align_items(self.cfg.filter), self.align_set(local),
                                        self.cfg.filter.align_center)
         align = rep.alignment if rep.alignment is not None else np.zeros(len(rep.sample_ids))
         out = TrainResult(  # alignment: the reward filter.reward=aligned learns from, measured here
@@ -238,6 +239,14 @@ class ClientApp:
             return self.train_set
         return self_taught(self.train_set, self.learner.paths([s.question for s in self.train_set]),
                            self.cfg.distill.check_steps)
+
+    def align_set(self, local: Sequence[Sample]) -> list[Sample]:
+        """What the aligned reward aligns with: the private set, each item as this SLM's own worked
+        path where it has one this round (``local``), else answer-only. The slice is fixed by id
+        (the private set does not change, a self-taught set does, and can be empty for a weak SLM),
+        and its worked items are what the SLM can already solve: own domain, within its capacity."""
+        worked = {s.id: s for s in local}
+        return [worked.get(s.id, s) for s in self.train_set]
 
     def test_accuracy(self, round_idx: int | None = None) -> float:
         """Accuracy on the private test set, its per-item correctness kept in ``evaluations``. Before

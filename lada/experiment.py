@@ -54,6 +54,8 @@ METHODS: dict[str, Method] = {m.name: m for m in [
     Method("highest_nll", {"run.method": "highest_nll"}, "hardest first, same budget"),
     Method("fedmkt", {"run.method": "fedmkt"}, "FedMKT-style selection, same budget"),
     Method("all_public", {"run.method": "all_public"}, "every correct public path (LARGER budget)"),
+    Method("lada_paper", {"run.method": "lada", "filter.reward": "nll_drop"},
+           "the paper's reward: normalised perplexity drop of y+ after training"),
     Method("lada_no_explore", {"run.method": "lada", "filter.lam": 0.0}, "ablation: lambda = 0"),
     Method("lada_no_cluster", {"run.method": "lada", "filter.cold_start": "random"}, "ablation: random round 1"),
     Method("lada_sft", {"run.method": "lada", "distill.alpha": 0.0, "distill.sft_positive": 1.0},
