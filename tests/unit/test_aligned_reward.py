@@ -89,8 +89,8 @@ def test_rewards_follow_the_knob_in_both_directions() -> None:
     batch = AllocationService(LadaConfig.load(overrides={"filter.reward": "aligned", "filter.reward_mode": "batch"},
                                               env=False)).rewards([2.0, 2.0], [1.0, 1.0], [0.4, 0.0])
     assert batch[0] == batch[1] > 0.5
-    paper = AllocationService(LadaConfig()).rewards([2.0, 2.0], [1.0, 2.0], [-1.0, 1.0])
-    assert paper[0] > paper[1] == pytest.approx(0.5)  # nll_drop ignores any alignment sent
+    paper_r = AllocationService(paper).rewards([2.0, 2.0], [1.0, 2.0], [-1.0, 1.0])
+    assert paper_r[0] > paper_r[1] == pytest.approx(0.5)  # nll_drop ignores any alignment sent
 
 
 def test_alignment_travels_in_the_reward_report() -> None:
