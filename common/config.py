@@ -171,9 +171,9 @@ class FilterConfig(Section):
     reward: Literal["nll_drop", "aligned"] = Field(
         "aligned", description="what a filter learns from: nll_drop = the paper's normalised perplexity drop of y+ "
         "after the round's training (a named ablation: in a random run it ranks the samples a same-budget oracle "
-        "would pick *below* the rest, mean Welch t -0.5 over clients and rounds, as memorisation would: "
-        "benchmarks/reward_signal.py, docs/results.md); "
-        "aligned (default; same measurement: mean t +1.4) = first-order influence (TracIn/LESS), the centred "
+        "would pick *below* the rest, mean Welch t -1.1 over clients and rounds, as memorisation would: "
+        "benchmarks/reward_signal.py, results/reward-signal); "
+        "aligned (default; same runs: mean t +1.4) = first-order influence (TracIn/LESS), the centred "
         "cosine of y+'s loss gradient with the gradient of "
         "the receiver's loss on a fixed slice of its own data, on its LoRA weights at round start, computed "
         "by the receiver and sent in its reward report")
