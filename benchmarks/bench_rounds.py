@@ -1,6 +1,7 @@
 """Round benchmark: what a round costs beyond the models, at N = 2, 10, 50, 200 model-free clients.
 
     .venv/bin/python benchmarks/bench_rounds.py [--clients 2,10,50,200] [--rounds 2] [--knobs-off]
+        [--filter-batched on|off|both]
 
 Each N is one run of bench_load's setup: the real `lada server` process (tiny embedded LLM, the
 real round loop, SQLite) and N simulated clients over the real client runtime and gRPC
@@ -19,7 +20,11 @@ compute is on the round's critical path and wall minus compute is the whole over
 the compute would hide part of the clients' learn phase and the difference would under-count).
 ``--knobs-off`` also turns off the other issue-17 knobs (``server.bulk_record``,
 ``server.eval_subsample``, ``lora.merge_inference``, ``train.sort_by_length``): before and after on
-the same code.
+the same code. ``--filter-batched`` sets ``LADA_FILTER_BATCHED`` for the server: ``on`` (the
+default) retrains every stale filter of a round in one stacked computation before the round's first
+allocation (``lada.common.filters.retrain_all``), ``off`` one by one as each scores; ``both`` runs
+each N twice, on and off interleaved (the order alternating from one N to the next), and prints the
+ratio of the allocate phase and of the overhead.
 """
 
 from __future__ import annotations
@@ -84,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--procs", type=int, default=2, help="worker processes the clients are spread over")
     ap.add_argument("--knobs-off", action="store_true", help="issue 17's knobs off (bulk record, ...)")
+    ap.add_argument("--filter-batched", choices=("on", "off", "both"), default="on",
+                    help="the filters' batched retraining (LADA_FILTER_BATCHED); both: each N on and off")
     ap.add_argument("--workdir", help="keep each run's database, config and logs under this folder")
     ap.add_argument("--model-cache", default=os.environ.get("LADA_TEST_MODEL_CACHE"))
     args = ap.parse_args(argv)
@@ -98,33 +105,50 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.update(KNOBS_OFF)
     root = Path(args.workdir or tempfile.mkdtemp(prefix="lada-rounds-"))
     print(f"load average at start: {' '.join(Path('/proc/loadavg').read_text().split()[:3])}")
-    print(f"{'N':>4} {'round':>5} {'wall s':>7} {'model s':>8} {'probe s':>8} {'alloc s':>8} {'filter s':>9} "
-          f"{'record s':>9} {'overhead s':>11} {'srv cpu s':>10} {'cli cpu s':>10} {'rows':>6} {'rows/s':>8}")
+    print(f"{'N':>4} {'batch':>5} {'round':>5} {'wall s':>7} {'model s':>8} {'probe s':>8} {'alloc s':>8} "
+          f"{'filter s':>9} {'record s':>9} {'overhead s':>11} {'srv cpu s':>10} {'cli cpu s':>10} {'rows':>6} "
+          f"{'rows/s':>8}")
     bad: list[str] = []
-    summary: list[tuple[int, float]] = []
-    for i, n in enumerate(ns):
-        res = run_load(n, args.rounds, min(args.procs, n), root / f"n{n}", args.model_cache, build_models=i == 0)
+    summary: list[tuple[int, str, float, float]] = []  # (N, batch, mean overhead, mean allocate)
+    settings = {"on": ["on"], "off": ["off"], "both": ["on", "off"]}[args.filter_batched]
+    runs = [(n, b) for i, n in enumerate(ns) for b in (settings if i % 2 == 0 else settings[::-1])]
+    for i, (n, batch) in enumerate(runs):
+        os.environ["LADA_FILTER_BATCHED"] = "1" if batch == "on" else "0"
+        res = run_load(n, args.rounds, min(args.procs, n), root / f"n{n}-{batch}", args.model_cache,
+                       build_models=i == 0)
         problems = verify(res)
-        bad += [f"N={n}: {p}" for p in problems]
+        bad += [f"N={n} batch={batch}: {p}" for p in problems]
         lines = round_lines((Path(res["workdir"]) / "server.out").read_text(errors="replace"))
         rows = rows_per_round(res["db"])
         spans = round_spans(res["db"])
-        overheads = []
+        overheads, allocs = [], []
         for t in sorted(lines):
             v = lines[t]
             wall, model = v.get("wall", float("nan")), v.get("llm_compute", float("nan"))
             overheads.append(wall - model)
+            allocs.append(v.get("allocate", 0.0))
             srv, cli = cpu_between(res.get("cpu", []), *spans.get(t, (0.0, 0.0)))
-            print(f"{n:>4} {t:>5} {wall:>7.2f} {model:>8.2f} {v.get('probe', 0.0):>8.2f} "
+            print(f"{n:>4} {batch:>5} {t:>5} {wall:>7.2f} {model:>8.2f} {v.get('probe', 0.0):>8.2f} "
                   f"{v.get('allocate', 0.0):>8.2f} {v.get('filter_update', 0.0):>9.2f} "
                   f"{v.get('record', 0.0):>9.2f} {wall - model:>11.2f} "
                   f"{srv:>10.2f} {cli:>10.2f} {rows.get(t, 0):>6} {rows.get(t, 0) / max(wall, 1e-9):>8.0f}")
         if overheads:
-            summary.append((n, sum(overheads) / len(overheads)))
-    print("mean overhead per round: " + ", ".join(f"N={n} {o:.2f}s" for n, o in summary))
-    if len(summary) > 1:
-        (n0, o0), (n1, o1) = summary[0], summary[-1]
-        print(f"growth: {(o1 - o0) / max(n1 - n0, 1) * 1000:.1f} ms per extra client (N={n0} to N={n1})")
+            summary.append((n, batch, sum(overheads) / len(overheads), sum(allocs) / len(allocs)))
+        print(f"load average after N={n} batch={batch}: {' '.join(Path('/proc/loadavg').read_text().split()[:3])}")
+    for batch in settings:
+        mine = sorted((n, o, a) for n, b, o, a in summary if b == batch)
+        print(f"mean per round, batch {batch}: " + ", ".join(f"N={n} overhead {o:.2f}s allocate {a:.2f}s"
+                                                           for n, o, a in mine))
+        if len(mine) > 1:
+            (n0, o0, _), (n1, o1, _) = mine[0], mine[-1]
+            print(f"growth: {(o1 - o0) / max(n1 - n0, 1) * 1000:.1f} ms per extra client (N={n0} to N={n1})")
+    if len(settings) == 2:
+        got = {(n, b): (o, a) for n, b, o, a in summary}
+        for n in ns:
+            if (n, "on") in got and (n, "off") in got:
+                (o_on, a_on), (o_off, a_off) = got[n, "on"], got[n, "off"]
+                print(f"N={n}: overhead on/off {o_on:.2f}/{o_off:.2f}s ({o_on / max(o_off, 1e-9):.2f}x), "
+                      f"allocate {a_on:.2f}/{a_off:.2f}s ({a_on / max(a_off, 1e-9):.2f}x)")
     print("verify: " + ("every row present" if not bad else "PROBLEMS:\n  " + "\n  ".join(bad[:20])))
     return 1 if bad else 0
 

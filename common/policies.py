@@ -15,12 +15,13 @@ Pure numpy / PyTorch; no I/O.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from lada.common.config import FilterConfig
-from lada.common.filters import NeuralBanditFilter, kmeans_cold_start, select
+from lada.common.filters import NeuralBanditFilter, kmeans_cold_start, retrain_all, select
 
 
 @dataclass
@@ -145,6 +146,10 @@ class AllocationPolicy(ABC):
         ``ctx``). Baselines do not learn: no-op."""
         del ctx, chosen, rewards, alloc
 
+    def filters(self) -> list[NeuralBanditFilter]:
+        """The learning filters behind this policy (for :func:`retrain_all`); baselines have none."""
+        return []
+
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {}
 
@@ -221,6 +226,9 @@ class LadaPolicy(AllocationPolicy):
             self.filter.update(ctx.contexts[rows], r, src.memo["f1"][at], src.memo["phi"][at], pool=ctx.contexts)
         else:  # not chosen by an allocation this policy remembers: the filter as it is now
             self.filter.update(ctx.contexts[rows], r, pool=ctx.contexts)
+
+    def filters(self) -> list[NeuralBanditFilter]:
+        return [self.filter]
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {f"filter.{k}": v for k, v in self.filter.state_dict().items()}
@@ -315,6 +323,12 @@ POLICIES: dict[str, type[AllocationPolicy]] = {
         LocalOnlyPolicy,
     )
 }
+
+
+def retrain_stale(policies: Iterable[AllocationPolicy]) -> int:
+    """Retrain, in one batched computation (:func:`retrain_all`), every filter of ``policies`` that
+    has rewards it has not yet trained on, before any of them scores; how many were retrained."""
+    return retrain_all([f for p in policies for f in p.filters()])
 
 
 def make_policy(name: str, cfg: FilterConfig, context_dim: int, seed: int) -> AllocationPolicy:

@@ -22,7 +22,7 @@ import torch
 from lada.common.config import LadaConfig
 from lada.common.data import path_steps
 from lada.common.filters import kmeans, squash_reward
-from lada.common.policies import POLICIES, Allocation, AllocationContext, AllocationPolicy, make_policy
+from lada.common.policies import POLICIES, Allocation, AllocationContext, AllocationPolicy, make_policy, retrain_stale
 from lada.common.rounds import ProbeResult, ReasoningPath
 
 LLM = "llm"
@@ -157,6 +157,7 @@ class AllocationService:
         self.frozen_ids: list[str] = []  # sample ids of the frozen embedding's rows
         self.frozen: np.ndarray | None = None  # the LLM embedding of the first round that had one
         self.cluster: np.ndarray | None = None  # its K-means cluster per row
+        self._stale = False  # some filter took rewards since the filters were last retrained
         policy = POLICIES.get(self.method)
         self.collaborates = policy.collaborates if policy else True  # (unknown: make_policy names the error)
         self.needs_answer_ce = policy.needs_answer_ce if policy else False
@@ -229,11 +230,22 @@ class AllocationService:
             offer=offer,
             given_count=count,
         )
+        if self._stale:  # the round's first allocation: retrain every pair's filter at once
+            self.retrain()
         alloc = self.policy(receiver, sender, ctx.contexts.shape[1]).allocate(ctx, budget, round_idx)
         self._last[(receiver, sender)] = (ctx, alloc)
         times.update(view.sample_ids[i] for i in alloc.indices)
         self.given.setdefault((receiver, sender), set()).update(view.sample_ids[i] for i in alloc.indices)
         return alloc
+
+    def retrain(self) -> int:
+        """Retrain every filter that took rewards since it last trained, all pairs (both directions)
+        together in one batched computation (``lada.common.filters.retrain_all``), instead of each
+        on its own when it next scores; how many were retrained. ``allocate`` calls it once a round,
+        before the round's first allocation; a filter trains on nothing that arrives later in the
+        round either way (its rewards come in ``update``, after every allocation of the round)."""
+        self._stale = False
+        return retrain_stale(self.policies.values())
 
     def rewards(self, nll_before: Sequence[float], nll_after: Sequence[float],
                 alignment: Sequence[float] | None = None) -> np.ndarray:
@@ -268,6 +280,7 @@ class AllocationService:
         rw = [float(r) for s, r in zip(sample_ids, rewards) if s in pos]
         if idx:
             self.policies[self.key(receiver, sender)].update(ctx, idx, rw, alloc)
+            self._stale = True
 
     # ------------------------------------------------------------------ checkpoint
     def state_dict(self) -> dict[str, Any]:
@@ -306,3 +319,4 @@ class AllocationService:
             prefix = f"{key}/"
             self.policy(recv, send, int(dim)).load_state_dict(
                 {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+        self._stale = True  # a checkpoint may hold filters that had not retrained yet
