@@ -21,7 +21,7 @@ import torch
 from lada.common.answers import family_of
 from lada.common.config import LadaConfig
 from lada.common.data import Sample, is_correct, path_steps
-from lada.common.learner import Learner, LearnerState, Pair, align_items
+from lada.common.learner import Learner, LearnerState, Pair
 from lada.common.models import load_for, resolve_model, torch_device
 from lada.common.rounds import (
     AllocatedPair,
@@ -220,8 +220,7 @@ class ClientApp:
         self._enter_run(task.run_key)
         pairs = [Pair(s.sample_id, s.question, s.positive, s.negative) for s in samples]
         local = self.local_targets()
-        rep = self.learner.learn_round(local, pairs, align_items(self.cfg.filter), self.align_set(local),
-                                       self.cfg.filter.align_center)
+        rep = self.learner.learn_round(local, pairs, task.align_items, self.align_set(local), task.align_center)
         align = rep.alignment if rep.alignment is not None else np.zeros(len(rep.sample_ids))
         out = TrainResult(  # alignment: the reward filter.reward=aligned learns from, measured here
             samples=[SampleReward(sid, float(b), float(a), float(g))

@@ -28,6 +28,7 @@ from .answers import extract, family_of
 from .config import DistillConfig, FilterConfig, LoraConfig, TrainConfig
 from .data import Sample, path_steps
 from .losses import contrastive_distillation_loss, sequence_logprob, sft_loss
+from .policy_names import LEARNS_FROM_REWARDS
 from .textlm import encode_pairs, evaluate, forward_logits, generate_paths, path_logprobs, path_nll, pool_prompts
 
 # peft calls a transformers 5 API that warns on every wrap; it is not ours to fix
@@ -68,10 +69,11 @@ class LearnReport:
     alignment: np.ndarray | None = None  # per pair, when asked (filter.reward=aligned): see Learner.alignment
 
 
-def align_items(f: FilterConfig) -> int:
-    """The held-out slice a receiver aligns with this round: ``filter.align_items`` when the filters
-    learn from alignment (``filter.reward=aligned``), else none (no extra backward passes)."""
-    return f.align_items if f.reward == "aligned" else 0
+def align_items(f: FilterConfig, method: str) -> int:
+    """The slice a receiver aligns with this round: ``filter.align_items`` when the method's filters
+    learn from alignment (``filter.reward=aligned`` and a method that learns from rewards), else
+    none (no extra backward passes). The server decides, for the clients too (``Task.align_items``)."""
+    return f.align_items if f.reward == "aligned" and method in LEARNS_FROM_REWARDS else 0
 
 
 def held_out_slice(local: Sequence[Sample], k: int) -> tuple[list[Sample], list[Sample]]:

@@ -11,3 +11,7 @@ from typing import Literal, get_args
 
 PolicyName = Literal["lada", "random", "lowest_nll", "highest_nll", "fedmkt", "all_public", "local_only"]
 POLICY_NAMES: tuple[str, ...] = get_args(PolicyName)
+
+# the methods whose filters learn from the receivers' rewards: only they need a reward beyond the
+# NLL drop the round measures anyway (filter.reward=aligned costs a backward pass per pair)
+LEARNS_FROM_REWARDS: frozenset[str] = frozenset({"lada"})

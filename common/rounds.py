@@ -23,6 +23,8 @@ class TaskInfo:
     round: int = 0
     evaluate: bool = False  # PROBE: also measure the local test accuracy before learning
     run_key: str = ""  # one run of one database: a client spots a redone round by it
+    align_items: int = 0  # TRAIN: measure the aligned reward on this many own items (0: none)
+    align_center: bool = True  # ... with both gradients centred (filter.align_center)
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,8 @@ from .rounds import AllocatedPair, ProbeResult, ReasoningPath, SampleReward, Sam
 
 
 def task_info(task: messages_pb2.Task) -> TaskInfo:
-    return TaskInfo(task_id=task.task_id, round=task.round, evaluate=task.evaluate, run_key=task.run_key)
+    return TaskInfo(task_id=task.task_id, round=task.round, evaluate=task.evaluate, run_key=task.run_key,
+                    align_items=task.align_items, align_center=task.align_center)
 
 
 # ---------------------------------------------------------------------- paths

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from lada.common.config import LadaConfig
 from lada.common.data import Sample
-from lada.common.learner import Pair
+from lada.common.learner import Pair, align_items
 from lada.common.redact import redact
 from lada.common.rounds import AllocatedPair, ProbeResult, ReasoningPath, TrainResult, grade
 from lada.common.scenario import scenario_splits, server_train_set
@@ -111,6 +111,8 @@ class Federation:
         self.log = log or (lambda s: print(s, file=sys.stderr, flush=True))
         self.llm = llm or LLMHost(cfg)
         self.alloc = AllocationService(cfg)
+        # what every TRAIN task asks of a client: the server's reward knobs, not the client's config
+        grid.train_align = (align_items(cfg.filter, cfg.run.method), cfg.filter.align_center)
         splits = scenario_splits(cfg.data)
         self.public: list[Sample] = splits.public
         self.server_test = splits.server_test

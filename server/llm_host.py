@@ -86,8 +86,8 @@ class LLMHost:
         return np.array([len(self.learner.tok(p)["input_ids"]) for p in paths], dtype=np.float32)
 
     def learn(self, local: Sequence[Sample], pairs: Sequence[Pair]) -> LearnReport:
-        rep = self._run(self.learner.learn_round, local, pairs, align_items(self.cfg.filter), None,
-                        self.cfg.filter.align_center)
+        rep = self._run(self.learner.learn_round, local, pairs, align_items(self.cfg.filter, self.cfg.run.method),
+                        None, self.cfg.filter.align_center)
         self.version += 1
         return rep
 

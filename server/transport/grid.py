@@ -86,6 +86,7 @@ class GrpcGrid:
         self.max_waiters = max_waiters
         self.bind_peer_names = bind_peer_names
         self.run_key = ""  # set by the Federation; tasks carry it so a client can spot a redone round
+        self.train_align = (0, True)  # set by the Federation: what TRAIN tasks ask (Task.align_items)
         self.blobs = BlobStore(max_blob, store_bytes, chunk_size=chunk_size)
         self.gate = StreamGate()  # sized to the worker pool by serve.start_server
         self.lock = threading.RLock()
@@ -230,7 +231,8 @@ class GrpcGrid:
     def train(self, round_idx: int, allocations: dict[str, list[AllocatedPair]]) -> dict[str, TrainResult]:
         with self.lock:
             self.allocs = {(round_idx, name): list(samples) for name, samples in allocations.items()}
-        sent = self._dispatch(round_idx, messages_pb2.TASK_KIND_TRAIN, list(allocations))
+        sent = self._dispatch(round_idx, messages_pb2.TASK_KIND_TRAIN, list(allocations),
+                              extra={"align_items": self.train_align[0], "align_center": self.train_align[1]})
         out = self._collect(self.rewards, round_idx, sent, "train")
         with self.lock:
             self.allocs = {}

@@ -17,6 +17,7 @@ class InProcessGrid:
     def __init__(self, apps: dict) -> None:  # name -> a ClientApp (duck-typed: the server never imports it)
         self.apps = apps
         self.run_key = ""  # set by the Federation (see messages.proto Task.run_key)
+        self.train_align = (0, True)  # set by the Federation (see messages.proto Task.align_items)
         self._bytes: dict[str, list[int]] = {n: [0, 0] for n in apps}
         # the candidate traffic as over gRPC: what each client holds, the round's batch, its delta
         self.held: dict[str, cands.Held] = {n: cands.Held() for n in apps}
@@ -82,6 +83,7 @@ class InProcessGrid:
         out = {}
         for name, pairs in allocations.items():
             task = self._task(round_idx, messages_pb2.TASK_KIND_TRAIN)
+            task.align_items, task.align_center = self.train_align
             info = wire.task_info(task)
             held = self.held[name]
             req = held.request(name, round_idx)

@@ -16,6 +16,7 @@ from lada.common.rounds import AllocatedPair, ProbeResult, ReasoningPath, TrainR
 
 class Grid(Protocol):
     run_key: str  # put on every task: one run of one database (see messages.proto Task.run_key)
+    train_align: tuple[int, bool]  # on every TRAIN task: (align_items, align_center), see messages.proto
 
     def wait_for_clients(self, n: int, timeout: float) -> list[str]:
         """Registered, live clients, once there are ``n`` of them or ``timeout`` passed."""

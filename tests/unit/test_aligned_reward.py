@@ -12,9 +12,11 @@ from lada.common.config import LadaConfig
 from lada.common.data import generate
 from lada.common.learner import Learner, Pair, align_items, held_out_slice
 from lada.common.models import resolve_model
+from lada.common.proto.lada.v1 import messages_pb2
 from lada.common.rounds import SampleReward, TaskInfo, TrainResult
 from lada.common.textlm import load_model
 from lada.server.allocation import AllocationService
+from lada.server.transport.inprocess import InProcessGrid
 
 from tests.support.paths import TINY
 
@@ -79,8 +81,9 @@ def test_centring_removes_the_direction_every_path_shares(learner: Learner) -> N
 def test_rewards_follow_the_knob_in_both_directions() -> None:
     on = LadaConfig.load(overrides={"filter.reward": "aligned"}, env=False)
     paper = LadaConfig.load(overrides={"filter.reward": "nll_drop"}, env=False)
-    assert LadaConfig().filter.reward == "aligned" and align_items(paper.filter) == 0
-    assert align_items(on.filter) == on.filter.align_items
+    assert LadaConfig().filter.reward == "aligned" and align_items(paper.filter, "lada") == 0
+    assert align_items(on.filter, "lada") == on.filter.align_items
+    assert align_items(on.filter, "random") == 0  # a method that learns nothing from rewards pays nothing
     svc = AllocationService(on)
     r = svc.rewards([2.0, 2.0, 2.0], [1.0, 1.0, 1.0], [0.4, 0.0, -0.4])
     assert r[0] > 0.5 and r[1] == pytest.approx(0.5) and r[2] < 0.5  # the NLL drops, all equal, play no part
@@ -97,3 +100,25 @@ def test_alignment_travels_in_the_reward_report() -> None:
     res = TrainResult(samples=[SampleReward("p-1", 1.5, 1.0, -0.25)])
     back = wire.train_result(wire.reward_report(res, "c", TaskInfo("t", 1)))
     assert back.samples[0].alignment == pytest.approx(-0.25)
+
+
+def test_the_server_asks_for_alignment_on_the_train_task() -> None:
+    """The server's knobs decide what a client measures (a client's own config cannot disagree):
+    Task.align_items/align_center reach the client's TaskInfo, over the wire and in process."""
+    info = wire.task_info(messages_pb2.Task(task_id="t", round=2, align_items=7, align_center=False))
+    assert (info.align_items, info.align_center) == (7, False)
+    assert wire.task_info(messages_pb2.Task(task_id="t")).align_items == 0  # not asked: no extra passes
+
+    class Recorder:  # a stand-in client: this tests the transport, not the learner
+        def __init__(self) -> None:
+            self.infos: list[TaskInfo] = []
+
+        def train(self, info: TaskInfo, pairs: list) -> TrainResult:
+            self.infos.append(info)
+            return TrainResult(samples=[])
+
+    app = Recorder()
+    grid = InProcessGrid({"c": app})
+    grid.train_align = (5, False)
+    grid.train(1, {"c": []})
+    assert (app.infos[0].align_items, app.infos[0].align_center) == (5, False)

@@ -75,7 +75,7 @@ class SampleStats(_message.Message):
     def __init__(self, sample_id: _Optional[str] = ..., nll: _Optional[float] = ..., sender_len: _Optional[int] = ..., own_len: _Optional[int] = ..., own_correct: _Optional[bool] = ..., sender_correct: _Optional[bool] = ..., answer_ce: _Optional[float] = ...) -> None: ...
 
 class Task(_message.Message):
-    __slots__ = ("task_id", "round", "kind", "blob_id", "evaluate", "run_name", "blob_size", "retry_after_s", "run_key", "delta_blob_id", "delta_base", "delta_blob_size")
+    __slots__ = ("task_id", "round", "kind", "blob_id", "evaluate", "run_name", "blob_size", "retry_after_s", "run_key", "delta_blob_id", "delta_base", "delta_blob_size", "align_items", "align_center")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     ROUND_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
@@ -88,6 +88,8 @@ class Task(_message.Message):
     DELTA_BLOB_ID_FIELD_NUMBER: _ClassVar[int]
     DELTA_BASE_FIELD_NUMBER: _ClassVar[int]
     DELTA_BLOB_SIZE_FIELD_NUMBER: _ClassVar[int]
+    ALIGN_ITEMS_FIELD_NUMBER: _ClassVar[int]
+    ALIGN_CENTER_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     round: int
     kind: TaskKind
@@ -100,7 +102,9 @@ class Task(_message.Message):
     delta_blob_id: str
     delta_base: str
     delta_blob_size: int
-    def __init__(self, task_id: _Optional[str] = ..., round: _Optional[int] = ..., kind: _Optional[_Union[TaskKind, str]] = ..., blob_id: _Optional[str] = ..., evaluate: _Optional[bool] = ..., run_name: _Optional[str] = ..., blob_size: _Optional[int] = ..., retry_after_s: _Optional[float] = ..., run_key: _Optional[str] = ..., delta_blob_id: _Optional[str] = ..., delta_base: _Optional[str] = ..., delta_blob_size: _Optional[int] = ...) -> None: ...
+    align_items: int
+    align_center: bool
+    def __init__(self, task_id: _Optional[str] = ..., round: _Optional[int] = ..., kind: _Optional[_Union[TaskKind, str]] = ..., blob_id: _Optional[str] = ..., evaluate: _Optional[bool] = ..., run_name: _Optional[str] = ..., blob_size: _Optional[int] = ..., retry_after_s: _Optional[float] = ..., run_key: _Optional[str] = ..., delta_blob_id: _Optional[str] = ..., delta_base: _Optional[str] = ..., delta_blob_size: _Optional[int] = ..., align_items: _Optional[int] = ..., align_center: _Optional[bool] = ...) -> None: ...
 
 class Ack(_message.Message):
     __slots__ = ("ok", "message")
