@@ -367,8 +367,8 @@ class NeuralBanditFilter:
         n = len(self.hist_r)
         f1_perms = [torch.randperm(n, generator=self._gen) for _ in range(self.cfg.epochs)]
         f2_perms = [torch.randperm(n, generator=self._gen) for _ in range(self.cfg.epochs)]
-        return {"z": self._standardize(self.hist_x), "y": self.hist_r, "b1": _batches(f1_perms),
-                "phi": self.hist_phi, "resid": self.hist_r - self.hist_p, "b2": _batches(f2_perms)}
+        return {"z": self._standardize(self.hist_x), "y": self.hist_r, "b1": f1_perms,
+                "phi": self.hist_phi, "resid": self.hist_r - self.hist_p, "b2": f2_perms}
 
     # ------------------------------------------------------------ state
     _HIST = ("hist_x", "hist_r", "hist_p", "hist_phi", "x_mean", "x_std")
@@ -406,25 +406,27 @@ class NeuralBanditFilter:
 _GROUP = 16  # filters per stack in retrain_all (8-16 fastest for 200 f2 stacks on this machine: cache)
 
 
-def _batches(perms: list[torch.Tensor]) -> list[torch.Tensor]:
-    """The minibatches :meth:`NeuralBanditFilter._fit` visits, in order: each epoch's permutation cut
-    into ``_BATCH``-row slices (the last of an epoch may be shorter)."""
-    return [perm[i : i + _BATCH] for perm in perms for i in range(0, len(perm), _BATCH)]
+def _n_steps(perms: list[torch.Tensor]) -> int:
+    """Minibatches :meth:`NeuralBanditFilter._fit` takes over these epoch permutations: each
+    epoch's permutation cut into ``_BATCH``-row slices (the last of an epoch may be shorter)."""
+    return sum(-(-len(p) // _BATCH) for p in perms)
 
 
 def _fit_stacked(nets: list[nn.Sequential], xs: list[torch.Tensor], ys: list[torch.Tensor],
-                 batches: list[list[torch.Tensor]], lr: float, sigmoid: bool) -> None:
+                 perms: list[list[torch.Tensor]], lr: float, sigmoid: bool,
+                 scratch: dict[str, torch.Tensor] | None = None) -> None:
     """Train ``Linear -> ReLU -> Linear`` nets of one shape together, as one stacked computation.
 
-    Net ``i`` is fitted to ``(xs[i], ys[i])`` on its own minibatch sequence ``batches[i]`` with the
+    Net ``i`` is fitted to ``(xs[i], ys[i])`` with ``perms[i]`` (one permutation of its rows per epoch,
+    cut into ``_BATCH``-row minibatches, the last of an epoch possibly shorter) and the
     loss ``mean_b (out_i(x_b) - y_b)²`` (``out = sigmoid(..)`` when ``sigmoid``), one Adam step per
     minibatch (lr, β = (0.9, 0.999), ε = 1e-8): what :meth:`NeuralBanditFilter._fit` does net by
     net. The parameters are stacked on a leading axis of length P; the forward and backward passes
     are batched matmuls with the gradients in closed form (the P losses summed, so each net gets
     only its own); the minibatches are padded to the longest one and masked; a net whose sequence
     is shorter stops taking steps when it ends, so its Adam step count stays its own. The nets must
-    come sorted by ``len(batches[i])``, longest first: the nets still training at a step are then a
-    prefix of the stack.
+    come sorted by their number of minibatches, longest first: the nets still training at a step
+    are then a prefix of the stack.
 
     Adam is torch's fused kernel over the stacked tensors (one pass per step, where
     :class:`_Adam`'s numpy expression makes a dozen: on 200 stacked f2's, 14M floats, that is
@@ -433,33 +435,50 @@ def _fit_stacked(nets: list[nn.Sequential], xs: list[torch.Tensor], ys: list[tor
     thread (``run.threads``, the default) it stays on the calling thread.
     """
     p_n = len(nets)
-    steps = [len(b) for b in batches]
+    steps = [_n_steps(p) for p in perms]
     if p_n == 0 or steps[0] == 0:
         return
     if any(a < b for a, b in zip(steps, steps[1:])):
         raise ValueError("nets must be sorted by their number of minibatches, longest first")
-    n_max = max(max(len(x) for x in xs), 1)
-    width = max(len(b) for seq in batches for b in seq)  # rows of the longest minibatch (<= _BATCH)
-    x_pad = torch.zeros(p_n, n_max, xs[0].shape[1])
-    y_pad = torch.zeros(p_n, n_max)
-    for i, (x, y) in enumerate(zip(xs, ys, strict=True)):
-        x_pad[i, : len(x)] = x
-        y_pad[i, : len(y)] = y
-    idx = torch.zeros(p_n, steps[0], width, dtype=torch.long)
-    mask = torch.zeros(p_n, steps[0], width)
-    for i, seq in enumerate(batches):
-        for s, b in enumerate(seq):
-            idx[i, s, : len(b)] = b
-            mask[i, s, : len(b)] = 1.0
+    sizes = [len(x) for x in xs]
+    width = max(min(n, _BATCH) for n in sizes)  # rows of the longest minibatch
+    x_pad = torch.zeros(p_n, max(sizes), xs[0].shape[1])
+    y_pad = torch.zeros(p_n, max(sizes))
+    idx = torch.zeros(p_n, steps[0], width, dtype=torch.long)  # row of each minibatch slot
+    mask = torch.zeros(p_n, steps[0], width)  # 1 where the slot holds a row
+    for i, (x, y, ep) in enumerate(zip(xs, ys, perms, strict=True)):
+        n, e = len(x), len(ep)
+        if n == 0 or e == 0:
+            continue
+        x_pad[i, :n] = x
+        y_pad[i, :n] = y
+        nb = -(-n // _BATCH)  # minibatches per epoch; if > 1, width is _BATCH
+        slots = torch.zeros(e, nb * width, dtype=torch.long)
+        slots[:, :n] = torch.stack(ep)
+        idx[i, : e * nb] = slots.reshape(e * nb, width)
+        mask[i, : e * nb] = (torch.arange(nb * width) < n).float().reshape(nb, width).repeat(e, 1)
     scale = 2.0 / mask.sum(2, keepdim=True).clamp_min(1.0)  # d mean/d row, per net and step
+    pool = {} if scratch is None else scratch
+
+    def buf(name: str, shape: tuple[int, ...]) -> torch.Tensor:
+        """A (P, ...) tensor kept in ``scratch`` across the stacks of one retrain_all: large fresh
+        allocations cost a page fault per 4 KiB, about as much as the arithmetic done in them."""
+        t = pool.get(name)
+        if t is None or tuple(t.shape[1:]) != shape[1:] or t.shape[0] < shape[0]:
+            t = pool[name] = torch.empty(shape)
+        return t[: shape[0]]
+
     with torch.no_grad():
-        w1 = torch.stack([n[0].weight for n in nets])  # (P, h, d)
-        b1 = torch.stack([n[0].bias for n in nets])  # (P, h)
-        w2 = torch.stack([n[2].weight[0] for n in nets])  # (P, h)
-        b2 = torch.stack([n[2].bias for n in nets])  # (P, 1)
-        params = [w1, b1, w2, b2]
-        m = [torch.zeros_like(a) for a in params]
-        v = [torch.zeros_like(a) for a in params]
+        shapes = [(p_n, *nets[0][0].weight.shape), (p_n, *nets[0][0].bias.shape),
+                  (p_n, nets[0][2].weight.shape[1]), (p_n, 1)]
+        params = [torch.stack([n[0].weight for n in nets], out=buf("w1", shapes[0])),  # (P, h, d)
+                  torch.stack([n[0].bias for n in nets], out=buf("b1", shapes[1])),  # (P, h)
+                  torch.stack([n[2].weight[0] for n in nets], out=buf("w2", shapes[2])),  # (P, h)
+                  torch.stack([n[2].bias for n in nets], out=buf("b2", shapes[3]))]  # (P, 1)
+        w1, b1, w2, b2 = params
+        m = [buf(f"m{i}", sh).zero_() for i, sh in enumerate(shapes)]
+        v = [buf(f"v{i}", sh).zero_() for i, sh in enumerate(shapes)]
+        gw1 = buf("gw1", shapes[0])
         rows = torch.arange(p_n)
         for s in range(steps[0]):
             k = sum(1 for n in steps if n > s)  # nets still training: a prefix
@@ -473,11 +492,11 @@ def _fit_stacked(nets: list[nn.Sequential], xs: list[torch.Tensor], ys: list[tor
             if sigmoid:
                 g = g * (1.0 - f) * f
             da = g[:, :, None] * w2[:k, None, :] * (a > 0)  # (k, B, h)
-            grads = [torch.bmm(da.transpose(1, 2), xb), da.sum(1), torch.bmm(g[:, None, :], h).squeeze(1),
-                     g.sum(1, keepdim=True)]
+            grads = [torch.bmm(da.transpose(1, 2), xb, out=gw1[:k]), da.sum(1),
+                     torch.bmm(g[:, None, :], h).squeeze(1), g.sum(1, keepdim=True)]
             _adam_step([p[:k] for p in params], grads, [t[:k] for t in m], [t[:k] for t in v], [],
-                                  [torch.tensor(float(s)) for _ in params], fused=True, amsgrad=False,
-                                  beta1=0.9, beta2=0.999, lr=lr, weight_decay=0.0, eps=1e-8, maximize=False)
+                       [torch.tensor(float(s)) for _ in params], fused=True, amsgrad=False,
+                       beta1=0.9, beta2=0.999, lr=lr, weight_decay=0.0, eps=1e-8, maximize=False)
         for i, net in enumerate(nets):
             net[0].weight.copy_(w1[i])
             net[0].bias.copy_(b1[i])
@@ -501,13 +520,16 @@ def retrain_all(filters: list[NeuralBanditFilter]) -> int:
     for f, plan in zip(todo, plans, strict=True):
         key = (f.context_dim, f.feat_dim, f.cfg.hidden, f.cfg.lr)
         groups.setdefault(key, []).append((f, plan))
+    scratch: dict[str, torch.Tensor] = {}  # buffers reused from one stack to the next
     for members in groups.values():
         for net, x, y, b, sig in (("f1", "z", "y", "b1", True), ("f2", "phi", "resid", "b2", False)):
-            order = sorted(members, key=lambda fp: -len(fp[1][b]))
+            order = sorted(members, key=lambda fp: -_n_steps(fp[1][b]))
             for lo in range(0, len(order), _GROUP):
                 chunk = order[lo : lo + _GROUP]
                 _fit_stacked([getattr(f, net) for f, _ in chunk], [p[x] for _, p in chunk],
-                             [p[y] for _, p in chunk], [p[b] for _, p in chunk], chunk[0][0].cfg.lr, sig)
+                             [p[y] for _, p in chunk], [p[b] for _, p in chunk], chunk[0][0].cfg.lr, sig,
+                             scratch)
+            scratch.clear()  # f1 and f2 differ in shape: keep one net's buffers at a time
     return len(todo)
 
 
