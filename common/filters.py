@@ -509,7 +509,8 @@ def retrain_all(filters: list[NeuralBanditFilter]) -> int:
     batches of up to ``_GROUP`` filters: the same result as each filter's own
     :meth:`NeuralBanditFilter._retrain` (same minibatches from the same per-filter generator, same
     epochs, same Adam), without a Python loop of tiny ops per filter. Filters whose nets differ in
-    shape or in ``epochs``/``lr`` are trained in separate stacks. Returns how many were retrained."""
+    shape or in ``lr`` are trained in separate stacks (histories and epochs may differ within one).
+    Returns how many were retrained."""
     todo = list({id(f): f for f in filters if f.stale}.values())
     if not batching_on() or len(todo) < 2:
         for f in todo:
