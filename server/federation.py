@@ -110,9 +110,13 @@ class Federation:
         self._run_created = ""
         self.log = log or (lambda s: print(s, file=sys.stderr, flush=True))
         self.llm = llm or LLMHost(cfg)
-        self.alloc = AllocationService(cfg)
         # what every TRAIN task asks of a client: the server's reward knobs, not the client's config
         grid.train_align = (align_items(cfg.filter, cfg.run.method), cfg.filter.align_center)
+        if cfg.filter.reward == "aligned" and not grid.train_align[0]:
+            # nobody measures alignment for a method that learns nothing from rewards: the reward it
+            # records (the round's "reward" metric) is the NLL drop the round measures anyway
+            cfg = cfg.model_copy(update={"filter": cfg.filter.model_copy(update={"reward": "nll_drop"})})
+        self.alloc = AllocationService(cfg)
         splits = scenario_splits(cfg.data)
         self.public: list[Sample] = splits.public
         self.server_test = splits.server_test
