@@ -290,7 +290,7 @@ def write_outputs(rows: list[dict[str, Any]], out: Path, methods: list[str], wal
         for r in rows:
             fh.write(json.dumps(r) + "\n")
     table = summary_table(all_rows, methods)
-    premise = premise_check(all_rows)
+    premise = "\n\n".join(x for x in (premise_check(all_rows), method_check(all_rows)) if x)
     commit = (out / "commit.txt").read_text().strip() if (out / "commit.txt").exists() else "unknown"
     (out / "summary.md").write_text(table + (f"\n\n{premise}" if premise else "")
                                     + f"\n\nWall time of the matrix: {wall / 60:.1f} min\n\nCommit: {commit}\n")
@@ -440,6 +440,53 @@ def premise_check(rows: list[dict[str, Any]]) -> str:
                      f"{d:+.1f} points, {p}; target >= +3: "
                      f"**{'met' if d >= 3 and res and res.p < 0.05 else 'missed'}**")
     return ("Premise check (oracles only):\n\n" + "\n".join(lines)) if lines else ""
+
+
+def _lacked_final(rows: list[dict[str, Any]], method: str, lacked: str) -> dict[int, float]:
+    """Per seed: the LLM's final accuracy on the domain it never saw."""
+    key = f"acc_{lacked}"
+    mine = [r for r in rows if r["method"] == method and r["subject"] == LLM and r.get(key) is not None]
+    last = max((r["round"] for r in mine), default=0)
+    return {r["seed"]: r[key] for r in mine if r["round"] == last}
+
+
+def method_check(rows: list[dict[str, Any]]) -> str:
+    """Issue 13's "must show" for each LaDa variant, from the same paired items as the table: its
+    gain over random on the counted clients (McNemar, pooled over clients and seeds), the share of
+    the random-to-oracle gap it closes (target: p < 0.05 and at least half), and the LLM on the
+    domain it never saw against the one-direction control (target: +3, p < 0.05). '' without the cells."""
+    rows, items = _split(rows)
+    have = {r["method"] for r in rows}
+    counted, _ = counted_clients(rows)
+    lacked = next((r["lacked"] for r in rows if r.get("lacked")), None)
+    if BASELINE not in have:
+        return ""
+    b = _final(rows, BASELINE, counted)[0]
+    gap = None
+    if "oracle" in have:
+        o = _final(rows, "oracle", counted)[0]
+        gap = 100 * (np.mean(list(o.values())) - np.mean(list(b.values())))
+    lines = []
+    for m in [m for m in METHODS if m.startswith("lada") and m in have and m != "lada_one_way"]:
+        a = _final(rows, m, counted)[0]
+        res = paired(items, m, BASELINE, clients=counted)
+        d = 100 * (np.mean(list(a.values())) - np.mean(list(b.values())))
+        p = f"McNemar p = {res.p:.2g} over {res.n} paired items ({res.a_only} against {res.b_only} discordant)" \
+            if res else "no paired items"
+        share = f"; closes {d / gap:+.0%} of the oracle's {gap:+.1f}-point gap" if gap and gap > 0 else ""
+        ok = d > 0 and res is not None and res.p < 0.05 and gap is not None and gap > 0 and d >= gap / 2
+        lines.append(f"- {m} against {BASELINE} over {', '.join(counted)}: {_ms(list(a.values()))} against "
+                     f"{_ms(list(b.values()))}: {d:+.1f} points, {p}{share}; target (p < 0.05, at least half the gap): "
+                     f"**{'met' if ok else 'missed'}**")
+        if lacked and "lada_one_way" in have and m == "lada":
+            la, lb = _lacked_final(rows, m, lacked), _lacked_final(rows, "lada_one_way", lacked)
+            res = paired(items, m, "lada_one_way", llm=True, domain=lacked)
+            d = 100 * (np.mean(list(la.values())) - np.mean(list(lb.values()))) if la and lb else float("nan")
+            p = f"McNemar p = {res.p:.2g} over {res.n} paired items" if res else "no paired items"
+            lines.append(f"- {m}'s LLM on {lacked} (never seen) against lada_one_way: {_ms(list(la.values()))} "
+                         f"against {_ms(list(lb.values()))}: {d:+.1f} points, {p}; target (+3, p < 0.05): "
+                         f"**{'met' if d >= 3 and res and res.p < 0.05 else 'missed'}**")
+    return ("LaDa against the targets (issue 13):\n\n" + "\n".join(lines)) if lines else ""
 
 
 def plot(rows: list[dict[str, Any]], methods: list[str], out: Path) -> None:
