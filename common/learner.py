@@ -69,6 +69,9 @@ class LearnReport:
     alignment: np.ndarray | None = None  # per pair, when asked (filter.reward=aligned): see Learner.alignment
 
 
+_ALIGN_STACK_BYTES = 256 << 20  # Learner.alignment keeps the pairs' gradients at once up to this size
+
+
 def align_items(f: FilterConfig, method: str) -> int:
     """The slice a receiver aligns with this round: ``filter.align_items`` when the method's filters
     learn from alignment (``filter.reward=aligned`` and a method that learns from rewards), else
@@ -336,12 +339,24 @@ class Learner:
                          * len(held[i:i + bs]) for i in range(0, len(held), bs))
             assert isinstance(g_held, torch.Tensor)
             g_held = g_held / len(held)
-            grads = torch.stack([self._loss_grad(params, [p.question], [p.positive]) for p in pairs])
+
+            def grad(p: Pair) -> torch.Tensor:
+                return self._loss_grad(params, [p.question], [p.positive])
+
+            mu = torch.zeros_like(g_held)
             if center and len(pairs) > 1:
-                mu = grads.mean(0)
-                grads, g_held = grads - mu, g_held - mu
-            g_held = g_held / g_held.norm().clamp_min(1e-12)
-            out[:] = ((grads @ g_held) / grads.norm(dim=1).clamp_min(1e-12)).numpy()
+                # the pairs' gradients held at once if small (one pass), else a first pass for
+                # their mean alone (two passes, memory of two gradients: a real model's LoRA)
+                stacked = len(pairs) * g_held.numel() * 4 <= _ALIGN_STACK_BYTES
+                grads = torch.stack([grad(p) for p in pairs]) if stacked else None
+                mu = grads.mean(0) if grads is not None else sum(grad(p) for p in pairs) / len(pairs)
+            else:
+                grads = None
+            h = g_held - mu
+            h = h / h.norm().clamp_min(1e-12)
+            for k, p in enumerate(pairs):
+                g = (grads[k] if grads is not None else grad(p)) - mu
+                out[k] = float((g @ h) / g.norm().clamp_min(1e-12))
         finally:
             self.model.train(was_training)
         return np.clip(out, -1.0, 1.0)
