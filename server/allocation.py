@@ -23,6 +23,7 @@ from lada.common.config import LadaConfig
 from lada.common.data import path_steps
 from lada.common.filters import kmeans, squash_reward
 from lada.common.policies import POLICIES, Allocation, AllocationContext, AllocationPolicy, make_policy, retrain_stale
+from lada.common.policy_names import LEARNS_FROM_REWARDS
 from lada.common.rounds import ProbeResult, ReasoningPath
 
 LLM = "llm"
@@ -257,7 +258,9 @@ class AllocationService:
         if len(b) == 0:
             return np.zeros(0)
         f = self.cfg.filter
-        if f.reward == "aligned":
+        # a method that learns nothing from rewards asks nobody for alignment (Task.align_items): it
+        # records the NLL drop the round measures anyway
+        if f.reward == "aligned" and self.method in LEARNS_FROM_REWARDS:
             if alignment is None or len(alignment) != len(b):
                 raise ValueError("filter.reward=aligned needs the receiver's alignment for every allocated sample")
             c = np.asarray(alignment, dtype=np.float64)

@@ -112,10 +112,6 @@ class Federation:
         self.llm = llm or LLMHost(cfg)
         # what every TRAIN task asks of a client: the server's reward knobs, not the client's config
         grid.train_align = (align_items(cfg.filter, cfg.run.method), cfg.filter.align_center)
-        if cfg.filter.reward == "aligned" and not grid.train_align[0]:
-            # nobody measures alignment for a method that learns nothing from rewards: the reward it
-            # records (the round's "reward" metric) is the NLL drop the round measures anyway
-            cfg = cfg.model_copy(update={"filter": cfg.filter.model_copy(update={"reward": "nll_drop"})})
         self.alloc = AllocationService(cfg)
         splits = scenario_splits(cfg.data)
         self.public: list[Sample] = splits.public
