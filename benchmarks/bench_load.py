@@ -182,6 +182,9 @@ def run_load(n_clients: int = 200, rounds: int = 1, procs: int = 2, workdir: Pat
                       "--transport.max_workers", str(max_workers), *server_args)
     if prof:
         server_cmd[1:1] = ["-m", "cProfile", "-o", str(work / "server.prof")]
+    if os.environ.get("LADA_BENCH_PYSPY"):  # every thread of the server, sampled (py-spy must be installed)
+        server_cmd[:0] = ["py-spy", "record", "--threads", "--nonblocking", "-r", "200", "-f", "raw",
+                          "-o", str(work / "server.pyspy.txt"), "--"]
     server = subprocess.Popen(server_cmd, stdout=open(work / "server.out", "w"), stderr=subprocess.STDOUT, env=env)
     _wait_healthy(f"127.0.0.1:{port}", ca, server, timeout=300)
     t_ready = time.time()
