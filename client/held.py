@@ -35,7 +35,7 @@ def load(state_dir: Path | None) -> cands.Held:
         return held
     try:
         data, meta = p.read_bytes(), json.loads((p.parent / META).read_text())
-        if chunks.sha256(data) != meta["sha256"] or not chunks.is_sha256(meta["blob_id"]):
+        if chunks.sha256(data) != meta["sha256"] or not chunks.is_hex_id(meta["blob_id"]):
             raise ValueError("its bytes are not those it was saved with")
         held.hold(meta["blob_id"], wire.paths_of(messages_pb2.PathBatch.FromString(data)))
     except Exception as e:  # noqa: BLE001 - a damaged cache only costs one full download

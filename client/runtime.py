@@ -289,7 +289,7 @@ class Connection:
     def download(self, blob_id: str, max_blob: int | None = None) -> memoryview:
         """The blob, verified against its id; an interrupted stream resumes from the first chunk not
         received. Chunks land in one buffer (no per-chunk objects kept, no join) and each byte is
-        hashed once, on arrival (its chunk's sha256; the id is derived from those)."""
+        hashed once, on arrival (its chunk's digest; the id is derived from those)."""
         # a blob is at most 4 messages' worth (the server's rule, LadaConfig.max_blob_bytes): a chunk
         # claiming more is refused before its buffer is allocated
         rx = chunks.Receiver(blob_id, self.max_blob if max_blob is None else max_blob)
@@ -307,7 +307,7 @@ class Connection:
 
     def upload(self, data: chunks.Buffer) -> str:
         """Upload a blob in content-addressed chunks, sending only what the server lacks. Each byte is
-        hashed once (its chunk's sha256; the id is derived from those, and a retry reuses both). A blob
+        hashed once (its chunk's digest; the id is derived from those, and a retry reuses both). A blob
         under ``chunks.PIPELINE_FROM`` is hashed before the first try, which asks the server what it
         holds already; a larger one is first sent while it is hashed (``chunks.Hashing``: waiting for
         the id cost a 256 MiB upload ~0.5 s), and only a retry asks."""
@@ -324,7 +324,7 @@ class Connection:
             lay = known[0] if known else hashing.layout()
             bid, total = lay.blob_id, lay.total
             for _ in range(3):
-                st = self.exchange.QueryUpload(exchange_pb2.UploadQuery(blob_sha256=bid, client_id=self.name),
+                st = self.exchange.QueryUpload(exchange_pb2.UploadQuery(blob_id=bid, client_id=self.name),
                                                metadata=self.md, timeout=self.call_timeout)
                 if st.present:
                     return bid

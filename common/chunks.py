@@ -1,18 +1,20 @@
 """Content-addressed chunking of blobs (path batches, adapters).
 
-A blob's id is a hash list (``lada-blob-v2``): the sha256 of a tag, the blob's
-chunk size and length, and the sha256 of each of its chunks in order
-(:func:`blob_id`). Each chunk carries its own sha256, so a receiver verifies
-every piece as it arrives and derives the id from the verified digests: each
-byte is hashed once per side (the id of the bytes themselves was a second
-pass). The id still pins the bytes (sha256 collision resistance: other bytes,
-or the same bytes cut differently, give another id), and a retried chunk or
-upload is idempotent. Chunks may arrive in any order and any subset at a time,
-which is what lets an interrupted upload resume with only the chunks the
+A blob's id is a hash list (``lada-blob-v3``): the BLAKE3-256 of a tag, the
+blob's chunk size and length, and the digest (BLAKE3-256) of each of its chunks
+in order (:func:`blob_id`). Each chunk carries its own digest, so a receiver
+verifies every piece as it arrives and derives the id from the verified
+digests: each byte is hashed once per side (the id of the bytes themselves was a
+second pass). The id still pins the bytes (BLAKE3 is a cryptographic hash:
+other bytes, or the same bytes cut differently, give another id), and a retried
+chunk or upload is idempotent. Chunks may arrive in any order and any subset at
+a time, which is what lets an interrupted upload resume with only the chunks the
 receiver does not hold yet. The id depends on the chunk size (a blob of one
 chunk: only on its bytes); every LaDa party cuts at ``server.chunk_kb``
 (1 MiB), and a blob is always served in the layout its id names. Ids of the
-v1 scheme (sha256 of the bytes) are refused with an error that says so.
+older schemes (v1: the sha256 of the bytes; v2: the same hash list with sha256)
+are refused with an error that says so. BLAKE3 replaced sha256 in v3 because
+hashing is most of the exchange's CPU (``benchmarks/bench_exchange.py``).
 
 Transfers are hot paths (a 256 MiB blob must move near raw gRPC speed), so a
 sender computes a blob's chunk hashes and id once (:class:`Layout`) and sends
@@ -33,14 +35,16 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from blake3 import blake3
+
 from .proto.lada.v1 import exchange_pb2
 
 DEFAULT_CHUNK = 1024 * 1024  # the fastest in benchmarks/bench_exchange.py (docs/performance.md)
 MAX_CHUNKS = 1 << 16  # a blob in more pieces than this is refused (bounds per-blob bookkeeping)
-CHUNK_OVERHEAD = 512  # bytes of a Chunk message besides its data, with room (two sha256 ids, a 200-char client id)
+CHUNK_OVERHEAD = 512  # bytes of a Chunk message besides its data, with room (two 64-hex ids, a 200-char client id)
 PARALLEL_HASH = 4 << 20  # from this size on a blob's chunk hashes are computed in two threads
 PIPELINE_FROM = 16 << 20  # from this size on an upload starts before its id is known (Hashing)
-ID_TAG = b"lada-blob-v2\0"  # domain separation: an id is never the sha256 of some chunk's bytes
+ID_TAG = b"lada-blob-v3\0"  # domain separation: an id is never the digest of some chunk's bytes
 _HEX = frozenset("0123456789abcdef")
 
 
@@ -67,11 +71,18 @@ Stored = Buffer | Pieces
 
 
 def sha256(data: Buffer) -> str:
+    """The plain sha256 of some bytes (a v1 blob id, a stored file's checksum); chunks use :func:`digest`."""
     return hashlib.sha256(data).hexdigest()
 
 
-def is_sha256(s: str) -> bool:
-    """64 lower-case hex characters (the form :func:`sha256` writes)."""
+def digest(data: Buffer) -> str:
+    """A chunk's digest: BLAKE3-256, hex. Every transferred byte is hashed once per side, so the hash is the
+    exchange's main CPU cost: BLAKE3 is ~3.5x sha256 on one core here (2.7 against 0.76 GB/s, 1 MiB chunks)."""
+    return blake3(data).hexdigest()
+
+
+def is_hex_id(s: str) -> bool:
+    """64 lower-case hex characters (the form :func:`digest` and :func:`sha256` write)."""
     return len(s) == 64 and set(s) <= _HEX
 
 
@@ -80,12 +91,23 @@ def n_chunks(size: int, chunk_size: int = DEFAULT_CHUNK) -> int:
 
 
 def blob_id(chunk_ids: Sequence[str], size: int, chunk_size: int) -> str:
-    """The id of a blob of ``size`` bytes cut every ``chunk_size`` bytes whose chunks have the sha256
+    """The id of a blob of ``size`` bytes cut every ``chunk_size`` bytes whose chunks have the digests
     ``chunk_ids``: hashed from the digests (32 bytes a chunk), not the bytes again. A one-chunk blob's
     id does not depend on the chunk size it was cut at."""
     cs = size if len(chunk_ids) == 1 else chunk_size
-    h = hashlib.sha256(ID_TAG + cs.to_bytes(8, "big") + size.to_bytes(8, "big"))
+    h = blake3(ID_TAG + cs.to_bytes(8, "big") + size.to_bytes(8, "big"))
     h.update(b"".join(bytes.fromhex(c) for c in chunk_ids))
+    return h.hexdigest()
+
+
+def _v2_id(data: Buffer, chunk_size: int) -> str:
+    """The id ``data`` had under lada-blob-v2 (the same hash list with sha256), to name an old peer's id."""
+    mv = memoryview(data).cast("B")
+    digests = [hashlib.sha256(mv[i * chunk_size:(i + 1) * chunk_size]).digest()
+               for i in range(n_chunks(len(mv), chunk_size))]
+    cs = len(mv) if len(digests) == 1 else chunk_size
+    h = hashlib.sha256(b"lada-blob-v2\0" + cs.to_bytes(8, "big") + len(mv).to_bytes(8, "big"))
+    h.update(b"".join(digests))
     return h.hexdigest()
 
 
@@ -111,7 +133,7 @@ def chunk_hashes(data: Buffer, chunk_size: int) -> list[str]:
     if chunk_size < 1:
         raise ValueError("chunk_size must be >= 1")
     mv = memoryview(data).cast("B")
-    return [sha256(mv[i * chunk_size:(i + 1) * chunk_size]) for i in range(n_chunks(len(mv), chunk_size))]
+    return [digest(mv[i * chunk_size:(i + 1) * chunk_size]) for i in range(n_chunks(len(mv), chunk_size))]
 
 
 def _piece(data: Stored, i: int, cs: int) -> Buffer:
@@ -122,9 +144,9 @@ def _piece(data: Stored, i: int, cs: int) -> Buffer:
 
 @dataclass(frozen=True)
 class Layout:
-    """A blob cut into chunks: its id and every chunk's sha256, each computed once (a sender before
+    """A blob cut into chunks: its id and every chunk's digest, each computed once (a sender before
     its first chunk, as every chunk names the id; a store when the blob is stored). A large blob's
-    chunks are hashed in two threads (hashlib releases the GIL)."""
+    chunks are hashed in two threads (blake3 releases the GIL)."""
 
     blob_id: str
     size: int
@@ -189,7 +211,7 @@ class Hashing:
         try:
             cs = self.chunk_size
             for i in range(self.total):
-                h = sha256(self.mv[i * cs:(i + 1) * cs])
+                h = digest(self.mv[i * cs:(i + 1) * cs])
                 with self._cond:
                     self.ids.append(h)
                     self._cond.notify_all()
@@ -236,9 +258,9 @@ def split(data: Buffer, chunk_size: int = DEFAULT_CHUNK, client_id: str = "", st
     for i in (range(start, lay.total) if indices is None else indices):
         if not 0 <= i < lay.total:
             raise ValueError(f"chunk index {i} out of range for {lay.total} chunks")
-        yield exchange_pb2.Chunk(blob_sha256=lay.blob_id, index=i, total=lay.total,
+        yield exchange_pb2.Chunk(blob_id=lay.blob_id, index=i, total=lay.total,
                                  data=bytes(mv[i * chunk_size:(i + 1) * chunk_size]),
-                                 chunk_sha256=lay.chunk_ids[i], blob_size=lay.size, client_id=client_id)
+                                 chunk_digest=lay.chunk_ids[i], blob_size=lay.size, client_id=client_id)
 
 
 # ---------------------------------------------------------------------- the Chunk wire format, by hand
@@ -261,14 +283,14 @@ def _int_field(tag: int, v: int) -> bytes:
     return bytes([tag]) + _varint(v) if v else b""
 
 
-def encode_chunk(blob_sha256: str, index: int, total: int, data: Buffer, chunk_sha256: str, blob_size: int,
+def encode_chunk(blob_id: str, index: int, total: int, data: Buffer, chunk_digest: str, blob_size: int,
                  client_id: str = "") -> bytes:
     """The bytes ``exchange_pb2.Chunk(...).SerializeToString()`` writes, with ``data`` copied once
     (building the message would copy it three times: into the message, out of it, into the frame)."""
-    head = (_len_field(0x0A, blob_sha256.encode()) + _int_field(0x10, index) + _int_field(0x18, total))
+    head = (_len_field(0x0A, blob_id.encode()) + _int_field(0x10, index) + _int_field(0x18, total))
     n = len(data)
     mid = b"\x22" + _varint(n) if n else b""
-    tail = (_len_field(0x2A, chunk_sha256.encode()) + _int_field(0x30, blob_size)
+    tail = (_len_field(0x2A, chunk_digest.encode()) + _int_field(0x30, blob_size)
             + _len_field(0x3A, client_id.encode()))
     return b"".join((head, mid, data, tail))
 
@@ -277,10 +299,10 @@ class ChunkView:
     """A parsed Chunk whose ``data`` is a view into the received message (no copy); reads like
     ``exchange_pb2.Chunk``, and ``ByteSize()`` is the size of the message as received."""
 
-    __slots__ = ("blob_sha256", "index", "total", "data", "chunk_sha256", "blob_size", "client_id", "_n")
+    __slots__ = ("blob_id", "index", "total", "data", "chunk_digest", "blob_size", "client_id", "_n")
 
     def __init__(self, n: int) -> None:
-        self.blob_sha256 = self.chunk_sha256 = self.client_id = ""
+        self.blob_id = self.chunk_digest = self.client_id = ""
         self.index = self.total = self.blob_size = 0
         self.data: memoryview = memoryview(b"")
         self._n = n
@@ -307,7 +329,7 @@ def _signed(v: int, bits: int) -> int:
     return v - (1 << bits) if v >> (bits - 1) else v
 
 
-_STRINGS = {1: "blob_sha256", 5: "chunk_sha256", 7: "client_id"}
+_STRINGS = {1: "blob_id", 5: "chunk_digest", 7: "client_id"}
 _INTS = {2: ("index", 32), 3: ("total", 32), 6: ("blob_size", 64)}
 
 
@@ -358,8 +380,8 @@ AnyChunk = exchange_pb2.Chunk | ChunkView
 def check_header(c: AnyChunk, max_blob: int, unnamed: bool = False) -> None:
     """Self-consistency of one chunk's ids, index range and sizes (everything but its hash);
     ``unnamed``: an empty blob id is allowed (an upload names its blob in a later chunk)."""
-    if not (is_sha256(c.blob_sha256) or (unnamed and not c.blob_sha256)) or not is_sha256(c.chunk_sha256):
-        raise ChunkError("blob_sha256 and chunk_sha256 must be 64 lower-case hex characters")
+    if not (is_hex_id(c.blob_id) or (unnamed and not c.blob_id)) or not is_hex_id(c.chunk_digest):
+        raise ChunkError("blob_id and chunk_digest must be 64 lower-case hex characters")
     if c.blob_size < 0 or c.blob_size > max_blob:
         raise ChunkError(f"blob_size {c.blob_size} is outside [0, {max_blob}] bytes")
     if c.total < 1 or c.total > MAX_CHUNKS or c.total > max(1, c.blob_size):
@@ -371,11 +393,11 @@ def check_header(c: AnyChunk, max_blob: int, unnamed: bool = False) -> None:
 
 
 def check_chunk(c: AnyChunk, max_blob: int, unnamed: bool = False) -> None:
-    """Self-consistency of one chunk: ids, index range, size limits, its own sha256 (the one pass over
+    """Self-consistency of one chunk: ids, index range, size limits, its own digest (the one pass over
     its bytes: the blob's id is derived from these hashes)."""
     check_header(c, max_blob, unnamed)
-    if sha256(c.data) != c.chunk_sha256:
-        raise ChunkError(f"chunk {c.index} of {c.blob_sha256[:12]} fails its sha256 check")
+    if digest(c.data) != c.chunk_digest:
+        raise ChunkError(f"chunk {c.index} of {c.blob_id[:12]} fails its digest check")
 
 
 def uniform_size(index: int, n: int, total: int, size: int) -> int:
@@ -398,15 +420,17 @@ def uniform_size(index: int, n: int, total: int, size: int) -> int:
     return cs
 
 
-def id_error(claimed: str, got: str, data: Stored | None = None) -> ChunkError:
-    """The error for a blob whose chunks, each valid, derive another id than the one claimed; a v1 id
-    (the sha256 of the bytes, before the hash-list ids) is named as such. Only a refused blob pays the
-    extra pass over ``data``."""
+def id_error(claimed: str, got: str, data: Stored | None = None, chunk_size: int = DEFAULT_CHUNK) -> ChunkError:
+    """The error for a blob whose chunks, each valid, derive another id than the one claimed; an id of
+    an older scheme (v1: the sha256 of the bytes; v2: the sha256 hash list) is named as such. Only a
+    refused blob pays the extra passes over ``data``."""
     if data is not None:
         whole = data.tobytes() if isinstance(data, Pieces) else data
-        if sha256(whole) == claimed:
-            return ChunkError(f"blob {claimed[:12]} is named by the sha256 of its bytes, a v1 id of an older "
-                              "LaDa: ids are now lada-blob-v2 hash lists (common/chunks.py); upgrade the peer")
+        old = ("v1 id (the sha256 of its bytes)" if sha256(whole) == claimed else
+               "v2 id (a sha256 hash list)" if _v2_id(whole, chunk_size) == claimed else "")
+        if old:
+            return ChunkError(f"blob {claimed[:12]} is named by a {old} of an older LaDa: ids are now "
+                              "lada-blob-v3 BLAKE3 hash lists (common/chunks.py); upgrade the peer")
     return ChunkError(f"blob {claimed[:12]} fails its id check: its chunks hash to {got[:12]}")
 
 
@@ -415,11 +439,11 @@ def join(chunks: Iterable[AnyChunk], max_blob: int | None = None) -> bytes:
     parts: dict[int, AnyChunk] = {}
     bid, total, size = "", 0, -1
     for c in chunks:
-        if sha256(c.data) != c.chunk_sha256:
-            raise ChunkError(f"chunk {c.index} fails its sha256 check")
-        if bid and (c.blob_sha256, c.total, c.blob_size) != (bid, total, size):
+        if digest(c.data) != c.chunk_digest:
+            raise ChunkError(f"chunk {c.index} fails its digest check")
+        if bid and (c.blob_id, c.total, c.blob_size) != (bid, total, size):
             raise ChunkError("chunks of different blobs mixed in one transfer")
-        bid, total, size = c.blob_sha256, c.total, c.blob_size
+        bid, total, size = c.blob_id, c.total, c.blob_size
         if max_blob is not None and size > max_blob:
             raise ChunkError(f"blob of {size} bytes exceeds the limit of {max_blob}")
         if not 0 <= c.index < total:
@@ -431,17 +455,17 @@ def join(chunks: Iterable[AnyChunk], max_blob: int | None = None) -> bytes:
     for i, c in parts.items():
         if uniform_size(i, len(c.data), total, size) != cs:
             raise ChunkError(f"chunk {i} of {len(c.data)} bytes breaks the blob's {cs}-byte chunks")
-    got = blob_id([parts[i].chunk_sha256 for i in range(total)], size, cs)
+    got = blob_id([parts[i].chunk_digest for i in range(total)], size, cs)
     data = b"".join(parts[i].data for i in range(total))
     if got != bid:
-        raise id_error(bid, got, data)
+        raise id_error(bid, got, data, cs)
     return data
 
 
 class Receiver:
     """Assembles one blob from its chunks in order (a download, resumable from :attr:`received`) into
     a buffer allocated once (a one-chunk blob: the received chunk itself), hashing each byte once as
-    it arrives (each chunk's sha256, checked at once); :meth:`result` derives the id from the chunk
+    it arrives (each chunk's digest, checked at once); :meth:`result` derives the id from the chunk
     hashes and checks it."""
 
     def __init__(self, blob_id: str, max_blob: int | None = None) -> None:
@@ -451,8 +475,8 @@ class Receiver:
         self.ids: list[str] = []
 
     def add(self, c: AnyChunk) -> None:
-        if c.blob_sha256 != self.blob_id:
-            raise ChunkError(f"a chunk of blob {c.blob_sha256[:12]} in the download of {self.blob_id[:12]}")
+        if c.blob_id != self.blob_id:
+            raise ChunkError(f"a chunk of blob {c.blob_id[:12]} in the download of {self.blob_id[:12]}")
         if self.buf is None:
             if c.blob_size < 0 or (self.max_blob is not None and c.blob_size > self.max_blob):
                 raise ChunkError(f"blob of {c.blob_size} bytes exceeds the limit of {self.max_blob}")
@@ -469,8 +493,8 @@ class Receiver:
         cs = uniform_size(c.index, n, self.total, self.size)
         if self.cs and cs != self.cs:
             raise ChunkError(f"chunk {c.index} of {n} bytes breaks the blob's {self.cs}-byte chunks")
-        if sha256(c.data) != c.chunk_sha256:
-            raise ChunkError(f"chunk {c.index} of {self.blob_id[:12]} fails its sha256 check")
+        if digest(c.data) != c.chunk_digest:
+            raise ChunkError(f"chunk {c.index} of {self.blob_id[:12]} fails its digest check")
         self.cs = cs
         if self.total == 1:  # the whole blob is this chunk: keep the view into the message, no copy
             self.buf = memoryview(c.data).cast("B")
@@ -478,7 +502,7 @@ class Receiver:
             if self.buf is None:
                 self.buf = buffer(self.size)
             self.buf[self.filled:self.filled + n] = c.data
-        self.ids.append(c.chunk_sha256)
+        self.ids.append(c.chunk_digest)
         self.filled += n
         self.received += 1
 
@@ -488,7 +512,7 @@ class Receiver:
             raise ChunkError(f"incomplete blob: {self.received} of {self.total} chunks")
         got = blob_id(self.ids, self.size, self.cs)
         if got != self.blob_id:
-            raise id_error(self.blob_id, got, self.buf)
+            raise id_error(self.blob_id, got, self.buf, self.cs)
         return self.buf.toreadonly()
 
 
@@ -500,7 +524,7 @@ def read_ahead(it: Iterable[Any], depth: int = 4, when: Callable[[Any], bool] | 
 
     A gRPC stream hands over its next message only when asked, and flow control stops the
     sender while the receiver hashes and copies the last one: both sides then work in turn.
-    Reading ahead keeps the stream moving while this thread works (hashlib and the copies
+    Reading ahead keeps the stream moving while this thread works (hashing and the copies
     release the GIL). An exception of ``it`` is raised here at its place in the stream; when
     the consumer stops early (an error, or it is closed) the helper stops at its next item.
     ``when``: decide on the first item whether the rest is worth a thread (a one-chunk blob is not)."""

@@ -27,7 +27,7 @@ class DeniedError(Exception):
 @dataclass(eq=False)
 class _Partial:
     """One client's unfinished upload of one blob: the verified chunks as they arrived (views into the
-    received messages: nothing is copied) and their sha256, from which the blob's id is derived."""
+    received messages: nothing is copied) and their digests, from which the blob's id is derived."""
 
     total: int
     size: int
@@ -37,7 +37,7 @@ class _Partial:
     cs: int = 0  # the length of every chunk but the last (0: no chunk seen yet)
     landed: set[int] = field(default_factory=set)  # chunks whose bytes are in ``data``
     data: dict[int, chunks.Buffer] = field(default_factory=dict)
-    ids: dict[int, str] = field(default_factory=dict)  # their verified sha256
+    ids: dict[int, str] = field(default_factory=dict)  # their verified digests
     completing: bool = False
     misfits: set[int] = field(default_factory=set)  # chunks whose length fits no uniform layout
 
@@ -75,7 +75,7 @@ class BlobStore:
 
     The lock only guards bookkeeping: hashing and verifying a completed upload run outside it, so one
     client's large transfer never blocks another's calls. Each uploaded byte is hashed once (its
-    chunk's sha256) and not copied: the blob is kept as the chunks it arrived in (:class:`chunks.Pieces`)
+    chunk's digest) and not copied: the blob is kept as the chunks it arrived in (:class:`chunks.Pieces`)
     and its id derived from their hashes. A blob's layout (its chunks' hashes, at the chunk size its id
     names) is computed once, when it is stored, and every download sends it in that layout.
     """
@@ -87,7 +87,7 @@ class BlobStore:
         self.max_partials, self.partial_ttl_s = max_partials, partial_ttl_s
         self.chunk_size = chunk_size
         self.blobs: OrderedDict[str, chunks.Stored] = OrderedDict()
-        self.layouts: dict[str, chunks.Layout] = {}  # blob id -> its chunks' sha256 (the id's layout)
+        self.layouts: dict[str, chunks.Layout] = {}  # blob id -> its chunks' digests (the id's layout)
         self.readers: dict[str, set[str]] = {}
         self.pinned: set[str] = set()
         self.partial: dict[tuple[str, str, int, int], _Partial] = {}  # (owner, blob, total, size)
@@ -192,7 +192,7 @@ class BlobStore:
         and raises (nothing is stored from a rejected call; only a partial
         upload whose chunks turn out to assemble to another blob is discarded
         whole); a stream that merely ends early (interrupted) keeps what it
-        delivered for resume. Each chunk is hashed once (its own sha256, from
+        delivered for resume. Each chunk is hashed once (its own digest, from
         which the blob's id is derived) and kept as received (no copy); only the
         bookkeeping holds the lock. Chunks may leave the blob id empty until a
         later chunk of the stream names it (a sender that starts before it has
@@ -210,18 +210,18 @@ class BlobStore:
                 if check is not None:
                     check(c)
                 chunks.check_chunk(c, self.max_blob, unnamed=True)
-                if total and ((c.total, c.blob_size) != (total, size) or (bid and c.blob_sha256 not in ("", bid))):
-                    raise chunks.ChunkError(f"chunk {c.index} declares blob {c.blob_sha256[:12]!r}, total={c.total}, "
+                if total and ((c.total, c.blob_size) != (total, size) or (bid and c.blob_id not in ("", bid))):
+                    raise chunks.ChunkError(f"chunk {c.index} declares blob {c.blob_id[:12]!r}, total={c.total}, "
                                             f"size={c.blob_size}; one upload stream carries one blob, one layout")
                 total, size = c.total, c.blob_size
-                if not bid and not c.blob_sha256:
+                if not bid and not c.blob_id:
                     with self.lock:
                         self._make_room(len(c.data))
                         self.nbytes += len(c.data)
                     stashed += len(c.data)
                     stash.append(c)
                     continue
-                bid = bid or c.blob_sha256
+                bid = bid or c.blob_id
                 todo = [c]
                 if stash:
                     with self.lock:
@@ -250,7 +250,7 @@ class BlobStore:
                         added.append(c.index)
                         p.landed.add(c.index)
                         p.data[c.index] = c.data  # a view into the received message: no copy
-                        p.ids[c.index] = c.chunk_sha256
+                        p.ids[c.index] = c.chunk_digest
                         done = (len(p.landed) == p.total and not p.completing
                                 and self.partial.get((owner, bid, total, size)) is p)
                         p.completing = p.completing or done
@@ -265,7 +265,7 @@ class BlobStore:
                 with self.lock:
                     self.nbytes -= stashed
         if not bid:
-            raise chunks.ChunkError("an upload stream that never names its blob (every chunk's blob_sha256 is "
+            raise chunks.ChunkError("an upload stream that never names its blob (every chunk's blob_id is "
                                     "empty)" if total else "empty upload: no chunks")
         with self.lock:
             mine = sorted((q.touched, k) for k, q in self.partial.items() if k[0] == owner)
@@ -300,7 +300,7 @@ class BlobStore:
         if p.misfits:
             err = chunks.ChunkError(f"chunks of {bid[:12]} do not fit one uniform layout; upload it again")
         elif lay.blob_id != bid or len(blob) != p.size:
-            err = chunks.id_error(bid, lay.blob_id, blob)
+            err = chunks.id_error(bid, lay.blob_id, blob, p.cs)
         with self.lock:
             key = (owner, bid, p.total, p.size)
             if self.partial.get(key) is p:

@@ -206,7 +206,7 @@ class AllocationServicer(allocation_pb2_grpc.AllocationServicer):
             invalid(ctx, "accuracies must be finite and in [0, 1]")
         if req.bytes_down < 0:
             invalid(ctx, "bytes_down must be >= 0")
-        if not chunks.is_sha256(req.own_paths_blob):
+        if not chunks.is_hex_id(req.own_paths_blob):
             invalid(ctx, "own_paths_blob must be the sha256 id of an uploaded PathBatch")
         if req.own_paths_blob in (g.candidate_blob, g.delta_blob):
             invalid(ctx, "own_paths_blob is the server's candidate blob: own paths are the client's own")
@@ -232,7 +232,7 @@ class AllocationServicer(allocation_pb2_grpc.AllocationServicer):
         slot = caller(g, ctx, req.client_id)
         if req.round < 1:
             invalid(ctx, f"round must be >= 1, got {req.round}")
-        if req.held_candidates and not chunks.is_sha256(req.held_candidates):
+        if req.held_candidates and not chunks.is_hex_id(req.held_candidates):
             invalid(ctx, "held_candidates must be the sha256 id of a candidate batch")
         # y+/y- the client holds go by id (with a digest of their texts), the rest as text
         samples = g.allocation_messages(req.round, slot.name, req)
@@ -317,9 +317,9 @@ class ExchangeServicer(exchange_pb2_grpc.ExchangeServicer):
     def QueryUpload(self, req: exchange_pb2.UploadQuery, ctx: grpc.ServicerContext) -> exchange_pb2.UploadState:
         g = self.grid
         slot = caller(g, ctx, req.client_id)
-        if not chunks.is_sha256(req.blob_sha256):
-            invalid(ctx, "blob_sha256 must be 64 lower-case hex characters")
-        present, have, total, size = g.blobs.state(slot.name, req.blob_sha256)
+        if not chunks.is_hex_id(req.blob_id):
+            invalid(ctx, "blob_id must be 64 lower-case hex characters")
+        present, have, total, size = g.blobs.state(slot.name, req.blob_id)
         # not in the round's bytes: a resume probe is control traffic, like a heartbeat or an empty poll
         return exchange_pb2.UploadState(present=present, received_chunks=have, total=total, blob_size=size)
 
@@ -327,7 +327,7 @@ class ExchangeServicer(exchange_pb2_grpc.ExchangeServicer):
         """Yields encoded Chunk messages (bytes: see :func:`exchange_handler`), hashed when the blob was stored."""
         g = self.grid
         slot = caller(g, ctx, req.client_id)
-        if not chunks.is_sha256(req.blob_id):
+        if not chunks.is_hex_id(req.blob_id):
             invalid(ctx, "blob_id must be 64 lower-case hex characters")
         got = g.blobs.chunked(req.blob_id, slot.name)  # in the layout its id names
         if got is None:

@@ -148,11 +148,11 @@ def test_a_client_cannot_act_for_another(certs: Path) -> None:  # noqa: F811
             "ReportReward": lambda: a.alloc.ReportReward(allocation_pb2.RewardReport(
                 client_id="client-2", task_id=probe["client-2"], round=1), metadata=md, timeout=5),
             "QueryUpload": lambda: a.exchange.QueryUpload(exchange_pb2.UploadQuery(
-                client_id="client-2", blob_sha256=bid), metadata=md, timeout=5),
+                client_id="client-2", blob_id=bid), metadata=md, timeout=5),
             "Download": lambda: list(a.exchange.Download(exchange_pb2.DownloadRequest(
                 client_id="client-2", blob_id=bid), metadata=md, timeout=5)),
             "Upload": lambda: a.exchange.Upload(iter([exchange_pb2.Chunk(
-                blob_sha256="0" * 64, chunk_sha256="0" * 64, index=0, total=1, client_id="client-2")]),
+                blob_id="0" * 64, chunk_digest="0" * 64, index=0, total=1, client_id="client-2")]),
                 metadata=md, timeout=5),
         }
         for name, fn in calls.items():

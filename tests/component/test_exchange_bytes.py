@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
-from types import SimpleNamespace
 from typing import Any
 
 import grpc
@@ -142,12 +141,12 @@ def test_recorded_round_bytes_equal_the_messages_sent() -> None:
 
 
 class _Counted:
-    """hashlib.sha256 that adds every byte it hashes to a shared count."""
+    """blake3 that adds every byte it hashes to a shared count."""
 
     def __init__(self, count: list[int], lock: threading.Lock, data: Any = b"") -> None:
-        import hashlib
+        from blake3 import blake3
 
-        self.h, self.count, self.lock = hashlib.sha256(), count, lock
+        self.h, self.count, self.lock = blake3(), count, lock
         self.update(data)
 
     def update(self, data: Any) -> None:
@@ -169,8 +168,7 @@ def test_each_byte_is_hashed_once_per_pass(monkeypatch: Any) -> None:
     from lada.common import chunks
 
     count, lock = [0], threading.Lock()
-    fake = SimpleNamespace(sha256=lambda data=b"": _Counted(count, lock, data))
-    monkeypatch.setattr(chunks, "hashlib", fake)
+    monkeypatch.setattr(chunks, "blake3", lambda data=b"": _Counted(count, lock, data))
 
     def hashed() -> int:
         n, count[0] = count[0], 0
@@ -207,12 +205,12 @@ def test_an_upload_lands_only_under_the_id_of_its_own_bytes() -> None:
     from tests.support.transport import code_of, register, snapshot, stubs
 
     def relabel(cs: list[exchange_pb2.Chunk], bid: str) -> list[exchange_pb2.Chunk]:
-        return [exchange_pb2.Chunk(blob_sha256=bid, index=c.index, total=c.total, data=c.data,
-                                   chunk_sha256=c.chunk_sha256, blob_size=c.blob_size) for c in cs]
+        return [exchange_pb2.Chunk(blob_id=bid, index=c.index, total=c.total, data=c.data,
+                                   chunk_digest=c.chunk_digest, blob_size=c.blob_size) for c in cs]
 
     blob = os.urandom(5 * CHUNK)
     parts = list(chunks.split(blob, CHUNK, "client-1"))
-    bid = parts[0].blob_sha256
+    bid = parts[0].blob_id
     with grpc_server(chunk_size=CHUNK) as srv:
         s = register(stubs(srv.channel()), "client-1")
         before = snapshot(srv.grid)
@@ -223,7 +221,7 @@ def test_an_upload_lands_only_under_the_id_of_its_own_bytes() -> None:
         bad.data = bytes(flipped)
         with pytest.raises(grpc.RpcError) as e:
             s.exchange.Upload(iter([parts[0], parts[1], bad]), metadata=s.md, timeout=10)
-        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "sha256" in e.value.details()
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "digest check" in e.value.details()
         assert snapshot(srv.grid) == before  # the stream's valid chunks are rolled back too
         aliens = {"other bytes": relabel(list(chunks.split(os.urandom(5 * CHUNK), CHUNK)), bid),
                   "the same bytes cut elsewhere": relabel(list(chunks.split(blob, 2 * CHUNK)), bid)}
@@ -241,7 +239,7 @@ def test_an_upload_lands_only_under_the_id_of_its_own_bytes() -> None:
         assert rep.complete and rep.blob_id == bid and srv.grid.blobs.get(bid) == blob
         got = list(s.exchange.Download(exchange_pb2.DownloadRequest(blob_id=bid), metadata=s.md, timeout=10))
         assert b"".join(c.data for c in got) == blob and chunks.join(got) == blob
-        assert code_of(lambda: s.exchange.QueryUpload(exchange_pb2.UploadQuery(blob_sha256="A" * 64),
+        assert code_of(lambda: s.exchange.QueryUpload(exchange_pb2.UploadQuery(blob_id="A" * 64),
                                                       metadata=s.md, timeout=5)) == grpc.StatusCode.INVALID_ARGUMENT
 
 
@@ -293,15 +291,15 @@ def test_a_large_upload_starts_before_its_id_is_known() -> None:
     lay = chunks.Layout.of(blob, CHUNK)
     h = chunks.Hashing(blob, CHUNK)
     sent = [chunks.parse_chunk(m) for m in h.encoded("client-1")]
-    assert h.layout() == lay and [c.chunk_sha256 for c in sent] == lay.chunk_ids
-    assert sent[-1].blob_sha256 == lay.blob_id and {c.blob_sha256 for c in sent} <= {"", lay.blob_id}
+    assert h.layout() == lay and [c.chunk_digest for c in sent] == lay.chunk_ids
+    assert sent[-1].blob_id == lay.blob_id and {c.blob_id for c in sent} <= {"", lay.blob_id}
     assert b"".join(c.data for c in sent) == blob
 
     def unnamed(cs: list[exchange_pb2.Chunk], k: int) -> list[exchange_pb2.Chunk]:
         """The first k of ``cs`` with their blob id left empty."""
         out = [exchange_pb2.Chunk.FromString(c.SerializeToString()) for c in cs]
         for c in out[:k]:
-            c.blob_sha256 = ""
+            c.blob_id = ""
         return out
 
     parts = list(chunks.split(blob, CHUNK, "client-1"))
@@ -319,7 +317,7 @@ def test_a_large_upload_starts_before_its_id_is_known() -> None:
     assert store.nbytes == 0 and not store.partial
     other = list(chunks.split(os.urandom(len(blob)), CHUNK, "client-1"))
     forged = unnamed(other, len(other) - 1)
-    forged[-1].blob_sha256 = lay.blob_id  # valid chunks of other bytes, then one naming this blob
+    forged[-1].blob_id = lay.blob_id  # valid chunks of other bytes, then one naming this blob
     with pytest.raises(chunks.ChunkError, match="id check"):
         store.add_chunks("client-1", forged)
     assert store.nbytes == 0 and not store.partial and store.get(lay.blob_id) is None
@@ -339,7 +337,7 @@ def test_the_client_sends_a_large_blob_while_hashing_it(monkeypatch: Any) -> Non
     from lada.common import chunks
 
     count, lock = [0], threading.Lock()
-    monkeypatch.setattr(chunks, "hashlib", SimpleNamespace(sha256=lambda data=b"": _Counted(count, lock, data)))
+    monkeypatch.setattr(chunks, "blake3", lambda data=b"": _Counted(count, lock, data))
     monkeypatch.setattr(chunks, "PIPELINE_FROM", 4 * CHUNK)
     blob = os.urandom(40 * CHUNK + 7)
     bid = chunks.id_of(blob, CHUNK)

@@ -162,7 +162,7 @@ class Bench:
         if method == "Upload":
             return list(chunks.split(b"fuzz payload " * 40, 128, "client-1"))
         if method == "QueryUpload":
-            return exchange_pb2.UploadQuery(blob_sha256=self.own_blob, client_id="client-1")
+            return exchange_pb2.UploadQuery(blob_id=self.own_blob, client_id="client-1")
         if method == "Download":
             return exchange_pb2.DownloadRequest(blob_id=self.cand_blob, from_chunk=0, client_id="client-1")
         raise AssertionError(method)

@@ -168,16 +168,16 @@ def test_a_rejected_upload_stores_nothing() -> None:
 
         big, fat = os.urandom(2 << 20), os.urandom(80_000)
         bad_streams = {
-            "a chunk failing its sha256": [parts[1], corrupt(parts[2], data=b"x" * 30_000)],
+            "a chunk failing its digest": [parts[1], corrupt(parts[2], data=b"x" * 30_000)],
             "an index out of range": [parts[1], corrupt(parts[2], index=9)],
             "a different total mid-upload": [parts[1], corrupt(parts[2], total=5)],
             "a different size mid-upload": [parts[1], corrupt(parts[2], blob_size=99_999)],
-            "upper-case ids": [corrupt(parts[1], blob_sha256=parts[1].blob_sha256.upper())],
+            "upper-case ids": [corrupt(parts[1], blob_id=parts[1].blob_id.upper())],
             "two blobs in one stream": [parts[1], next(chunks.split(b"other", 30_000, "client-1"))],
-            "more bytes than declared": [corrupt(parts[1], data=fat, chunk_sha256=chunks.sha256(fat))],
+            "more bytes than declared": [corrupt(parts[1], data=fat, chunk_digest=chunks.digest(fat))],
             "a blob over the size limit": list(chunks.split(big, 500_000, "client-1"))[:1],
             "an empty stream": [],
-            "chunks that assemble to the wrong blob": [corrupt(c, blob_sha256="ab" * 32) for c in parts],
+            "chunks that assemble to the wrong blob": [corrupt(c, blob_id="ab" * 32) for c in parts],
         }
         for what, stream in bad_streams.items():
             code = code_of(lambda st=stream: s.exchange.Upload(iter(st), metadata=s.md, timeout=10))
@@ -349,9 +349,9 @@ def test_knowing_a_blob_id_is_not_access_to_it() -> None:
         a = register(stubs(srv.channel()), "client-1")
         b = register(stubs(srv.channel()), "client-2")
         a.exchange.Upload(chunks.split(blob, 10_000, "client-1"), metadata=a.md, timeout=10)
-        assert not b.exchange.QueryUpload(exchange_pb2.UploadQuery(blob_sha256=bid), metadata=b.md, timeout=5).present
+        assert not b.exchange.QueryUpload(exchange_pb2.UploadQuery(blob_id=bid), metadata=b.md, timeout=5).present
         fake = b"not the content"
-        forged = exchange_pb2.Chunk(blob_sha256=bid, index=0, total=4, data=fake, chunk_sha256=chunks.sha256(fake),
+        forged = exchange_pb2.Chunk(blob_id=bid, index=0, total=4, data=fake, chunk_digest=chunks.digest(fake),
                                     blob_size=len(blob))
         rep = b.exchange.Upload(iter([forged]), metadata=b.md, timeout=10)
         assert not rep.complete and not rep.already_present

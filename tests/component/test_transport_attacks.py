@@ -117,7 +117,7 @@ def test_the_candidate_blob_is_not_a_clients_own_paths() -> None:
                                                               metadata=s.md, timeout=10))
         assert code == grpc.StatusCode.INVALID_ARGUMENT
         # a blob another client was given is not "present" for it: it must send the bytes to own them
-        st = s.exchange.QueryUpload(exchange_pb2.UploadQuery(blob_sha256=published, client_id="client-1"),
+        st = s.exchange.QueryUpload(exchange_pb2.UploadQuery(blob_id=published, client_id="client-1"),
                                     metadata=s.md, timeout=10)
         assert not st.present and (1, "client-1") not in srv.grid.probes
 

@@ -1,5 +1,5 @@
 """The hand-written Chunk codec is the protobuf one, byte for byte, the in-order receiver refuses
-what a download must not accept, and a blob id (a hash list over the chunks' sha256) pins the bytes
+what a download must not accept, and a blob id (a hash list over the chunks' digests) pins the bytes
 (issue 17: chunks are encoded and parsed without the three copies the generated class makes, so both
 must stay exactly the generated class's wire format; each byte is hashed once per side)."""
 
@@ -22,12 +22,12 @@ TEXT = st.text(max_size=80)
 @given(bid=TEXT, index=INT32, total=INT32, data=st.binary(max_size=600), cid=TEXT, size=INT64, client=TEXT)
 def test_encode_is_protobufs_serialization_and_parse_reads_it_back(bid: str, index: int, total: int, data: bytes,
                                                                    cid: str, size: int, client: str) -> None:
-    ref = exchange_pb2.Chunk(blob_sha256=bid, index=index, total=total, data=data, chunk_sha256=cid,
+    ref = exchange_pb2.Chunk(blob_id=bid, index=index, total=total, data=data, chunk_digest=cid,
                              blob_size=size, client_id=client)
     enc = chunks.encode_chunk(bid, index, total, data, cid, size, client)
     assert enc == ref.SerializeToString()
     v = chunks.parse_chunk(enc)
-    assert (v.blob_sha256, v.index, v.total, bytes(v.data), v.chunk_sha256, v.blob_size, v.client_id) == (
+    assert (v.blob_id, v.index, v.total, bytes(v.data), v.chunk_digest, v.blob_size, v.client_id) == (
         bid, index, total, data, cid, size, client)
     assert v.ByteSize() == ref.ByteSize() == len(enc)
 
@@ -48,8 +48,8 @@ def test_parse_agrees_with_protobuf_on_any_bytes(raw: bytes) -> None:
         return
     if ref is None:  # protobuf is stricter in places we need not be (e.g. end-group tags): values are moot
         return
-    assert (v.blob_sha256, v.index, v.total, bytes(v.data), v.chunk_sha256, v.blob_size, v.client_id) == (
-        ref.blob_sha256, ref.index, ref.total, ref.data, ref.chunk_sha256, ref.blob_size, ref.client_id)
+    assert (v.blob_id, v.index, v.total, bytes(v.data), v.chunk_digest, v.blob_size, v.client_id) == (
+        ref.blob_id, ref.index, ref.total, ref.data, ref.chunk_digest, ref.blob_size, ref.client_id)
 
 
 def test_parse_shares_the_data_and_protobuf_reads_what_encode_wrote_from_a_view() -> None:
@@ -59,26 +59,30 @@ def test_parse_shares_the_data_and_protobuf_reads_what_encode_wrote_from_a_view(
     assert [exchange_pb2.Chunk.FromString(e).index for e in enc] == [1, 2]
     v = chunks.parse_chunk(enc[0])
     assert isinstance(v.data, memoryview) and v.data.obj is enc[0]  # a view into the message, not a copy
-    assert bytes(v.data) == blob[1024:2048] and v.chunk_sha256 == chunks.sha256(blob[1024:2048])
+    assert bytes(v.data) == blob[1024:2048] and v.chunk_digest == chunks.digest(blob[1024:2048])
     assert lay.blob_id == chunks.blob_id(lay.chunk_ids, 3000, 1024) and lay.total == 3
 
 
-def _reference_id(data: bytes, cs: int) -> str:
-    """The v2 id written out from its definition, independently of chunks.blob_id."""
+def _reference_id(data: bytes, cs: int, v: int = 3) -> str:
+    """The v3 id (BLAKE3 hash list) or the v2 id (sha256 hash list) written out from its definition,
+    independently of chunks.blob_id."""
     import hashlib
 
+    from blake3 import blake3
+
+    h = blake3 if v == 3 else hashlib.sha256
     parts = [data[i:i + cs] for i in range(0, len(data), cs)] or [b""]
     eff = len(data) if len(parts) == 1 else cs
-    return hashlib.sha256(b"lada-blob-v2\0" + eff.to_bytes(8, "big") + len(data).to_bytes(8, "big")
-                          + b"".join(hashlib.sha256(p).digest() for p in parts)).hexdigest()
+    return h(f"lada-blob-v{v}\0".encode() + eff.to_bytes(8, "big") + len(data).to_bytes(8, "big")
+             + b"".join(h(p).digest() for p in parts)).hexdigest()
 
 
 def test_layouts_big_and_small_hash_the_same() -> None:
     data = os.urandom(chunks.PARALLEL_HASH + 5)  # two threads above PARALLEL_HASH, one below
     big, small = chunks.Layout.of(data, 1 << 20), chunks.Layout.of(data[:1000], 300)
-    assert big.blob_id == _reference_id(data, 1 << 20) and big.chunk_ids[-1] == chunks.sha256(data[-5:])
-    assert big.chunk_ids == [chunks.sha256(data[i:i + (1 << 20)]) for i in range(0, len(data), 1 << 20)]
-    assert list(small.chunk_ids) == [chunks.sha256(data[i:min(i + 300, 1000)]) for i in range(0, 1000, 300)]
+    assert big.blob_id == _reference_id(data, 1 << 20) and big.chunk_ids[-1] == chunks.digest(data[-5:])
+    assert big.chunk_ids == [chunks.digest(data[i:i + (1 << 20)]) for i in range(0, len(data), 1 << 20)]
+    assert list(small.chunk_ids) == [chunks.digest(data[i:min(i + 300, 1000)]) for i in range(0, 1000, 300)]
     assert small.blob_id == _reference_id(data[:1000], 300)
 
 
@@ -102,18 +106,18 @@ def test_join_and_receiver_derive_the_id_from_the_chunk_hashes() -> None:
     # bytes) relabelled with this id: refused, by join as by the receiver
     other = os.urandom(5000)
     for alien in ([*chunks.split(other, 1000)], [*chunks.split(data, 1250)]):
-        relabelled = [exchange_pb2.Chunk(blob_sha256=parts[0].blob_sha256, index=c.index, total=c.total, data=c.data,
-                                         chunk_sha256=c.chunk_sha256, blob_size=c.blob_size) for c in alien]
+        relabelled = [exchange_pb2.Chunk(blob_id=parts[0].blob_id, index=c.index, total=c.total, data=c.data,
+                                         chunk_digest=c.chunk_digest, blob_size=c.blob_size) for c in alien]
         with pytest.raises(chunks.ChunkError, match="id check"):
             chunks.join(relabelled)
-        rx = chunks.Receiver(parts[0].blob_sha256)
+        rx = chunks.Receiver(parts[0].blob_id)
         for c in relabelled:
             rx.add(c)
         with pytest.raises(chunks.ChunkError, match="id check"):
             rx.result()
     # a v1 id (the sha256 of the bytes) is named as such, not silently taken
-    v1 = [exchange_pb2.Chunk(blob_sha256=chunks.sha256(data), index=c.index, total=c.total, data=c.data,
-                             chunk_sha256=c.chunk_sha256, blob_size=c.blob_size) for c in parts]
+    v1 = [exchange_pb2.Chunk(blob_id=chunks.sha256(data), index=c.index, total=c.total, data=c.data,
+                             chunk_digest=c.chunk_digest, blob_size=c.blob_size) for c in parts]
     with pytest.raises(chunks.ChunkError, match="v1 id"):
         chunks.join(v1)
     rx = chunks.Receiver(chunks.sha256(data))
@@ -121,6 +125,11 @@ def test_join_and_receiver_derive_the_id_from_the_chunk_hashes() -> None:
         rx.add(c)
     with pytest.raises(chunks.ChunkError, match="v1 id"):
         rx.result()
+    # so is a v2 id (the sha256 hash list of an older LaDa)
+    v2 = [exchange_pb2.Chunk(blob_id=_reference_id(data, 1000, v=2), index=c.index, total=c.total, data=c.data,
+                             chunk_digest=c.chunk_digest, blob_size=c.blob_size) for c in parts]
+    with pytest.raises(chunks.ChunkError, match="v2 id"):
+        chunks.join(v2)
 
 
 def _views(data: bytes, size: int) -> list[chunks.ChunkView]:
@@ -153,7 +162,7 @@ def test_receiver_refuses_what_a_download_must_not_accept() -> None:
         "another blob": _views(b"other bytes", 4)[:1],
         "too big a blob": [chunks.parse_chunk(chunks.encode_chunk(bid, 0, 5, b"x" * 1000, "a" * 64, 10 ** 9))],
         "layouts mixed": [parts[0], chunks.parse_chunk(chunks.encode_chunk(bid, 1, 6, parts[1].data,
-                                                                           parts[1].chunk_sha256, 5000))],
+                                                                           parts[1].chunk_digest, 5000))],
         "more bytes than the blob": [parts[0], parts[1], parts[2], parts[3],
                                      chunks.parse_chunk(chunks.encode_chunk(bid, 4, 5, b"y" * 1001, "a" * 64, 5000))],
     }
@@ -168,11 +177,11 @@ def test_receiver_refuses_what_a_download_must_not_accept() -> None:
     flipped[7] ^= 0x40
     rx = chunks.Receiver(bid)  # a chunk with a flipped byte: refused on arrival, before it is stored
     rx.add(parts[0])
-    with pytest.raises(chunks.ChunkError, match="chunk 1 .* fails its sha256"):
-        rx.add(chunks.parse_chunk(chunks.encode_chunk(bid, 1, 5, bytes(flipped), parts[1].chunk_sha256, 5000)))
+    with pytest.raises(chunks.ChunkError, match="chunk 1 .* fails its digest"):
+        rx.add(chunks.parse_chunk(chunks.encode_chunk(bid, 1, 5, bytes(flipped), parts[1].chunk_digest, 5000)))
     assert rx.received == 1 and rx.filled == 1000
     with pytest.raises(chunks.ChunkError, match="breaks"):  # the cut changes midway: refused on arrival
-        rx.add(chunks.parse_chunk(chunks.encode_chunk(bid, 1, 5, data[1000:2100], chunks.sha256(data[1000:2100]),
+        rx.add(chunks.parse_chunk(chunks.encode_chunk(bid, 1, 5, data[1000:2100], chunks.digest(data[1000:2100]),
                                                       5000)))
     rx = chunks.Receiver(bid)
     for c in parts[:-1]:

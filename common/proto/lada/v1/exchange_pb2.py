@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16lada/v1/exchange.proto\x12\x07lada.v1\"\x84\x01\n\x05\x43hunk\x12\x13\n\x0b\x62lob_sha256\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\x05\x12\r\n\x05total\x18\x03 \x01(\x05\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\x12\x14\n\x0c\x63hunk_sha256\x18\x05 \x01(\t\x12\x11\n\tblob_size\x18\x06 \x01(\x03\x12\x11\n\tclient_id\x18\x07 \x01(\t\"x\n\x0bUploadReply\x12\x0f\n\x07\x62lob_id\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x03\x12\x17\n\x0f\x61lready_present\x18\x03 \x01(\x08\x12\x10\n\x08\x63omplete\x18\x04 \x01(\x08\x12\x10\n\x08received\x18\x05 \x01(\x05\x12\r\n\x05total\x18\x06 \x01(\x05\"5\n\x0bUploadQuery\x12\x13\n\x0b\x62lob_sha256\x18\x01 \x01(\t\x12\x11\n\tclient_id\x18\x02 \x01(\t\"Y\n\x0bUploadState\x12\x0f\n\x07present\x18\x01 \x01(\x08\x12\x17\n\x0freceived_chunks\x18\x02 \x03(\x05\x12\r\n\x05total\x18\x03 \x01(\x05\x12\x11\n\tblob_size\x18\x04 \x01(\x03\"I\n\x0f\x44ownloadRequest\x12\x0f\n\x07\x62lob_id\x18\x01 \x01(\t\x12\x12\n\nfrom_chunk\x18\x02 \x01(\x05\x12\x11\n\tclient_id\x18\x03 \x01(\t2\xaf\x01\n\x08\x45xchange\x12\x30\n\x06Upload\x12\x0e.lada.v1.Chunk\x1a\x14.lada.v1.UploadReply(\x01\x12\x39\n\x0bQueryUpload\x12\x14.lada.v1.UploadQuery\x1a\x14.lada.v1.UploadState\x12\x36\n\x08\x44ownload\x12\x18.lada.v1.DownloadRequest\x1a\x0e.lada.v1.Chunk0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16lada/v1/exchange.proto\x12\x07lada.v1\"\x80\x01\n\x05\x43hunk\x12\x0f\n\x07\x62lob_id\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\x05\x12\r\n\x05total\x18\x03 \x01(\x05\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\x12\x14\n\x0c\x63hunk_digest\x18\x05 \x01(\t\x12\x11\n\tblob_size\x18\x06 \x01(\x03\x12\x11\n\tclient_id\x18\x07 \x01(\t\"x\n\x0bUploadReply\x12\x0f\n\x07\x62lob_id\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x03\x12\x17\n\x0f\x61lready_present\x18\x03 \x01(\x08\x12\x10\n\x08\x63omplete\x18\x04 \x01(\x08\x12\x10\n\x08received\x18\x05 \x01(\x05\x12\r\n\x05total\x18\x06 \x01(\x05\"1\n\x0bUploadQuery\x12\x0f\n\x07\x62lob_id\x18\x01 \x01(\t\x12\x11\n\tclient_id\x18\x02 \x01(\t\"Y\n\x0bUploadState\x12\x0f\n\x07present\x18\x01 \x01(\x08\x12\x17\n\x0freceived_chunks\x18\x02 \x03(\x05\x12\r\n\x05total\x18\x03 \x01(\x05\x12\x11\n\tblob_size\x18\x04 \x01(\x03\"I\n\x0f\x44ownloadRequest\x12\x0f\n\x07\x62lob_id\x18\x01 \x01(\t\x12\x12\n\nfrom_chunk\x18\x02 \x01(\x05\x12\x11\n\tclient_id\x18\x03 \x01(\t2\xaf\x01\n\x08\x45xchange\x12\x30\n\x06Upload\x12\x0e.lada.v1.Chunk\x1a\x14.lada.v1.UploadReply(\x01\x12\x39\n\x0bQueryUpload\x12\x14.lada.v1.UploadQuery\x1a\x14.lada.v1.UploadState\x12\x36\n\x08\x44ownload\x12\x18.lada.v1.DownloadRequest\x1a\x0e.lada.v1.Chunk0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,15 +32,15 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'lada.v1.exchange_pb2', _glo
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_CHUNK']._serialized_start=36
-  _globals['_CHUNK']._serialized_end=168
-  _globals['_UPLOADREPLY']._serialized_start=170
-  _globals['_UPLOADREPLY']._serialized_end=290
-  _globals['_UPLOADQUERY']._serialized_start=292
-  _globals['_UPLOADQUERY']._serialized_end=345
-  _globals['_UPLOADSTATE']._serialized_start=347
-  _globals['_UPLOADSTATE']._serialized_end=436
-  _globals['_DOWNLOADREQUEST']._serialized_start=438
-  _globals['_DOWNLOADREQUEST']._serialized_end=511
-  _globals['_EXCHANGE']._serialized_start=514
-  _globals['_EXCHANGE']._serialized_end=689
+  _globals['_CHUNK']._serialized_end=164
+  _globals['_UPLOADREPLY']._serialized_start=166
+  _globals['_UPLOADREPLY']._serialized_end=286
+  _globals['_UPLOADQUERY']._serialized_start=288
+  _globals['_UPLOADQUERY']._serialized_end=337
+  _globals['_UPLOADSTATE']._serialized_start=339
+  _globals['_UPLOADSTATE']._serialized_end=428
+  _globals['_DOWNLOADREQUEST']._serialized_start=430
+  _globals['_DOWNLOADREQUEST']._serialized_end=503
+  _globals['_EXCHANGE']._serialized_start=506
+  _globals['_EXCHANGE']._serialized_end=681
 # @@protoc_insertion_point(module_scope)

@@ -7,22 +7,22 @@ from typing import ClassVar as _ClassVar, Optional as _Optional
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Chunk(_message.Message):
-    __slots__ = ("blob_sha256", "index", "total", "data", "chunk_sha256", "blob_size", "client_id")
-    BLOB_SHA256_FIELD_NUMBER: _ClassVar[int]
+    __slots__ = ("blob_id", "index", "total", "data", "chunk_digest", "blob_size", "client_id")
+    BLOB_ID_FIELD_NUMBER: _ClassVar[int]
     INDEX_FIELD_NUMBER: _ClassVar[int]
     TOTAL_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
-    CHUNK_SHA256_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_DIGEST_FIELD_NUMBER: _ClassVar[int]
     BLOB_SIZE_FIELD_NUMBER: _ClassVar[int]
     CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
-    blob_sha256: str
+    blob_id: str
     index: int
     total: int
     data: bytes
-    chunk_sha256: str
+    chunk_digest: str
     blob_size: int
     client_id: str
-    def __init__(self, blob_sha256: _Optional[str] = ..., index: _Optional[int] = ..., total: _Optional[int] = ..., data: _Optional[bytes] = ..., chunk_sha256: _Optional[str] = ..., blob_size: _Optional[int] = ..., client_id: _Optional[str] = ...) -> None: ...
+    def __init__(self, blob_id: _Optional[str] = ..., index: _Optional[int] = ..., total: _Optional[int] = ..., data: _Optional[bytes] = ..., chunk_digest: _Optional[str] = ..., blob_size: _Optional[int] = ..., client_id: _Optional[str] = ...) -> None: ...
 
 class UploadReply(_message.Message):
     __slots__ = ("blob_id", "size", "already_present", "complete", "received", "total")
@@ -41,12 +41,12 @@ class UploadReply(_message.Message):
     def __init__(self, blob_id: _Optional[str] = ..., size: _Optional[int] = ..., already_present: _Optional[bool] = ..., complete: _Optional[bool] = ..., received: _Optional[int] = ..., total: _Optional[int] = ...) -> None: ...
 
 class UploadQuery(_message.Message):
-    __slots__ = ("blob_sha256", "client_id")
-    BLOB_SHA256_FIELD_NUMBER: _ClassVar[int]
+    __slots__ = ("blob_id", "client_id")
+    BLOB_ID_FIELD_NUMBER: _ClassVar[int]
     CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
-    blob_sha256: str
+    blob_id: str
     client_id: str
-    def __init__(self, blob_sha256: _Optional[str] = ..., client_id: _Optional[str] = ...) -> None: ...
+    def __init__(self, blob_id: _Optional[str] = ..., client_id: _Optional[str] = ...) -> None: ...
 
 class UploadState(_message.Message):
     __slots__ = ("present", "received_chunks", "total", "blob_size")
