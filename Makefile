@@ -1,5 +1,5 @@
 # The two commands of the README: `make demo` and `make test`.
-.PHONY: setup demo test lint protos bench real-models
+.PHONY: setup demo test lint protos bench real-models results
 
 setup:
 	./scripts/setup.sh
@@ -22,3 +22,9 @@ lint: setup
 
 protos: setup
 	.venv/bin/python -m lada.common.proto.generate
+
+# The premise scenario's matrix (issue 13) from its committed runs: table with significance marks and
+# plots in results/premise-matrix (no run; `lada experiment --config benchmarks/premise.yaml` makes runs).
+PREMISE_RUNS = results/premise-aligned-all,results/premise-more,results/premise-noexplore,results/premise-s9-rest
+results: setup
+	.venv/bin/lada experiment --join $(PREMISE_RUNS) --out results/premise-matrix

@@ -257,8 +257,14 @@ def _dashboard(cfg: LadaConfig, args: argparse.Namespace) -> int:
 
 
 def _experiment(cfg: LadaConfig, args: argparse.Namespace) -> int:
-    from lada.experiment import METHODS, redraw, run_matrix
+    from lada.experiment import METHODS, join, redraw, run_matrix
 
+    if args.join:
+        try:
+            join([Path(p) for p in args.join.split(",") if p.strip()], Path(args.out))
+        except ValueError as e:
+            args.parser.exit(2, f"{args.parser.prog}: error: {e}\n")
+        return 0
     if args.redraw:
         redraw(Path(args.out))
         return 0
@@ -315,7 +321,8 @@ _EXAMPLES = {
     "dashboard": ["lada dashboard --server.db sqlite:///.lada/lada.db",
                   "LADA_DASHBOARD__TOKEN=secret lada dashboard --config run.yaml --dashboard.port 9000"],
     "experiment": ["lada experiment --methods lada,random --seeds 0,1 --out results/exp",
-                   "lada experiment --out results/exp --redraw"],
+                   "lada experiment --out results/exp --redraw",
+                   "lada experiment --join results/a,results/b --out results/ab"],
     "build": ["lada models build", "lada models build --models.build_steps_llm 300 --models.cache_dir /tmp/m"],
     "eval": ["lada models eval --names llm slm-gpt2 --samples 200"],
     "export": ["lada export client-1 --config run.yaml --out adapters/client-1",
@@ -369,6 +376,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder for metrics, table and plots [results/experiment]")
     e.add_argument("--workers", type=int, default=2, metavar="N", help="runs in parallel (one CPU thread each) [2]")
     e.add_argument("--redraw", action="store_true", help="rewrite the table and plots of --out from its metrics")
+    e.add_argument("--join", metavar="DIR1,DIR2", help="one matrix in --out from these results folders of the "
+                   "same scenario (no run; a method and seed from the first folder that has it)")
 
     x = _command(sub, "export", "write a client's (or the LLM's) final LoRA adapter as a standard peft folder",
                  _export, only=("models", "lora", "train", "distill", "data.seed", "run.seed", "server.data_dir",

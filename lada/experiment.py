@@ -100,6 +100,7 @@ def run_cell(base: dict[str, Any], method: str, seed: int) -> list[dict[str, Any
                          domain=cfg.data.client_domains.get(subj),
                          **(_domain_acc(*llm_evals[0]) if subj == LLM and 0 in llm_evals else {})))
     domain_of = {p.id: p.domain for p in fed.public}
+    steps_of = {p.id: p.difficulty for p in fed.public}
     seen: dict[str, set[str]] = {}  # client -> every sample id it was given so far
     for h in fed.history:
         alloc = h.allocated
@@ -115,6 +116,8 @@ def run_cell(base: dict[str, Any], method: str, seed: int) -> list[dict[str, Any
                              in_domain=(sum(domain_of[i] == own for i in given) / len(given)
                                         if own and given else None),
                              fresh=fresh, distinct=len(before) if own else None,
+                             given_steps=(float(np.mean([steps_of[i] for i in given]))
+                                          if own and given else None),
                              lacked=lacked if subj == LLM else None))
     last = cfg.run.rounds
     for name, app in apps.items():
@@ -271,6 +274,55 @@ def redraw(out: Path) -> None:
     methods = [m for m in METHODS if any(r["method"] == m for r in rows)]
     old = (out / "summary.md").read_text() if (out / "summary.md").exists() else ""
     wall = float(old.rsplit("Wall time of the matrix:", 1)[1].split("min")[0]) * 60 if "Wall time" in old else 0.0
+    write_outputs(rows, out, methods, wall)
+
+
+def _flat_config(path: Path) -> dict[str, Any]:
+    def flat(d: dict[str, Any], pre: str = "") -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            out.update(flat(v, f"{pre}{k}.") if isinstance(v, dict) else {f"{pre}{k}": v})
+        return out
+
+    import yaml
+
+    return flat(yaml.safe_load(path.read_text()) or {})
+
+
+def join(sources: list[Path], out: Path) -> None:
+    """One matrix from several runs' folders of the same scenario (no run): their rows together, a
+    (method, seed) from the first folder that has it, and the table and plots drawn again. Folders whose
+    configs disagree on a knob both record are refused: that would compare two scenarios. The wall time is
+    the sum of the folders'; commit.txt names each folder's commit."""
+    if not sources:
+        raise ValueError("join needs at least one results folder")
+    for src in sources:
+        if not (src / "metrics.jsonl").exists() or not (src / "config.yaml").exists():
+            raise ValueError(f"{src} is not a results folder of lada experiment (no metrics.jsonl or config.yaml)")
+    ref = _flat_config(sources[0] / "config.yaml")
+    for src in sources[1:]:
+        other = _flat_config(src / "config.yaml")
+        bad = sorted(k for k in ref.keys() & other.keys() if ref[k] != other[k])
+        if bad:
+            raise ValueError(f"{src} ran another scenario than {sources[0]}: "
+                             + ", ".join(f"{k}={other[k]!r} (not {ref[k]!r})" for k in bad[:8]))
+    rows: list[dict[str, Any]] = []
+    taken: set[tuple[str, int]] = set()
+    commits, wall = [], 0.0
+    for src in sources:
+        mine = [json.loads(line) for f in ("metrics.jsonl", "items.jsonl") if (src / f).exists()
+                for line in (src / f).read_text().splitlines() if line.strip()]
+        cells = {(r["method"], r["seed"]) for r in mine} - taken
+        rows += [r for r in mine if (r["method"], r["seed"]) in cells]
+        taken |= cells
+        old = (src / "summary.md").read_text() if (src / "summary.md").exists() else ""
+        wall += float(old.rsplit("Wall time of the matrix:", 1)[1].split("min")[0]) * 60 if "Wall time" in old else 0
+        commit = (src / "commit.txt").read_text().strip() if (src / "commit.txt").exists() else "unknown"
+        commits.append(commit if ":" in commit else f"{src.name}: {commit}")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text((sources[0] / "config.yaml").read_text())
+    (out / "commit.txt").write_text("\n".join(commits) + "\n")
+    methods = [m for m in METHODS if any(r["method"] == m for r in rows)]
     write_outputs(rows, out, methods, wall)
 
 
@@ -500,22 +552,29 @@ def plot(rows: list[dict[str, Any]], methods: list[str], out: Path) -> None:
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
-    def series(m: str, key: str, subj_filter: Any) -> tuple[list[int], list[float]]:
-        by_round: dict[int, list[float]] = {}
+    def series(m: str, key: str, subj_filter: Any) -> tuple[list[int], np.ndarray, np.ndarray]:
+        """Rounds, the mean over seeds of each seed's mean over subjects, and its std over seeds."""
+        by: dict[int, dict[int, list[float]]] = {}
         for r in rows:
             if r["method"] == m and subj_filter(r["subject"]) and r.get(key) is not None:
-                by_round.setdefault(r["round"], []).append(r[key])
-        xs = sorted(by_round)
-        return xs, [float(np.mean(by_round[x])) for x in xs]
+                by.setdefault(r["round"], {}).setdefault(r["seed"], []).append(r[key])
+        xs = sorted(by)
+        per_seed = [[float(np.mean(v)) for v in by[x].values()] for x in xs]
+        return xs, np.array([np.mean(v) for v in per_seed]), np.array([np.std(v) for v in per_seed])
 
     def figure(fname: str, panels: list[tuple[str, Any, str, str]]) -> None:
-        """One PNG, one panel per (metric, subject filter, title, y label), a line per method."""
-        fig, axes = plt.subplots(1, len(panels), figsize=(12, 4.5))
+        """One PNG, one panel per (metric, subject filter, title, y label), a line per method with a band
+        of ±1 std over seeds (the seeds' spread, not the test items': the paired tests are in the table)."""
+        fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.5))
         for ax, (key, subj, title, ylabel) in zip(axes, panels):
             for k, m in enumerate(methods):  # LaDa variants dashed, baselines solid; 20 distinct colours
                 style = "--" if m.startswith("lada_") else "-"
-                ax.plot(*series(m, key, subj), style, marker="o", label=m, color=plt.cm.tab20(k % 20),
-                        linewidth=2.5 if m == "lada" else 1.5)
+                xs, mean, std = series(m, key, subj)
+                if not xs:
+                    continue
+                colour = plt.cm.tab20(k % 20)
+                ax.plot(xs, mean, style, marker="o", label=m, color=colour, linewidth=2.5 if m == "lada" else 1.5)
+                ax.fill_between(xs, mean - std, mean + std, color=colour, alpha=0.12, linewidth=0)
             ax.set(title=title, xlabel="round", ylabel=ylabel)
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # rounds are whole numbers
         axes[0].legend(fontsize=7, ncol=2)
@@ -531,6 +590,12 @@ def plot(rows: list[dict[str, Any]], methods: list[str], out: Path) -> None:
 
     figure("accuracy.png", [("accuracy", slm, "SLM accuracy (mean of clients and seeds)", "accuracy"),
                             ("accuracy", llm, "LLM held-out accuracy (mean of seeds)", "accuracy")])
+    if any(r.get("in_domain") is not None for r in rows):
+        panels = [("in_domain", slm, "own-domain share of a client's allocation", "share"),
+                  ("distinct", slm, "distinct samples a client was given so far", "samples")]
+        if any(r.get("given_steps") is not None for r in rows):
+            panels.append(("given_steps", slm, "mean difficulty (steps) of a client's allocation", "steps"))
+        figure("allocation.png", panels)
     figure("reward_overlap.png", [
         ("reward", slm, "client reward (learning gain, 0.5 = none)", "reward"),
         ("overlap", llm, "allocation overlap between clients (Jaccard)", "overlap"),

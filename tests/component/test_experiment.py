@@ -4,26 +4,36 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from lada.common.config import LadaConfig
 
-from lada.experiment import METHODS, paired, premise_check, redraw, run_cell, summary_table, write_outputs
+from lada.experiment import METHODS, join, paired, premise_check, redraw, run_cell, summary_table, write_outputs
 from tests.support.paths import TINY
 
 
-def test_matrix_outputs(tmp_path: Path, tiny_overrides: dict) -> None:
+@pytest.fixture(scope="module")
+def cells(tiny_overrides: dict) -> dict[str, list[dict]]:
+    """One real one-round tiny cell each of lada and local_only, shared by the tests that read outputs."""
     base = LadaConfig.load(TINY, overrides={**tiny_overrides, "run.rounds": 1}, env=False).flat()
-    rows = run_cell(base, "lada", 0) + run_cell(base, "local_only", 0)
+    return {m: run_cell(base, m, 0) for m in ("lada", "local_only")}
+
+
+def test_matrix_outputs(tmp_path: Path, tiny_overrides: dict, cells: dict[str, list[dict]]) -> None:
+    rows = cells["lada"] + cells["local_only"]
     assert {r["method"] for r in rows} == {"lada", "local_only"}
     metrics = [r for r in rows if r.get("kind") != "items"]
     assert all(0 <= r["accuracy"] <= 1 for r in metrics)
     write_outputs(rows, tmp_path, ["lada", "local_only"], wall=1.0)
-    for f in ("metrics.csv", "metrics.jsonl", "summary.md", "accuracy.png", "reward_overlap.png"):
+    for f in ("metrics.csv", "metrics.jsonl", "summary.md", "accuracy.png", "reward_overlap.png", "allocation.png"):
         assert (tmp_path / f).stat().st_size > 0, f
     table = summary_table(rows, ["lada", "local_only"])
     assert table.count("\n") == 3 and "| lada |" in table and "± " in table
     shares = [r["in_domain"] for r in metrics if r["method"] == "lada" and r["subject"] != "llm" and r["round"]]
     assert shares and all(0 <= v <= 1 for v in shares)  # what part of each allocation was the client's domain
     assert all(r.get("in_domain") is None for r in metrics if r["method"] == "local_only")
+    cfg = LadaConfig.load(TINY, overrides=tiny_overrides, env=False)
+    steps = [r["given_steps"] for r in metrics if r["method"] == "lada" and r["subject"] != "llm" and r["round"]]
+    assert steps and all(cfg.data.min_steps <= v <= cfg.data.max_steps for v in steps)  # mean difficulty given
     firsts = [r for r in metrics if r["method"] == "lada" and r["subject"] != "llm" and r["round"] == 1]
     assert firsts and all(r["fresh"] == 1.0 and r["distinct"] == r["n_allocated"] for r in firsts)
     items = [r for r in rows if r.get("kind") == "items"]
@@ -80,3 +90,28 @@ def test_oracles_and_paired_tests_against_random(tmp_path: Path, tiny_overrides:
     assert f"+0.0 points, McNemar p = 1 over {n_clock} paired items" in check
     write_outputs(rows, tmp_path, ["random", "oracle"], wall=1.0)
     assert "Premise check" in (tmp_path / "summary.md").read_text()
+
+
+def test_join_puts_runs_of_one_scenario_together_and_refuses_another(
+        tmp_path: Path, tiny_overrides: dict, cells: dict[str, list[dict]]) -> None:
+    cfg = LadaConfig.load(TINY, overrides={**tiny_overrides, "run.rounds": 1}, env=False)
+    for m, wall in (("lada", 60.0), ("local_only", 120.0)):
+        (tmp_path / m).mkdir()
+        (tmp_path / m / "config.yaml").write_text(cfg.dump_yaml())
+        (tmp_path / m / "commit.txt").write_text(f"c-{m}\n")
+        write_outputs(cells[m], tmp_path / m, [m], wall=wall)
+    # a folder that repeats a (method, seed) already taken adds nothing
+    (tmp_path / "again").mkdir()
+    (tmp_path / "again" / "config.yaml").write_text(cfg.dump_yaml())
+    write_outputs([{**r, "accuracy": 0.0} if "accuracy" in r else r for r in cells["lada"]], tmp_path / "again",
+                  ["lada"], wall=0.0)
+    join([tmp_path / "lada", tmp_path / "local_only", tmp_path / "again"], tmp_path / "all")
+    summary = (tmp_path / "all" / "summary.md").read_text()
+    assert summary.startswith(summary_table(cells["lada"] + cells["local_only"], ["lada", "local_only"]))
+    assert "Wall time of the matrix: 3.0 min" in summary
+    assert (tmp_path / "all" / "commit.txt").read_text().splitlines() == [
+        "lada: c-lada", "local_only: c-local_only", "again: unknown"]
+    other = LadaConfig.load(TINY, overrides={**tiny_overrides, "run.rounds": 1, "run.budget": 3}, env=False)
+    (tmp_path / "local_only" / "config.yaml").write_text(other.dump_yaml())
+    with pytest.raises(ValueError, match="another scenario.*run.budget=3"):
+        join([tmp_path / "lada", tmp_path / "local_only"], tmp_path / "bad")
