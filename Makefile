@@ -24,7 +24,8 @@ protos: setup
 	.venv/bin/python -m lada.common.proto.generate
 
 # The premise scenario's matrix (issue 13) from its committed runs: table with significance marks and
-# plots in results/premise-matrix (no run; `lada experiment --config benchmarks/premise.yaml` makes runs).
+# plots in results/premise-matrix and in docs/results.md (no run; `lada experiment --config
+# benchmarks/premise.yaml` makes runs).
 PREMISE_RUNS = results/premise-aligned-all,results/premise-more,results/premise-noexplore,results/premise-s9-rest
 results: setup
-	.venv/bin/lada experiment --join $(PREMISE_RUNS) --out results/premise-matrix
+	.venv/bin/lada experiment --join $(PREMISE_RUNS) --out results/premise-matrix --doc docs/results.md

@@ -261,7 +261,8 @@ def _experiment(cfg: LadaConfig, args: argparse.Namespace) -> int:
 
     if args.join:
         try:
-            join([Path(p) for p in args.join.split(",") if p.strip()], Path(args.out))
+            join([Path(p) for p in args.join.split(",") if p.strip()], Path(args.out),
+                 Path(args.doc) if args.doc else None)
         except ValueError as e:
             args.parser.exit(2, f"{args.parser.prog}: error: {e}\n")
         return 0
@@ -378,6 +379,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--redraw", action="store_true", help="rewrite the table and plots of --out from its metrics")
     e.add_argument("--join", metavar="DIR1,DIR2", help="one matrix in --out from these results folders of the "
                    "same scenario (no run; a method and seed from the first folder that has it)")
+    e.add_argument("--doc", metavar="FILE", help="with --join: also put the table and plots into FILE, between "
+                   "its '<!-- lada experiment --join: begin/end -->' lines")
 
     x = _command(sub, "export", "write a client's (or the LLM's) final LoRA adapter as a standard peft folder",
                  _export, only=("models", "lora", "train", "distill", "data.seed", "run.seed", "server.data_dir",

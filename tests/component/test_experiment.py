@@ -7,7 +7,19 @@ from pathlib import Path
 import pytest
 from lada.common.config import LadaConfig
 
-from lada.experiment import METHODS, join, paired, premise_check, redraw, run_cell, summary_table, write_outputs
+from lada.experiment import (
+    DOC_BEGIN,
+    DOC_END,
+    METHODS,
+    join,
+    paired,
+    premise_check,
+    redraw,
+    run_cell,
+    splice_into,
+    summary_table,
+    write_outputs,
+)
 from tests.support.paths import TINY
 
 
@@ -105,8 +117,14 @@ def test_join_puts_runs_of_one_scenario_together_and_refuses_another(
     (tmp_path / "again" / "config.yaml").write_text(cfg.dump_yaml())
     write_outputs([{**r, "accuracy": 0.0} if "accuracy" in r else r for r in cells["lada"]], tmp_path / "again",
                   ["lada"], wall=0.0)
-    join([tmp_path / "lada", tmp_path / "local_only", tmp_path / "again"], tmp_path / "all")
+    doc = tmp_path / "docs" / "results.md"
+    doc.parent.mkdir()
+    doc.write_text(f"# Results\n\nprose\n\n{DOC_BEGIN}\nold table\n{DOC_END}\n\nmore prose\n")
+    join([tmp_path / "lada", tmp_path / "local_only", tmp_path / "again"], tmp_path / "all", doc)
     summary = (tmp_path / "all" / "summary.md").read_text()
+    page = doc.read_text()
+    assert page.startswith("# Results\n\nprose\n\n") and page.endswith(f"{DOC_END}\n\nmore prose\n")
+    assert summary.strip() in page and "old table" not in page and "](../all/accuracy.png)" in page
     assert summary.startswith(summary_table(cells["lada"] + cells["local_only"], ["lada", "local_only"]))
     assert "Wall time of the matrix: 3.0 min" in summary
     assert (tmp_path / "all" / "commit.txt").read_text().splitlines() == [
@@ -115,3 +133,6 @@ def test_join_puts_runs_of_one_scenario_together_and_refuses_another(
     (tmp_path / "local_only" / "config.yaml").write_text(other.dump_yaml())
     with pytest.raises(ValueError, match="another scenario.*run.budget=3"):
         join([tmp_path / "lada", tmp_path / "local_only"], tmp_path / "bad")
+    doc.write_text("# Results without markers\n")
+    with pytest.raises(ValueError, match="needs one"):
+        splice_into(doc, tmp_path / "all")
