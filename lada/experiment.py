@@ -267,27 +267,35 @@ def run_matrix(cfg: LadaConfig, methods: list[str], seeds: list[int], out: Path,
     return out
 
 
+def _stored_rows(out: Path) -> list[dict[str, Any]]:
+    """The metric rows and per-item rows a run wrote to ``out``."""
+    return [json.loads(line) for f in ("metrics.jsonl", "items.jsonl") if (out / f).exists()
+            for line in (out / f).read_text().splitlines() if line.strip()]
+
+
+def _stored_wall(out: Path) -> float:
+    """The wall time (seconds) ``out/summary.md`` records, 0 if none."""
+    old = (out / "summary.md").read_text() if (out / "summary.md").exists() else ""
+    return float(old.rsplit("Wall time of the matrix:", 1)[1].split("min")[0]) * 60 if "Wall time" in old else 0.0
+
+
+def _methods_in(rows: list[dict[str, Any]]) -> list[str]:
+    return [m for m in METHODS if any(r["method"] == m for r in rows)]
+
+
 def redraw(out: Path) -> None:
     """The table and plots again from ``out/metrics.jsonl`` (no run), keeping the recorded wall time."""
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    if (out / "items.jsonl").exists():
-        rows += [json.loads(line) for line in (out / "items.jsonl").read_text().splitlines() if line.strip()]
-    methods = [m for m in METHODS if any(r["method"] == m for r in rows)]
-    old = (out / "summary.md").read_text() if (out / "summary.md").exists() else ""
-    wall = float(old.rsplit("Wall time of the matrix:", 1)[1].split("min")[0]) * 60 if "Wall time" in old else 0.0
-    write_outputs(rows, out, methods, wall)
+    rows = _stored_rows(out)
+    write_outputs(rows, out, _methods_in(rows), _stored_wall(out))
 
 
-def _flat_config(path: Path) -> dict[str, Any]:
-    def flat(d: dict[str, Any], pre: str = "") -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for k, v in d.items():
-            out.update(flat(v, f"{pre}{k}.") if isinstance(v, dict) else {f"{pre}{k}": v})
-        return out
-
+def _knobs(path: Path) -> dict[str, Any]:
+    """A stored config.yaml as ``{"section.knob": value}`` (as ``LadaConfig.flat``, without validating:
+    an older run's config may lack knobs added since)."""
     import yaml
 
-    return flat(yaml.safe_load(path.read_text()) or {})
+    data = yaml.safe_load(path.read_text()) or {}
+    return {f"{sec}.{k}": v for sec, vals in data.items() for k, v in (vals or {}).items()}
 
 
 DOC_BEGIN, DOC_END = "<!-- lada experiment --join: begin -->", "<!-- lada experiment --join: end -->"
@@ -318,9 +326,9 @@ def join(sources: list[Path], out: Path, doc: Path | None = None) -> None:
     for src in sources:
         if not (src / "metrics.jsonl").exists() or not (src / "config.yaml").exists():
             raise ValueError(f"{src} is not a results folder of lada experiment (no metrics.jsonl or config.yaml)")
-    ref = _flat_config(sources[0] / "config.yaml")
+    ref = _knobs(sources[0] / "config.yaml")
     for src in sources[1:]:
-        other = _flat_config(src / "config.yaml")
+        other = _knobs(src / "config.yaml")
         bad = sorted(k for k in ref.keys() & other.keys() if ref[k] != other[k])
         if bad:
             raise ValueError(f"{src} ran another scenario than {sources[0]}: "
@@ -329,20 +337,17 @@ def join(sources: list[Path], out: Path, doc: Path | None = None) -> None:
     taken: set[tuple[str, int]] = set()
     commits, wall = [], 0.0
     for src in sources:
-        mine = [json.loads(line) for f in ("metrics.jsonl", "items.jsonl") if (src / f).exists()
-                for line in (src / f).read_text().splitlines() if line.strip()]
+        mine = _stored_rows(src)
         cells = {(r["method"], r["seed"]) for r in mine} - taken
         rows += [r for r in mine if (r["method"], r["seed"]) in cells]
         taken |= cells
-        old = (src / "summary.md").read_text() if (src / "summary.md").exists() else ""
-        wall += float(old.rsplit("Wall time of the matrix:", 1)[1].split("min")[0]) * 60 if "Wall time" in old else 0
+        wall += _stored_wall(src)
         commit = (src / "commit.txt").read_text().strip() if (src / "commit.txt").exists() else "unknown"
         commits.append(commit if ":" in commit else f"{src.name}: {commit}")
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text((sources[0] / "config.yaml").read_text())
     (out / "commit.txt").write_text("\n".join(commits) + "\n")
-    methods = [m for m in METHODS if any(r["method"] == m for r in rows)]
-    write_outputs(rows, out, methods, wall)
+    write_outputs(rows, out, _methods_in(rows), wall)
     if doc is not None:
         splice_into(doc, out)
 
