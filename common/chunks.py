@@ -90,12 +90,14 @@ def n_chunks(size: int, chunk_size: int = DEFAULT_CHUNK) -> int:
     return max(1, -(-size // chunk_size))
 
 
-def blob_id(chunk_ids: Sequence[str], size: int, chunk_size: int) -> str:
+def blob_id(chunk_ids: Sequence[str], size: int, chunk_size: int, hasher: Callable[[bytes], Any] | None = None,
+            tag: bytes = ID_TAG) -> str:
     """The id of a blob of ``size`` bytes cut every ``chunk_size`` bytes whose chunks have the digests
     ``chunk_ids``: hashed from the digests (32 bytes a chunk), not the bytes again. A one-chunk blob's
-    id does not depend on the chunk size it was cut at."""
+    id does not depend on the chunk size it was cut at. ``hasher``/``tag``: an older scheme's (v2);
+    the default is looked up at call time, so ``blake3`` is the module's own."""
     cs = size if len(chunk_ids) == 1 else chunk_size
-    h = blake3(ID_TAG + cs.to_bytes(8, "big") + size.to_bytes(8, "big"))
+    h = (hasher or blake3)(tag + cs.to_bytes(8, "big") + size.to_bytes(8, "big"))
     h.update(b"".join(bytes.fromhex(c) for c in chunk_ids))
     return h.hexdigest()
 
@@ -103,12 +105,8 @@ def blob_id(chunk_ids: Sequence[str], size: int, chunk_size: int) -> str:
 def _v2_id(data: Buffer, chunk_size: int) -> str:
     """The id ``data`` had under lada-blob-v2 (the same hash list with sha256), to name an old peer's id."""
     mv = memoryview(data).cast("B")
-    digests = [hashlib.sha256(mv[i * chunk_size:(i + 1) * chunk_size]).digest()
-               for i in range(n_chunks(len(mv), chunk_size))]
-    cs = len(mv) if len(digests) == 1 else chunk_size
-    h = hashlib.sha256(b"lada-blob-v2\0" + cs.to_bytes(8, "big") + len(mv).to_bytes(8, "big"))
-    h.update(b"".join(digests))
-    return h.hexdigest()
+    digests = [sha256(mv[i * chunk_size:(i + 1) * chunk_size]) for i in range(n_chunks(len(mv), chunk_size))]
+    return blob_id(digests, len(mv), chunk_size, hashlib.sha256, b"lada-blob-v2\0")
 
 
 def id_of(data: Buffer, chunk_size: int = DEFAULT_CHUNK) -> str:
